@@ -1,0 +1,344 @@
+"""Registries: names in YAML (``type: FPN``) -> the classes that build them.
+
+A ``Registry`` maps names to classes (or factory functions).  ``build`` turns a
+config node ``{type: Name, **args}`` into an object, checking the arguments
+against the constructor's signature and type hints first, so a typo or a value
+of the wrong type is reported with its key path (``model.neck.out_channels``)
+instead of surfacing as a bare ``TypeError`` from deep inside a constructor.
+
+A constructor asks for *built children* through its type hints: a parameter
+annotated with a class that is not plain data (``backbone: nn.Module``,
+``pipeline: list[Transform]``) receives the built object(s); one annotated with
+``dict`` receives the raw node.  Children come from the parent's registry when
+it has members of the annotated class, else from the registry that does.
+
+Registries are filled by importing ``raydet`` (every component module
+registers itself at import time), so every Ray worker process resolves the
+same names without any driver-side set-up.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+
+_PLAIN_DATA = (int, float, str, bool, bytes, dict, list, tuple, set, type(None))
+_ALL_REGISTRIES: list["Registry"] = []
+
+
+class BuildError(ValueError):
+    """A config node that cannot be built; ``key_path`` says where it is."""
+
+    def __init__(self, key_path: str, message: str):
+        super().__init__(f"{key_path}: {message}" if key_path else message)
+        self.key_path = key_path
+        self.message = message
+
+
+def nearest_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``name`` (case-insensitive), best first; near-ties only."""
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio(), c) for c in candidates),
+        key=lambda item: -item[0],
+    )
+    if not scored or scored[0][0] < 0.6:
+        return []
+    best = scored[0][0]
+    return [c for score, c in scored[:n] if score >= max(0.6, best - 0.05)]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'X'?)"`` or ``""``."""
+    close = nearest_names(name, candidates)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def _short_list(names: Iterable[str], limit: int = 40) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+class Registry:
+    """A name -> class table with checked, recursive ``build``.
+
+    Args:
+        name: what the registry holds, used in messages (``"MODELS"``).
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._members: dict[str, Callable[..., Any]] = {}
+        _ALL_REGISTRIES.append(self)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.name!r}, {len(self._members)} members)"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    def register(self, name: str | None = None, force: bool = False) -> Callable[[T], T]:
+        """Decorator: ``@MODELS.register()`` or ``@MODELS.register(name="X", force=True)``."""
+
+        def add(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            old = self._members.get(key)
+            same_definition = old is not None and (
+                getattr(old, "__module__", None), getattr(old, "__qualname__", None)
+            ) == (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
+            if old is not None and old is not obj and not force and not same_definition:
+                raise KeyError(
+                    f"{self.name} already has {key!r} ({_qualified(old)}); "
+                    f"choose another name or pass force=True to replace it"
+                )
+            self._members[key] = obj  # type: ignore[assignment]
+            return obj
+
+        return add
+
+    def get(self, name: str, key_path: str = "") -> Callable[..., Any]:
+        """The class registered as ``name``; an unknown name is a ``BuildError``."""
+        if not isinstance(name, str):
+            raise BuildError(key_path, f"'type' must be a name (text), got {name!r}")
+        try:
+            return self._members[name]
+        except KeyError:
+            raise BuildError(
+                key_path,
+                f"unknown {self.name} type {name!r}{did_you_mean(name, self._members)}; "
+                f"available: {_short_list(self._members) or '(none registered)'}",
+            ) from None
+
+    def build(self, node: Any, key_path: str = "", **defaults: Any) -> Any:
+        """Build ``node = {type: Name, **args}``; ``defaults`` fill args the node omits.
+
+        Raises ``BuildError`` naming ``key_path`` (and the argument) on an unknown
+        type, an unknown / missing / ill-typed argument, or a constructor failure.
+        """
+        key_path = key_path or self.name.lower()
+        if not isinstance(node, collections.abc.Mapping) or "type" not in node:
+            raise BuildError(
+                key_path,
+                f"expected a mapping with a 'type:' key naming a {self.name} member, got {node!r}",
+            )
+        args = dict(node)
+        type_name = args.pop("type")
+        factory = self.get(type_name, f"{key_path}.type")
+        for key, value in defaults.items():
+            args.setdefault(key, value)
+        return call_checked(factory, args, key_path, child_registry=self)
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _registry_for(cls: type, default: Registry) -> Registry:
+    """The registry that builds children annotated ``cls``: the parent's when it has such members."""
+    def has_members(registry: Registry) -> bool:
+        return any(inspect.isclass(m) and issubclass(m, cls) for m in registry._members.values())
+
+    if has_members(default):
+        return default
+    return next((r for r in _ALL_REGISTRIES if has_members(r)), default)
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved type hints of a factory's parameters; unresolvable ones are left out."""
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # one bad forward reference: resolve the others one by one
+        namespace = getattr(target, "__globals__", {})
+        hints = {}
+        for key, hint in getattr(target, "__annotations__", {}).items():
+            try:
+                hints[key] = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 (annotation text)
+            except Exception:
+                continue
+        return hints
+
+
+def _union_args(annotation: Any) -> tuple[Any, ...] | None:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(annotation)
+    return None
+
+
+def _component_class(annotation: Any) -> type | None:
+    """The class a parameter wants *built* (``nn.Module`` in ``list[nn.Module] | None``)."""
+    options = _union_args(annotation)
+    if options is not None:
+        found = [c for c in map(_component_class, options) if c is not None]
+        return found[0] if found else None
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return _component_class(args[0]) if args else None
+    if inspect.isclass(annotation) and annotation is not object and not issubclass(annotation, _PLAIN_DATA):
+        return annotation
+    return None
+
+
+def describe_type(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if inspect.isclass(annotation) and not typing.get_args(annotation):
+        return annotation.__name__
+    text = repr(annotation).replace("typing.", "")
+    return text.replace("NoneType", "null")
+
+
+def matches_type(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a type hint (lists stand for tuples/sequences)."""
+    if annotation is Any or annotation is object or annotation is inspect.Parameter.empty or isinstance(annotation, (str, TypeVar)):
+        return True
+    options = _union_args(annotation)
+    if options is not None:
+        return any(matches_type(value, option) for option in options)
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple, collections.abc.Sequence) or annotation in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(matches_type, value, args))
+        element = args[0] if args else Any
+        return all(matches_type(v, element) for v in value)
+    if origin in (dict, collections.abc.Mapping) or annotation in (dict, collections.abc.Mapping):
+        if not isinstance(value, collections.abc.Mapping):
+            return False
+        if len(args) == 2:
+            return all(matches_type(k, args[0]) and matches_type(v, args[1]) for k, v in value.items())
+        return True
+    if origin is not None:  # other generics (Callable[...], Iterable[...]): not checkable from YAML
+        return True
+    if inspect.isclass(annotation):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_hint_for_text(value: Any, annotation: Any) -> str:
+    """Extra advice when YAML 1.1 read a number as text (``1e-4`` is a string to PyYAML)."""
+    if isinstance(value, str) and matches_type(0.5, annotation):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" — PyYAML reads {value} as text; write it with a dot, e.g. {float(value)!r}"
+    return ""
+
+
+def _build_children(value: Any, annotation: Any, key_path: str, default: Registry) -> Any:
+    """Build the ``type:`` nodes a parameter annotated with a component class receives."""
+    component = _component_class(annotation)
+    assert component is not None
+    registry = _registry_for(component, default)
+
+    def build_one(item: Any, path: str) -> Any:
+        if isinstance(item, collections.abc.Mapping):
+            built = registry.build(item, path)
+            if not isinstance(built, component):
+                raise BuildError(path, f"expected a {component.__name__}, but {item['type']!r} built a {type(built).__name__}")
+            return built
+        if item is None or isinstance(item, component):
+            return item
+        raise BuildError(path, f"expected a {component.__name__} config (a mapping with 'type:'), got {item!r}")
+
+    if isinstance(value, (list, tuple)) and typing.get_origin(_strip_optional(annotation)) in (list, tuple, collections.abc.Sequence):
+        return [build_one(item, f"{key_path}.{i}") for i, item in enumerate(value)]
+    return build_one(value, key_path)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    options = _union_args(annotation)
+    if options is None:
+        return annotation
+    rest = [o for o in options if o is not type(None)]
+    return rest[0] if len(rest) == 1 else annotation
+
+
+def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
+                 child_registry: Registry | None = None) -> T:
+    """Call ``factory(**args)`` after checking ``args`` against its signature and hints.
+
+    Works for registered classes, functions and dataclasses (config sections).
+    Parameters annotated with a component class get their ``type:`` nodes built
+    first (see ``_registry_for`` for which registry builds them).
+    """
+    name = getattr(factory, "__name__", repr(factory))
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        signature = None
+    if signature is not None:
+        params = signature.parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        named = {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        for key in args:
+            if key not in named and not takes_any:
+                raise BuildError(
+                    f"{key_path}.{key}",
+                    f"{name} has no argument {key!r}{did_you_mean(key, named)}; "
+                    f"its arguments are: {', '.join(named) or '(none)'}",
+                )
+        missing = [k for k, p in named.items() if p.default is p.empty and k not in args]
+        if missing:
+            raise BuildError(key_path, f"{name} needs {', '.join(repr(m) for m in missing)} (missing from the config)")
+        hints = _type_hints(factory)
+        for key in list(args):
+            hint = hints.get(key)
+            if hint is None:
+                continue
+            if _component_class(hint) is not None and child_registry is not None:
+                args[key] = _build_children(args[key], hint, f"{key_path}.{key}", child_registry)
+            elif not matches_type(args[key], hint):
+                raise BuildError(
+                    f"{key_path}.{key}",
+                    f"expected {describe_type(hint)}, got {args[key]!r} ({type(args[key]).__name__})"
+                    f"{_type_hint_for_text(args[key], hint)}",
+                )
+    try:
+        return factory(**args)
+    except BuildError:
+        raise
+    except Exception as err:
+        raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
+
+
+def build_section(section_class: type[T], node: Any, key_path: str) -> T:
+    """Parse a plain config section (a mapping) into a dataclass, with the same checks."""
+    assert dataclasses.is_dataclass(section_class)
+    if node is None:
+        node = {}
+    if not isinstance(node, collections.abc.Mapping):
+        raise BuildError(key_path, f"expected a mapping, got {node!r}")
+    return call_checked(section_class, dict(node), key_path)
+
+
+# The project's registries.  Members register themselves when their module is imported.
+MODELS = Registry("MODELS")  # backbones, necks, heads, RoI extractors, detectors, losses, box machinery
+TRANSFORMS = Registry("TRANSFORMS")  # box-aware image transforms
+DATASETS = Registry("DATASETS")  # annotation readers -> records
+OPTIMIZERS = Registry("OPTIMIZERS")  # torch.optim classes and wrappers
+

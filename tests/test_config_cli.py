@@ -1,0 +1,91 @@
+"""``python -m raydet.config``: prints, checks, and turns every bad input into one line + exit 2."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from helpers import run_cli, write
+
+USER_MODULE = """
+import torch
+from raydet.registry import MODELS
+
+
+@MODELS.register()
+class CliTestNeck(torch.nn.Module):
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(channels, channels, 1)
+
+
+@MODELS.register()
+class CliTestNet(torch.nn.Module):
+    def __init__(self, neck: torch.nn.Module, depth: int = 2):
+        super().__init__()
+        self.neck = neck
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    write(tmp_path / "cli_test_parts.py", USER_MODULE)
+    write(tmp_path / "base.yaml", "model:\n  type: CliTestNet\n  neck: {type: CliTestNeck, channels: 4}\n")
+    write(tmp_path / "cfg.yaml", "_base_: base.yaml\ncustom_imports: [cli_test_parts]\nmodel:\n  depth: 3\n")
+    return tmp_path
+
+
+def raydet_config(project, *args):
+    return run_cli("raydet.config", *args, cwd=project, env={"PYTHONPATH": str(project)})
+
+
+def test_prints_the_resolved_config(project):
+    out = raydet_config(project, "cfg.yaml", "--set", "model.neck.channels=16")
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == {
+        "model": {"type": "CliTestNet", "neck": {"type": "CliTestNeck", "channels": 16}, "depth": 3},
+        "custom_imports": ["cli_test_parts"],
+    }
+
+
+def test_check_builds_the_model(project):
+    out = raydet_config(project, "cfg.yaml", "--check")
+    assert out.returncode == 0, out.stderr
+    assert "model: CliTestNet built (20 parameters)" in out.stdout
+    assert out.stdout.strip().endswith("config OK")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.yaml"], "error: config file not found: {p}/missing.yaml"),
+    (["cfg.yaml", "--check", "--set", "model.neck.type=CliTestNek"],
+     "error: --set model.neck.type=CliTestNek: model.neck.type: unknown MODELS type 'CliTestNek' (did you mean 'CliTestNeck'?)"),
+    (["cfg.yaml", "--check", "--set", "model.neck.channels=4.5"],
+     "error: --set model.neck.channels=4.5: model.neck.channels: expected int, got 4.5 (float)"),
+    (["cfg.yaml", "--check", "--set", "+model.neck.chanels=4"],
+     "error: --set +model.neck.chanels=4: model.neck.chanels: CliTestNeck has no argument 'chanels' (did you mean 'channels'?)"),
+    (["cfg.yaml", "--set", "model.neck.chanels=4"],
+     "error: --set model.neck.chanels=4: model.neck.chanels does not exist in the config; did you mean 'model.neck.channels'?"),
+    (["cfg.yaml", "--set", "model.depth=deep"],
+     "error: --set model.depth=deep: model.depth is a number (3) in the config, got a text ('deep')"),
+    (["cfg.yaml", "--check", "--set", "+modle={}"],
+     "error: --set +modle={{}}: 'modle' is not a raydet config key (did you mean 'model'?)"),
+    (["cfg.yaml", "--check", "--set", "model.neck.channels=-2"],
+     "error: {p}/base.yaml: model.neck: CliTestNeck rejected its arguments: RuntimeError:"),
+    (["cyclic.yaml"], "error: cyclic _base_: {p}/cyclic.yaml -> {p}/cyclic.yaml"),
+    (["malformed.yaml"], "error: {p}/malformed.yaml:2:10: malformed YAML: mapping values are not allowed here"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(project, args, message):
+    write(project / "cyclic.yaml", "_base_: cyclic.yaml\n")
+    write(project / "malformed.yaml", "model:\n  type: a: b\n")
+    out = raydet_config(project, *args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(message.format(p=project.resolve())), out.stderr
+
+
+def test_unknown_type_in_a_base_file_names_that_file(project):
+    write(project / "typo_base.yaml", "model:\n  type: CliTestNet\n  neck: {type: CliTestNek}\n")
+    write(project / "typo.yaml", "_base_: typo_base.yaml\ncustom_imports: [cli_test_parts]\n")
+    out = raydet_config(project, "typo.yaml", "--check")
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: model.neck.type: unknown MODELS type 'CliTestNek'")
