@@ -13,12 +13,32 @@ from typing import Any
 import torch
 
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
-from .registry import MODELS, BuildError, Registry, did_you_mean
+from .engine.checkpoint import CheckpointSettings
+from .engine.lr_schedule import LrConfig
+from .engine.optim import OptimizerConfig, build_optimizer
+from .engine.settings import EvaluationSettings, LogSettings, RunnerSettings, ScalingSettings
+from .engine.tracking import MlflowSettings
+from .registry import MODELS, BuildError, Registry, build_section, did_you_mean
+
+# Plain sections, each parsed into its dataclass (defaults when absent).
+SECTIONS: dict[str, type] = {
+    "optimizer_config": OptimizerConfig,
+    "lr_config": LrConfig,
+    "runner": RunnerSettings,
+    "evaluation": EvaluationSettings,
+    "checkpoint_config": CheckpointSettings,
+    "log_config": LogSettings,
+    "scaling": ScalingSettings,
+    "mlflow": MlflowSettings,
+}
 
 # Top-level keys a config may have, and what each one is.
 TOP_LEVEL_KEYS = {
     "custom_imports": "modules to import so their registered components exist",
     "model": "the detector (MODELS)",
+    "optimizer": "the torch optimizer (OPTIMIZERS), e.g. {type: SGD, lr: 0.02, momentum: 0.9}",
+    "seed": "random seed of model initialisation and data order",
+    **{key: section.__doc__.splitlines()[0] for key, section in SECTIONS.items()},
 }
 
 
@@ -53,6 +73,29 @@ def build_model(config: Config) -> torch.nn.Module:
     return build_node(config, "model", MODELS)
 
 
+def section(config: Config, key: str) -> Any:
+    """The plain section ``key`` parsed into its dataclass (its defaults when absent)."""
+    try:
+        return build_section(SECTIONS[key], config.get(key), key)
+    except BuildError as err:
+        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
+def seed_of(config: Config) -> int:
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{config.source_of(('seed',))}: seed: expected int, got {seed!r}")
+    return seed
+
+
+def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer over ``model``'s trainable parameters."""
+    try:
+        return build_optimizer(model, lookup(config, "optimizer"), section(config, "optimizer_config"))
+    except BuildError as err:
+        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
 def check_top_level_keys(config: Config) -> None:
     for key in config:
         if key not in TOP_LEVEL_KEYS:
@@ -70,6 +113,13 @@ def check_config(config: Config) -> list[str]:
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     lines.append(f"model: {config['model']['type']} built ({n_params:,} parameters)")
+    if "optimizer" in config:
+        optimizer = optimizer_for(config, model)
+        lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")
+    lines.append(f"seed: {seed_of(config)}")
+    for key in SECTIONS:
+        if key in config:
+            lines.append(f"{key}: {section(config, key)}")
     return lines
 
 

@@ -249,6 +249,14 @@ def _type_hint_for_text(value: Any, annotation: Any) -> str:
     return ""
 
 
+def _holds_type_nodes(value: Any) -> bool:
+    """Whether ``value`` is a ``type:`` node or a list holding one."""
+    def is_node(item: Any) -> bool:
+        return isinstance(item, collections.abc.Mapping) and "type" in item
+
+    return is_node(value) or (isinstance(value, (list, tuple)) and any(map(is_node, value)))
+
+
 def _build_children(value: Any, annotation: Any, key_path: str, default: Registry) -> Any:
     """Build the ``type:`` nodes a parameter annotated with a component class receives."""
     component = _component_class(annotation)
@@ -265,17 +273,9 @@ def _build_children(value: Any, annotation: Any, key_path: str, default: Registr
             return item
         raise BuildError(path, f"expected a {component.__name__} config (a mapping with 'type:'), got {item!r}")
 
-    if isinstance(value, (list, tuple)) and typing.get_origin(_strip_optional(annotation)) in (list, tuple, collections.abc.Sequence):
+    if isinstance(value, (list, tuple)):
         return [build_one(item, f"{key_path}.{i}") for i, item in enumerate(value)]
     return build_one(value, key_path)
-
-
-def _strip_optional(annotation: Any) -> Any:
-    options = _union_args(annotation)
-    if options is None:
-        return annotation
-    rest = [o for o in options if o is not type(None)]
-    return rest[0] if len(rest) == 1 else annotation
 
 
 def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
@@ -310,13 +310,17 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
             hint = hints.get(key)
             if hint is None:
                 continue
-            if _component_class(hint) is not None and child_registry is not None:
-                args[key] = _build_children(args[key], hint, f"{key_path}.{key}", child_registry)
-            elif not matches_type(args[key], hint):
+            value = args[key]
+            component = _component_class(hint)
+            if component is not None and child_registry is not None and _holds_type_nodes(value):
+                args[key] = _build_children(value, hint, f"{key_path}.{key}", child_registry)
+            elif not matches_type(value, hint):
+                advice = _type_hint_for_text(value, hint)
+                if component is not None and isinstance(value, collections.abc.Mapping):
+                    advice = f" — a {component.__name__} config needs a 'type:' key"
                 raise BuildError(
                     f"{key_path}.{key}",
-                    f"expected {describe_type(hint)}, got {args[key]!r} ({type(args[key]).__name__})"
-                    f"{_type_hint_for_text(args[key], hint)}",
+                    f"expected {describe_type(hint)}, got {value!r} ({type(value).__name__}){advice}",
                 )
     try:
         return factory(**args)

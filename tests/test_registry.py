@@ -111,9 +111,13 @@ def test_constructor_failure_reports_key_path_not_bare_exception(parts):
     assert "PathAggregation rejected its arguments: ValueError: widths must be positive" in str(err.value)
 
 
-def test_child_given_as_non_mapping_is_an_error(parts):
-    with pytest.raises(BuildError, match=r"model.stem: expected a Module config \(a mapping with 'type:'\), got 3"):
+def test_child_given_as_something_else_is_an_error(parts):
+    with pytest.raises(BuildError, match=r"model.stem: expected Module, got 3 \(int\)$"):
         parts.build({"type": "Net", "stem": 3, "blocks": []}, "model")
+    with pytest.raises(BuildError, match=r"model.stem: expected Module, got \{'in_channels': 3\} \(dict\) — a Module config needs a 'type:' key"):
+        parts.build({"type": "Net", "stem": {"in_channels": 3}, "blocks": []}, "model")
+    with pytest.raises(BuildError, match=r"model.blocks.1: expected a Module config \(a mapping with 'type:'\), got 5"):
+        parts.build({"type": "Net", "stem": {"type": "Conv", "in_channels": 3}, "blocks": [{"type": "Conv", "in_channels": 8}, 5]}, "model")
 
 
 def test_node_without_type(parts):

@@ -1,0 +1,5 @@
+"""The training engine: per-worker loop, optimizer, LR schedule, checkpoints, tracking, launcher.
+
+Only ``launcher`` and ``train_loop`` talk to Ray; the rest is plain PyTorch.
+"""
+from . import optim  # noqa: F401  (registers the optimizers)

@@ -1,0 +1,84 @@
+"""Optimizers from config, with optional no-weight-decay on norm layers and biases.
+
+``optimizer: {type: SGD, lr: 0.02, momentum: 0.9, weight_decay: 1.0e-4}`` is built
+from ``OPTIMIZERS`` (torch.optim classes, checked like every other node).
+``optimizer_config`` says how the optimizer is driven: gradient clipping,
+gradient accumulation, mixed precision and parameter-wise weight decay.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..registry import OPTIMIZERS
+
+for _optimizer in (torch.optim.SGD, torch.optim.AdamW, torch.optim.Adam):
+    OPTIMIZERS.register()(_optimizer)
+
+_NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm,
+                torch.nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclasses.dataclass
+class GradClip:
+    """``torch.nn.utils.clip_grad_norm_`` settings."""
+
+    max_norm: float
+    norm_type: float = 2.0
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """The ``optimizer_config`` section.
+
+    Args:
+        grad_clip: clip the global gradient norm before each step (null: no clipping).
+        accumulate: gradient accumulation — step the optimizer every N batches.
+        amp: mixed precision (``torch.autocast`` + ``GradScaler``) when training on GPU;
+            ignored on CPU.
+        norm_decay_mult: weight-decay multiplier for norm-layer weights and biases (null: 1).
+        bias_decay_mult: weight-decay multiplier for all other biases (null: 1).
+    """
+
+    grad_clip: dict | None = None
+    accumulate: int = 1
+    amp: bool = True
+    norm_decay_mult: float | None = None
+    bias_decay_mult: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.grad_clip is not None:
+            self.grad_clip = GradClip(**self.grad_clip)  # type: ignore[arg-type]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, norm_decay_mult: float | None,
+                 bias_decay_mult: float | None) -> list[dict]:
+    """Split trainable parameters into groups by their weight decay.
+
+    Returns ``[{"params": [...], "weight_decay": wd}, ...]`` — one group per distinct
+    decay, so an optimizer state dict stays stable across runs.
+    """
+    norm_mult = 1.0 if norm_decay_mult is None else norm_decay_mult
+    bias_mult = 1.0 if bias_decay_mult is None else bias_decay_mult
+    decay_of: dict[float, list[torch.nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, _NORM_LAYERS)
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            mult = norm_mult if is_norm else (bias_mult if name == "bias" else 1.0)
+            decay_of.setdefault(weight_decay * mult, []).append(param)
+    return [{"params": params, "weight_decay": decay} for decay, params in decay_of.items()]
+
+
+def build_optimizer(model: torch.nn.Module, optimizer_node: dict, settings: OptimizerConfig,
+                    key_path: str = "optimizer") -> torch.optim.Optimizer:
+    """The optimizer of ``optimizer_node`` over ``model``'s trainable parameters."""
+    weight_decay = float(optimizer_node.get("weight_decay", 0.0))
+    groups = param_groups(model, weight_decay, settings.norm_decay_mult, settings.bias_decay_mult)
+    return OPTIMIZERS.build(optimizer_node, key_path, params=groups)

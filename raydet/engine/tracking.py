@@ -1,0 +1,111 @@
+"""MLflow tracking: the driver opens one run per training run; rank 0 logs into it.
+
+The run is created before the workers start and its id travels to them, so a
+worker group restarted after a failure keeps logging into the same run.  The
+tracking URI comes from ``mlflow.tracking_uri`` in the config, else
+``MLFLOW_TRACKING_URI``, else an absolute ``sqlite:///WORK_DIR/mlflow.db``.
+On a multi-node cluster, point it at a tracking server every node can reach.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+MAX_PARAMS_PER_CALL = 100
+MAX_PARAM_LENGTH = 6000
+
+
+@dataclasses.dataclass
+class MlflowSettings:
+    """The ``mlflow`` section.
+
+    Args:
+        tracking_uri: where runs are stored (null: ``MLFLOW_TRACKING_URI``, else
+            ``sqlite:///<work_dir>/mlflow.db``).
+        experiment_name: the MLflow experiment (created when missing).
+        run_name: the run's name (null: the work directory's name).
+        num_images: how many val images the predictions picture shows.
+    """
+
+    tracking_uri: str | None = None
+    experiment_name: str = "raydet"
+    run_name: str | None = None
+    num_images: int = 4
+
+    def resolved_uri(self, work_dir: Path) -> tuple[str, str | None]:
+        """``(tracking_uri, artifact_location)``; artifacts sit beside a default sqlite store."""
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            return uri, None
+        work_dir = work_dir.resolve()
+        return f"sqlite:///{work_dir / 'mlflow.db'}", (work_dir / "mlartifacts").as_uri()
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """``{"model": {"neck": {"type": "FPN"}}}`` -> ``{"model.neck.type": "FPN"}`` (lists by index)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {prefix: str(tree)}
+    flat: dict[str, str] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    if not flat and prefix:  # an empty mapping or list is still a setting
+        flat[prefix] = str(tree)
+    return flat
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class MlflowRun:
+    """One MLflow run, addressed by id (no global "active run" state)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.client = MlflowClient(tracking_uri)
+
+    @classmethod
+    def create(cls, tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, str] | None = None,
+               artifact_location: str | None = None) -> "MlflowRun":
+        """A new run in ``experiment_name`` (created, with ``artifact_location``, when missing)."""
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = (experiment.experiment_id if experiment
+                         else client.create_experiment(experiment_name, artifact_location=artifact_location))
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        return cls(tracking_uri, run.info.run_id)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        entries = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for chunk in _chunks(entries, MAX_PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        entries = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for chunk in _chunks(entries, 1000):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri

@@ -1,0 +1,47 @@
+"""COCO bbox metrics with pycocotools, under mmdetection's metric names."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRIC_NAMES = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+
+
+def coco_from_dict(gt: dict) -> COCO:
+    """A pycocotools ``COCO`` index over an in-memory COCO json dict."""
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int]) -> tuple[dict[str, float], str]:
+    """Evaluate COCO-format detections on ``image_ids``.
+
+    Args:
+        coco_gt: ground truth (crowd boxes are handled by COCOeval as "ignore").
+        results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
+        image_ids: the images that were evaluated (an image with no detections
+            still counts: its objects are misses).
+
+    Returns:
+        ``({"bbox_mAP": ..., "bbox_mAP_50": ..., ...}, summary_text)``; APs in [0, 1],
+        -1 where COCO has no ground truth of that size, like pycocotools.
+    """
+    if not results:
+        return {name: 0.0 for name in METRIC_NAMES}, "no detections: every AP is 0"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = sorted(set(image_ids))
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = np.asarray(evaluator.stats[: len(METRIC_NAMES)], dtype=float)
+    summary = "\n".join(line for line in printed.getvalue().splitlines() if line.startswith(" Average"))
+    return {name: round(float(v), 4) for name, v in zip(METRIC_NAMES, stats)}, summary
