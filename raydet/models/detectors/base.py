@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from ..pretrained import Pretrained
+from ..torchvision_weights import is_torchvision_state_dict, load_torchvision_detector
 
 
 def boxes_to_original(boxes: Tensor, img_meta: dict) -> Tensor:
@@ -33,9 +34,8 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
     with ``return_loss=False``, the detections of ``simple_test``.
 
     Detections: one ``{"boxes": [K, 4] x1y1x2y2, "scores": [K], "labels": [K] int64}``
-    per image.  ``init_weights()`` loads the pretrained weights named by the parts'
-    ``init_cfg`` (the detector's own ``init_cfg`` last, so it wins); call it once
-    after building, before training.
+    per image.  ``init_weights()`` loads the pretrained weights named by
+    ``init_cfg``; call it once after building, before training.
     """
 
     #: the name of the matching torchvision detector, for converting its weights
@@ -105,18 +105,17 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
         return merged
 
     def init_weights(self) -> None:
-        """Load pretrained weights: the parts' ``init_cfg`` first, then the detector's.
+        """Load pretrained weights: the detector's ``init_cfg`` if it has one (a whole
+        detector's weights), else each part's (e.g. the backbone's ImageNet weights).
 
         A torchvision detection checkpoint (keys ``backbone.body.*``) is converted
         on the way (see ``raydet.models.torchvision_weights``).
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "init_weights"):
-                module.init_weights()
         if self.init_cfg is None:
+            for module in self.modules():
+                if module is not self and hasattr(module, "init_weights"):
+                    module.init_weights()
             return
-        from ..torchvision_weights import is_torchvision_state_dict, load_torchvision_detector
-
         state = self.init_cfg.load_state_dict()
         if is_torchvision_state_dict(state):
             load_torchvision_detector(self, state)
