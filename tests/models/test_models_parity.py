@@ -50,7 +50,7 @@ def test_simple_test_gives_torchvisions_detections(pair):
 def test_training_losses_equal_torchvisions(pair):
     """Faster R-CNN's RPN and RoI samplers draw from torch's generator; both models are
     re-seeded where their sampling starts (torchvision first draws a random training
-    size per image, raydet's data pipeline does that outside the model)."""
+    size per image; raydet's data pipeline does that outside the model)."""
     arch, reference, model, images = pair
     batch, metas, gt_bboxes = preprocess(images, MIN_SIZE, MAX_SIZE, GT_BOXES)
     offset = 1 if arch == "fasterrcnn" else 0
@@ -71,20 +71,9 @@ def test_training_losses_equal_torchvisions(pair):
     assert {k for k in actual if "loss" in k} == set(TORCHVISION_LOSS_NAMES[arch].values())
     for name, value in expected.items():
         ours = actual[TORCHVISION_LOSS_NAMES[arch][name]]
-        assert float(value) > 1e-3
+        assert float(value.detach()) > 1e-3
         torch.testing.assert_close(ours, value, rtol=1e-5, atol=1e-6, msg=f"{name}: {float(ours)} vs {float(value)}")
-
-
-@pytest.mark.timeout(120)
-def test_faster_rcnn_losses_depend_on_the_sampler_seed(pair):
-    """The Faster R-CNN loss test above can fail: another seed samples other RoIs."""
-    arch, _, model, images = pair
-    if arch != "fasterrcnn":
-        pytest.skip("only Faster R-CNN samples")
-    batch, metas, gt_bboxes = preprocess(images, MIN_SIZE, MAX_SIZE, GT_BOXES)
-    model.train()
-    torch.manual_seed(123)
-    first = model(batch, metas, gt_bboxes, GT_LABELS)
-    torch.manual_seed(124)
-    second = model(batch, metas, gt_bboxes, GT_LABELS)
-    assert float(first["loss_cls"]) != float(second["loss_cls"])
+    if arch == "fasterrcnn":  # the comparison can fail: another seed samples other anchors and RoIs
+        torch.manual_seed(seed + 1)
+        reseeded = model(batch, metas, gt_bboxes, GT_LABELS)
+        assert float(reseeded["loss_cls"]) != float(actual["loss_cls"])

@@ -35,18 +35,23 @@ ARCHS = {  # arch: (torchvision builder, raydet base config, key path of num_cla
 def torchvision_model(arch: str, min_size: int, max_size: int, num_classes: int = NUM_CLASSES, seed: int = 0) -> torch.nn.Module:
     """torchvision's ``arch`` with seeded random weights (``weights=None``: BatchNorm, all layers trainable).
 
-    The single-stage class logits are re-drawn wider (std 0.05, bias 0): with
-    torchvision's init (prior 0.01) every score is below the score threshold and
-    there would be nothing to compare.
+    The class outputs are re-drawn so that there are detections of several classes
+    to compare: with torchvision's init (prior 0.01) no single-stage score passes
+    the threshold, so their logits get std 0.05 and bias 0; Faster R-CNN's random
+    ReLU features share one large direction that makes one class win everywhere, so
+    its classifier rows are made zero-mean.
     """
     builder, _, _, has_background = ARCHS[arch]
     torch.manual_seed(seed)
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes + has_background,
                     min_size=min_size, max_size=max_size)
-    if not has_background:
-        logits = model.head.classification_head.cls_logits
-        torch.nn.init.normal_(logits.weight, std=0.05)
-        torch.nn.init.zeros_(logits.bias)
+    logits = model.roi_heads.box_predictor.cls_score if has_background else model.head.classification_head.cls_logits
+    with torch.no_grad():
+        torch.nn.init.normal_(logits.weight, std=0.01 if has_background else 0.05)
+        if has_background:
+            logits.weight -= logits.weight.mean(dim=1, keepdim=True)
+        else:
+            logits.bias.zero_()
     return model
 
 

@@ -80,7 +80,7 @@ class FCOSHead(nn.Module):
         return cls_scores, bbox_preds, centernesses
 
     def priors(self, feats: list[Tensor]) -> list[Tensor]:
-        return self.prior_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device, feats[0].dtype)
+        return self.prior_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device)
 
     def forward_train(self, feats: list[Tensor], img_metas: list[dict], gt_bboxes: list[Tensor],
                       gt_labels: list[Tensor]) -> dict[str, Tensor]:

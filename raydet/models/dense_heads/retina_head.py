@@ -70,7 +70,7 @@ class RetinaHead(nn.Module):
         return cls_scores, bbox_preds
 
     def priors(self, feats: list[Tensor]) -> list[Tensor]:
-        return self.anchor_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device, feats[0].dtype)
+        return self.anchor_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device)
 
     def forward_train(self, feats: list[Tensor], img_metas: list[dict], gt_bboxes: list[Tensor],
                       gt_labels: list[Tensor]) -> dict[str, Tensor]:

@@ -59,7 +59,7 @@ class RPNHead(nn.Module):
         return [self.rpn_cls(h) for h in hidden], [self.rpn_reg(h) for h in hidden]
 
     def priors(self, feats: list[Tensor]) -> list[Tensor]:
-        return self.anchor_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device, feats[0].dtype)
+        return self.anchor_generator.grid_anchors([x.shape[-2:] for x in feats], feats[0].device)
 
     def forward_train(self, feats: list[Tensor], img_metas: list[dict],
                       gt_bboxes: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:

@@ -71,15 +71,14 @@ class AnchorGenerator:
         anchors = torch.stack([-widths, -heights, widths, heights], dim=1) / 2
         return anchors.round() if self.round_base_anchors else anchors
 
-    def grid_anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device,
-                     dtype: torch.dtype = torch.float32) -> list[Tensor]:
-        """Anchors of every level, ``[H_l * W_l * A, 4]`` each; cached per sizes/device/dtype."""
+    def grid_anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
+        """Anchors of every level, ``[H_l * W_l * A, 4]`` float32 each; cached per sizes and device."""
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"{len(featmap_sizes)} feature maps for an anchor generator with {self.num_levels} levels")
-        key = (tuple(tuple(size) for size in featmap_sizes), str(device), dtype)
+        key = (tuple(tuple(size) for size in featmap_sizes), str(device))
         anchors = self._cache.get(key)
         if anchors is None:
-            anchors = [self._level_anchors(base, stride, size, device, dtype)
+            anchors = [self._level_anchors(base, stride, size, device)
                        for base, stride, size in zip(self.base_anchors, self.strides, featmap_sizes)]
             if len(self._cache) > 64:  # many image sizes (multi-scale training): keep memory bounded
                 self._cache.clear()
@@ -87,7 +86,7 @@ class AnchorGenerator:
         return anchors
 
     def _level_anchors(self, base_anchors: Tensor, stride: int, featmap_size: tuple[int, int],
-                       device: torch.device, dtype: torch.dtype) -> Tensor:
+                       device: torch.device) -> Tensor:
         height, width = featmap_size
         offset = self.center_offset * stride
         shifts_x = torch.arange(width, dtype=torch.float32, device=device) * stride + offset
@@ -96,7 +95,7 @@ class AnchorGenerator:
         shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
         shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
         anchors = shifts.view(-1, 1, 4) + base_anchors.to(device).view(1, -1, 4)
-        return anchors.reshape(-1, 4).to(dtype)
+        return anchors.reshape(-1, 4)
 
     def __repr__(self) -> str:
         return (f"AnchorGenerator(strides={self.strides}, sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, "

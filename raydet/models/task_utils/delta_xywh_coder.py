@@ -46,7 +46,8 @@ class DeltaXYWHBBoxCoder:
 
     def decode(self, boxes: Tensor, deltas: Tensor) -> Tensor:
         """Boxes ``[N, 4k]`` from reference ``boxes [N, 4]`` and ``deltas [N, 4k]`` (k boxes per reference)."""
-        boxes = boxes.to(deltas.dtype)
+        dtype = torch.promote_types(boxes.dtype, deltas.dtype)  # float32 anchors keep fp16 deltas precise
+        boxes, deltas = boxes.to(dtype), deltas.to(dtype)
         widths = boxes[:, 2] - boxes[:, 0]
         heights = boxes[:, 3] - boxes[:, 1]
         ctr_x = boxes[:, 0] + 0.5 * widths

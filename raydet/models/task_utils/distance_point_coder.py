@@ -36,7 +36,8 @@ class DistancePointBBoxCoder:
 
     def decode(self, priors: Tensor, distances: Tensor) -> Tensor:
         """Boxes ``[..., 4] x1y1x2y2`` from ``priors [..., 4]`` and ``distances [..., 4]``."""
-        priors = priors.to(distances.dtype)
+        dtype = torch.promote_types(priors.dtype, distances.dtype)  # float32 priors keep fp16 outputs precise
+        priors, distances = priors.to(dtype), distances.to(dtype)
         ctr_x = 0.5 * (priors[..., 0] + priors[..., 2])
         ctr_y = 0.5 * (priors[..., 1] + priors[..., 3])
         if self.normalize_by_size:
