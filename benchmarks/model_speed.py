@@ -159,7 +159,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {arch: benchmark(arch, args.size, args.batch, args.repeats) for arch in args.detectors}
+    results = {}
+    for arch in args.detectors:
+        results[arch] = benchmark(arch, args.size, args.batch, args.repeats)
+        print(f"{arch}: {results[arch]}", file=sys.stderr, flush=True)  # progress; stdout stays one JSON line
     print(json.dumps({"benchmark": "model_speed", "machine": machine(), "image_size": args.size,
                       "batch": args.batch, "repeats": args.repeats, "detectors": results}))
 

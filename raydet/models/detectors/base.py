@@ -17,11 +17,11 @@ def boxes_to_original(boxes: Tensor, img_meta: dict) -> Tensor:
     Undoes a horizontal flip (about the resized width, ``img_shape[1]``), then
     divides by ``scale_factor`` ``[w, h, w, h]`` (resized = original * scale).
     """
-    if img_meta.get("flip") and img_meta.get("flip_direction", "horizontal") == "horizontal":
+    if img_meta.get("flip"):
+        if img_meta.get("flip_direction") not in (None, "horizontal"):
+            raise ValueError(f"cannot undo a {img_meta['flip_direction']!r} flip (only horizontal)")
         width = img_meta["img_shape"][1]
         boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-    elif img_meta.get("flip"):
-        raise ValueError(f"cannot undo a {img_meta['flip_direction']!r} flip (only horizontal)")
     return boxes / boxes.new_tensor(img_meta["scale_factor"])
 
 
