@@ -16,6 +16,8 @@ def test_resnet_returns_the_requested_stages():
     outs = backbone(torch.randn(1, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(1, 128, 8, 12), (1, 512, 2, 3)]
     assert backbone.out_channels == [128, 512]
+    shallow = ResNet(depth=18, out_indices=(0, 1))
+    assert not hasattr(shallow, "layer3")  # no unused parameters (DDP would reject them)
     assert ResNet(depth=50).out_channels == [256, 512, 1024, 2048]
     with pytest.raises(ValueError, match="out_indices"):
         ResNet(depth=18, out_indices=(4,))

@@ -30,6 +30,9 @@ def test_resnet_init_cfg_loads_a_local_torchvision_checkpoint(tmp_path):
         backbone.init_weights()
         assert torch.equal(backbone.conv1.weight, reference.conv1.weight)
         assert torch.equal(backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    shallow = ResNet(depth=18, out_indices=(0, 1, 2), init_cfg=Pretrained(str(tmp_path / "r18.pth")))
+    shallow.init_weights()  # layer4's weights in the file are not needed
+    assert torch.equal(shallow.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
 
 
 def test_pretrained_handles_wrappers_and_prefixes(tmp_path):

@@ -50,7 +50,9 @@ class ResNet(nn.Module):
         norm_layer = partial(FrozenBatchNorm2d if norm == "FrozenBN" else nn.BatchNorm2d, eps=norm_eps)
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=norm_layer)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.num_stages = max(out_indices) + 1  # stages after the last output are not built
+        for index in range(self.num_stages):
+            setattr(self, f"layer{index + 1}", getattr(net, f"layer{index + 1}"))
         self.out_indices = tuple(out_indices)
         self.out_channels = [STAGE_CHANNELS[depth][i] for i in self.out_indices]
         self.frozen_stages = frozen_stages
@@ -61,14 +63,14 @@ class ResNet(nn.Module):
 
     def _frozen_modules(self) -> list[nn.Module]:
         stem = [self.conv1, self.bn1] if self.frozen_stages >= 0 else []
-        return stem + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
+        return stem + [getattr(self, f"layer{i}") for i in range(1, min(self.frozen_stages, self.num_stages) + 1)]
 
     def init_weights(self) -> None:
-        """Load ``init_cfg``'s weights (its classifier, ``fc.*``, is left out)."""
+        """Load ``init_cfg``'s weights (its classifier ``fc.*`` and the stages not built are left out)."""
         if self.init_cfg is None:
             return
-        state = {k: v for k, v in self.init_cfg.load_state_dict().items() if not k.startswith("fc.")}
-        self.load_state_dict(state)
+        unused = ("fc.", *(f"layer{i}." for i in range(self.num_stages + 1, 5)))
+        self.load_state_dict({k: v for k, v in self.init_cfg.load_state_dict().items() if not k.startswith(unused)})
 
     def train(self, mode: bool = True) -> "ResNet":
         super().train(mode)
@@ -85,10 +87,8 @@ class ResNet(nn.Module):
         """``x [B, 3, H, W]`` -> one ``[B, C_i, H / s_i, W / s_i]`` map per entry of ``out_indices``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = []
-        for index, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
-            x = stage(x)
+        for index in range(self.num_stages):
+            x = getattr(self, f"layer{index + 1}")(x)
             if index in self.out_indices:
                 outs.append(x)
-            if index == max(self.out_indices):
-                break
         return outs

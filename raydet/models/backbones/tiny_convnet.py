@@ -31,7 +31,7 @@ class TinyConvNet(nn.Module):
         self.stem = ConvModule(3, stem_channels, 3, stride=2, norm="BN")
         self.stages = nn.ModuleList()
         in_channels = stem_channels
-        for out_channels in channels:
+        for out_channels in channels[:max(out_indices) + 1]:  # stages after the last output are not built
             convs = [ConvModule(in_channels, out_channels, 3, stride=2, norm="BN")]
             convs += [ConvModule(out_channels, out_channels, 3, norm="BN") for _ in range(blocks_per_stage)]
             self.stages.append(nn.Sequential(*convs))
@@ -47,6 +47,4 @@ class TinyConvNet(nn.Module):
             x = stage(x)
             if index in self.out_indices:
                 outs.append(x)
-            if index == max(self.out_indices):
-                break
         return outs

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from ...registry import MODELS
-from ..task_utils import IGNORED, MaxIoUAssigner, RandomSampler
+from ..task_utils import MaxIoUAssigner, RandomSampler
 
 
 @MODELS.register()
@@ -53,14 +53,12 @@ class StandardRoIHead(nn.Module):
             if self.add_gt_as_proposals:
                 boxes = torch.cat([boxes, gt_boxes.to(boxes.dtype)])
             assigned = self.assigner.assign(gt_boxes, boxes)
-            labels = torch.full_like(assigned, num_classes)
-            positive = assigned >= 0
-            labels[positive] = gt_classes[assigned[positive]]
-            labels[assigned == IGNORED] = -1
             pos_mask, neg_mask = self.sampler.sample(assigned)
-            sampled = torch.where(pos_mask | neg_mask)[0]
-            boxes, labels, assigned = boxes[sampled], labels[sampled], assigned[sampled]
+            sampled = torch.where(pos_mask | neg_mask)[0]  # in proposal order, as torchvision keeps them
+            boxes, assigned = boxes[sampled], assigned[sampled]
             is_pos = assigned >= 0
+            labels = torch.full_like(assigned, num_classes)  # background: num_classes
+            labels[is_pos] = gt_classes[assigned[is_pos]]
             sampled_boxes.append(boxes)
             sampled_labels.append(labels)
             pos_target_deltas.append(self.bbox_head.bbox_coder.encode(boxes[is_pos], gt_boxes[assigned[is_pos]]))
