@@ -14,7 +14,9 @@ class PAFPN(FPN):
     After the FPN outputs ``P_i``, ``N_0 = P_0`` and ``N_{i+1} = conv3x3(P_{i+1} +
     conv3x3_stride2(N_i))``; extra levels are made from the ``N`` maps exactly as
     ``FPN`` makes them (``on_output`` uses the last ``N``).  Takes FPN's arguments,
-    so ``model.neck.type: PAFPN`` is the only change a config needs.
+    so ``model.neck.type: PAFPN`` is the only change a config needs.  (As in the
+    paper, the path carries each ``N_i`` after its conv; mmdetection's PAFPN
+    carries the sum before it.)
     """
 
     def __init__(self, in_channels: list[int], out_channels: int, num_outs: int, start_level: int = 0,
