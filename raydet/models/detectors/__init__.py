@@ -1,0 +1,10 @@
+"""Detectors: the Detector API (``forward_train``, ``simple_test``, ``aug_test``) over their parts."""
+from .base import BaseDetector, boxes_to_original
+from .faster_rcnn import FasterRCNN
+from .fcos import FCOS
+from .retinanet import RetinaNet
+from .single_stage import SingleStageDetector
+from .two_stage import TwoStageDetector
+
+__all__ = ["BaseDetector", "boxes_to_original", "FasterRCNN", "FCOS", "RetinaNet", "SingleStageDetector",
+           "TwoStageDetector"]

@@ -1,0 +1,123 @@
+"""What every raydet detector offers: the Detector API of DESIGN.md."""
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from ..pretrained import Pretrained
+from ..torchvision_weights import is_torchvision_state_dict, load_torchvision_detector
+
+
+def boxes_to_original(boxes: Tensor, img_meta: dict) -> Tensor:
+    """Boxes ``[K, 4]`` of the (possibly flipped) resized image -> original-image pixels.
+
+    Undoes a horizontal flip (about the resized width, ``img_shape[1]``), then
+    divides by ``scale_factor`` ``[w, h, w, h]`` (resized = original * scale).
+    """
+    if img_meta.get("flip"):
+        if img_meta.get("flip_direction") not in (None, "horizontal"):
+            raise ValueError(f"cannot undo a {img_meta['flip_direction']!r} flip (only horizontal)")
+        width = img_meta["img_shape"][1]
+        boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+    return boxes / boxes.new_tensor(img_meta["scale_factor"])
+
+
+class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
+    """A detector: ``backbone`` -> ``neck`` -> task-specific heads.
+
+    ``forward(img, img_metas, gt_bboxes, gt_labels, return_loss=True)`` is what a
+    trainer calls with a collated batch: it returns the loss dict (every key with
+    "loss" in it is summed into the objective, other entries are only logged) or,
+    with ``return_loss=False``, the detections of ``simple_test``.
+
+    Detections: one ``{"boxes": [K, 4] x1y1x2y2, "scores": [K], "labels": [K] int64}``
+    per image.  ``init_weights()`` loads the pretrained weights named by
+    ``init_cfg``; call it once after building, before training.
+    """
+
+    #: the name of the matching torchvision detector, for converting its weights
+    torchvision_arch: str | None = None
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None, init_cfg: Pretrained | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.init_cfg = init_cfg
+
+    def extract_feat(self, img: Tensor) -> list[Tensor]:
+        """``img [B, 3, H, W]`` -> feature maps, finest first."""
+        feats = self.backbone(img)
+        return self.neck(feats) if self.neck is not None else feats
+
+    def forward(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor] | None = None,
+                gt_labels: list[Tensor] | None = None, return_loss: bool = True):
+        if return_loss:
+            if gt_bboxes is None or gt_labels is None:
+                raise ValueError("training needs gt_bboxes and gt_labels (or pass return_loss=False)")
+            return self.forward_train(img, img_metas, gt_bboxes, gt_labels)
+        return self.simple_test(img, img_metas)
+
+    @abc.abstractmethod
+    def forward_train(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor],
+                      gt_labels: list[Tensor]) -> dict[str, Tensor]:
+        """Losses for a batch: ``img [B, 3, H, W]``, per image ``gt_bboxes [N_i, 4]`` and ``gt_labels [N_i]``."""
+
+    @abc.abstractmethod
+    def detect(self, img: Tensor, img_metas: list[dict]) -> list[dict[str, Tensor]]:
+        """Detections per image in its resized frame (``img_shape``), clipped to it."""
+
+    @property
+    @abc.abstractmethod
+    def final_head(self) -> nn.Module:
+        """The head that makes the detections; its ``nms_iou_thr`` and ``max_per_img`` merge TTA results."""
+
+    def simple_test(self, img: Tensor, img_metas: list[dict], rescale: bool = True) -> list[dict[str, Tensor]]:
+        """Detections per image; boxes in original-image pixels with ``rescale``, else in the resized frame."""
+        results = self.detect(img, img_metas)
+        if rescale:
+            for result, meta in zip(results, img_metas):
+                result["boxes"] = boxes_to_original(result["boxes"], meta)
+        return results
+
+    def aug_test(self, imgs: list[Tensor], img_metas: list[list[dict]], rescale: bool = True) -> list[dict[str, Tensor]]:
+        """Test-time augmentation: ``imgs[a]`` is the whole batch under augmentation ``a``
+        (a scale, possibly flipped), ``img_metas[a]`` its metas.
+
+        Each augmentation's detections are mapped back to the original image, pooled,
+        and merged by class-wise NMS (the final head's ``nms_iou_thr``, ``max_per_img``).
+        Without ``rescale`` the boxes are put in the first augmentation's resized frame.
+        """
+        per_augmentation = [self.simple_test(img, metas, rescale=True) for img, metas in zip(imgs, img_metas)]
+        head = self.final_head
+        merged = []
+        for index, image_results in enumerate(zip(*per_augmentation)):
+            boxes = torch.cat([r["boxes"] for r in image_results])
+            scores = torch.cat([r["scores"] for r in image_results])
+            labels = torch.cat([r["labels"] for r in image_results])
+            keep = batched_nms(boxes, scores, labels, head.nms_iou_thr)[:head.max_per_img]
+            boxes = boxes[keep]
+            if not rescale:
+                boxes = boxes * boxes.new_tensor(img_metas[0][index]["scale_factor"])
+            merged.append({"boxes": boxes, "scores": scores[keep], "labels": labels[keep]})
+        return merged
+
+    def init_weights(self) -> None:
+        """Load pretrained weights: the detector's ``init_cfg`` if it has one (a whole
+        detector's weights), else each part's (e.g. the backbone's ImageNet weights).
+
+        A torchvision detection checkpoint (keys ``backbone.body.*``) is converted
+        on the way (see ``raydet.models.torchvision_weights``).
+        """
+        if self.init_cfg is None:
+            for module in self.modules():
+                if module is not self and hasattr(module, "init_weights"):
+                    module.init_weights()
+            return
+        state = self.init_cfg.load_state_dict()
+        if is_torchvision_state_dict(state):
+            load_torchvision_detector(self, state)
+        else:
+            self.load_state_dict(state)

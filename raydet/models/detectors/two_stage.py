@@ -1,0 +1,34 @@
+"""Two-stage detectors: backbone -> neck -> RPN proposals -> RoI head."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ...registry import MODELS
+from ..pretrained import Pretrained
+from .base import BaseDetector
+
+
+@MODELS.register()
+class TwoStageDetector(BaseDetector):
+    """``rpn_head`` proposes boxes, ``roi_head`` classifies and refines them."""
+
+    def __init__(self, backbone: nn.Module, rpn_head: nn.Module, roi_head: nn.Module, neck: nn.Module | None = None,
+                 init_cfg: Pretrained | None = None):
+        super().__init__(backbone, neck, init_cfg)
+        self.rpn_head = rpn_head
+        self.roi_head = roi_head
+
+    @property
+    def final_head(self) -> nn.Module:
+        return self.roi_head
+
+    def forward_train(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor],
+                      gt_labels: list[Tensor]) -> dict[str, Tensor]:
+        feats = self.extract_feat(img)
+        losses, proposals = self.rpn_head.forward_train(feats, img_metas, gt_bboxes)
+        losses.update(self.roi_head.forward_train(feats, proposals, img_metas, gt_bboxes, gt_labels))
+        return losses
+
+    def detect(self, img: Tensor, img_metas: list[dict]) -> list[dict[str, Tensor]]:
+        feats = self.extract_feat(img)
+        return self.roi_head.simple_test(feats, self.rpn_head.simple_test(feats, img_metas), img_metas)

@@ -1,0 +1,63 @@
+"""RoIAlign over an FPN, each RoI pooled from the level that matches its scale."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from ...registry import MODELS
+
+
+@MODELS.register()
+class SingleRoIExtractor(nn.Module):
+    """Pools ``output_size x output_size`` features for each RoI from one pyramid level.
+
+    An RoI of scale ``s = sqrt(w * h)`` goes to level ``floor(canonical_level +
+    log2(s / canonical_scale) + 1e-6)``, clamped to the levels of
+    ``featmap_strides`` (level ``k`` has stride ``2**k``): the FPN paper's rule as
+    torchvision's ``MultiScaleRoIAlign`` applies it.  mmdetection's
+    ``finest_scale: 56`` is the same rule for strides 4..32.
+
+    Args:
+        featmap_strides: strides of the levels to pool from (the first ``len`` neck outputs).
+        output_size: pooled size.
+        sampling_ratio: RoIAlign sampling points per bin side (0: adaptive).
+            torchvision uses 2, mmdetection 0.
+        aligned: RoIAlign's half-pixel correction (torchvision: false, mmdetection: true).
+    """
+
+    def __init__(self, featmap_strides: list[int], output_size: int = 7, sampling_ratio: int = 2,
+                 aligned: bool = False, canonical_scale: float = 224.0, canonical_level: int = 4):
+        super().__init__()
+        levels = [math.log2(s) for s in featmap_strides]
+        if any(level != int(level) for level in levels) or levels != sorted(levels):
+            raise ValueError(f"featmap_strides must be increasing powers of two, got {featmap_strides}")
+        self.featmap_strides = list(featmap_strides)
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+        self.min_level, self.max_level = int(levels[0]), int(levels[-1])
+
+    def map_levels(self, rois: Tensor) -> Tensor:
+        """``[R]`` int64: index into ``featmap_strides`` for each RoI of ``rois [R, 5]``."""
+        scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+        levels = torch.floor(self.canonical_level + torch.log2(scale / self.canonical_scale)
+                             + torch.tensor(1e-6, dtype=scale.dtype))
+        return torch.clamp(levels, min=self.min_level, max=self.max_level).to(torch.int64) - self.min_level
+
+    def forward(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        """``rois [R, 5]`` (image index, x1, y1, x2, y2) -> ``[R, C, output_size, output_size]``."""
+        feats = feats[:len(self.featmap_strides)]
+        size = (self.output_size, self.output_size)
+        if len(feats) == 1:
+            return roi_align(feats[0], rois, size, 1.0 / self.featmap_strides[0], self.sampling_ratio, self.aligned)
+        levels = self.map_levels(rois)
+        pooled = rois.new_zeros((rois.shape[0], feats[0].shape[1], *size), dtype=feats[0].dtype)
+        for level, (feat, stride) in enumerate(zip(feats, self.featmap_strides)):
+            indices = torch.where(levels == level)[0]
+            pooled[indices] = roi_align(feat, rois[indices], size, 1.0 / stride, self.sampling_ratio, self.aligned)
+        return pooled
