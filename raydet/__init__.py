@@ -4,3 +4,5 @@ Importing the package registers every built-in component, so any process
 (driver, Ray Train worker, Ray Data task) resolves the same config names.
 """
 __version__ = "0.1.0"
+
+from . import data  # noqa: E402,F401  (registers datasets and transforms)
