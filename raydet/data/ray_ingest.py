@@ -31,11 +31,12 @@ Ray Data does the work:
   rank's batches: ``len(plan)`` is the step count, equal on every rank.
 - The worker then streams its batches through a Ray Data pipeline:
   ``range(steps)`` -> ``map_batches`` tasks that read, decode, transform and
-  collate one planned batch each (seeded per image from ``(seed, epoch,
-  slot)``) -> ``iter_torch_batches`` with ``preserve_order``, so the worker
-  receives its batches in plan order while later ones are decoded on the
-  cluster's CPUs.  Nothing is materialised: Ray Data's backpressure bounds
-  the batches in flight.
+  collate planned batches (each image seeded from ``(seed, epoch, slot)``),
+  with ``preserve_order``, so the worker receives its batches in plan order
+  while later ones are decoded on the cluster's CPUs.  Nothing is
+  materialised: Ray Data's backpressure bounds the batches in flight.  The
+  execution runs in a small actor next to the worker (``_StreamRunner``), so
+  the training process only fetches finished batches from the object store.
 - A corrupt image found while decoding is dropped from its batch with a
   warning and counted (``BatchStream.problems``).  A batch that loses every
   image (all corrupt) still counts as a step: the worker yields its previous
@@ -49,8 +50,10 @@ same augmentations, run after run.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -60,7 +63,8 @@ import pyarrow as pa
 import ray
 import ray.data
 import ray.train
-from ray.data.collate_fn import NumpyBatchCollateFn
+from ray.data.block import BlockAccessor
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..builder import build_dataset, build_pipeline, data_section, seed_of
 from ..config import Config
@@ -215,13 +219,56 @@ def eval_stream(config: Config, records: pa.Table | ray.ObjectRef, split: str = 
     return BatchStream(records_ref, plan, seeds, build_pipeline(config, split), section, with_gt=False)
 
 
-class _UnpackBatch(NumpyBatchCollateFn):
-    """One packed row (from a decode task) -> ``(step, Batch, problems)``; runs in Ray's prefetch threads."""
+@ray.remote(num_cpus=0)
+class _StreamRunner:
+    """Runs a training process's Ray Data executions in a process of their own.
 
-    def __call__(self, row: dict[str, np.ndarray]) -> tuple[int, Batch, dict]:
-        packed = {key: value[0] for key, value in row.items()}
+    Ray Data's streaming executor is a Python scheduling loop; run inside the
+    training process it takes the GIL and a share of a core for as long as an
+    epoch streams (about 10 ms per batch here).  This actor runs it instead and
+    hands out references to finished blocks, the way Ray Train's
+    ``streaming_split`` coordinator does, but it lives as long as the training
+    process, so a new epoch starts in a fraction of a second.
+    """
+
+    def __init__(self):
+        self._streams: dict[str, Iterator] = {}
+
+    def start(self, key: str, dataset: ray.data.Dataset) -> None:
+        self._streams[key] = dataset.iter_internal_ref_bundles()
+
+    def next_blocks(self, key: str) -> list[ray.ObjectRef]:
+        """Refs of the next finished blocks in order; ``[]`` once the stream is done."""
+        bundle = next(self._streams.get(key, iter(())), None)
+        if bundle is None:
+            self._streams.pop(key, None)
+            return []
+        return [entry.ref for entry in bundle.blocks]
+
+    def stop(self, key: str) -> None:
+        """Drop a stream (its executor shuts down when the iterator is collected)."""
+        self._streams.pop(key, None)
+
+
+_RUNNERS: dict[str, ray.actor.ActorHandle] = {}
+
+
+def _runner() -> ray.actor.ActorHandle:
+    """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _RUNNERS:
+        node = ray.get_runtime_context().get_node_id()
+        _RUNNERS[job] = _StreamRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+    return _RUNNERS[job]
+
+
+def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
+    """A block of packed batches (one row each) -> ``(step, Batch, problems)`` per row."""
+    accessor = BlockAccessor.for_block(block)
+    for row in range(accessor.num_rows()):
+        packed = {key: value[0] for key, value in BlockAccessor.for_block(accessor.slice(row, row + 1)).to_numpy().items()}
         problems = json.loads(str(packed.pop("problems")))
-        return int(packed.pop("step")), unpack_batch(packed), problems
+        yield int(packed.pop("step")), unpack_batch(packed), problems
 
 
 class BatchStream:
@@ -232,7 +279,7 @@ class BatchStream:
         plan: ``[steps, batch_size]`` record indices (``-1`` = empty slot).
         seeds: ``[steps, batch_size]`` augmentation seeds.
         pipeline: transforms after decoding.
-        section: the ``data`` section (padding multiple, decode resources, prefetching).
+        section: the ``data`` section (padding multiple, decode resources).
         with_gt: include ``gt_bboxes`` / ``gt_labels`` (training) or not (evaluation).
 
     Attributes:
@@ -270,14 +317,25 @@ class BatchStream:
         context.print_on_execution_start = False
         return dataset
 
+    def _rows(self) -> Iterator[tuple[int, Batch, dict]]:
+        """Packed rows in plan order, from the runner; two block requests kept in flight."""
+        runner, key = _runner(), uuid.uuid4().hex
+        runner.start.remote(key, self.dataset())
+        requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
+        try:
+            while block_refs := ray.get(requests.popleft()):
+                requests.append(runner.next_blocks.remote(key))
+                for block_ref in block_refs:
+                    yield from _packed_rows(ray.get(block_ref))
+        finally:
+            runner.stop.remote(key)
+
     def __iter__(self) -> Iterator[Batch]:
         if not len(self.plan):
             return
-        rows = self.dataset().iter_torch_batches(batch_size=1, collate_fn=_UnpackBatch(), device="cpu",
-                                                 prefetch_batches=self.section.prefetch_batches)
         previous: Batch | None = None
         owed = 0  # training steps whose batch came back empty before any good batch arrived
-        for step, batch, problems in rows:
+        for step, batch, problems in self._rows():
             found = ProblemReport.from_dict(problems)
             if found:
                 logger.warning("step %d: skipped while decoding: %s", step, "; ".join(found.lines()))

@@ -24,8 +24,8 @@ class DataSection:
         batches_per_task: planned batches one decode task reads, transforms and
             collates (fewer, larger tasks amortise Ray's per-task overhead).
         decode_concurrency: at most this many decode tasks at once per training
-            worker (default: as many as the free CPUs allow).
-        prefetch_batches: batches each training worker keeps ready ahead of the model.
+            worker (default: as many as the free CPUs allow; Ray Data's
+            backpressure bounds how far decoding runs ahead of training).
     """
 
     samples_per_gpu: int = 2
@@ -38,10 +38,9 @@ class DataSection:
     decode_num_cpus: float = 1.0
     batches_per_task: int = 8
     decode_concurrency: int | None = None
-    prefetch_batches: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("samples_per_gpu", "eval_samples_per_gpu", "size_divisor", "batches_per_task", "prefetch_batches"):
+        for name in ("samples_per_gpu", "eval_samples_per_gpu", "size_divisor", "batches_per_task"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.decode_num_cpus <= 0:
