@@ -31,7 +31,7 @@ def records_to_coco(records: Iterable[Record], classes: Sequence[str], cat_ids: 
     """Records -> a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
 
     ``file_name`` is the path relative to ``img_prefix`` (the base name without
-    one); ``ignore`` boxes are written with ``iscrowd: 1`` (COCO evaluation treats
+    one; ``<image_id>.jpg`` for a record that carries its encoded image); ``ignore`` boxes are written with ``iscrowd: 1`` (COCO evaluation treats
     them as regions where detections are neither rewarded nor penalised);
     ``area`` is the box area.
     """

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 
 from ..registry import DATASETS
+from .coco import read_coco
 from .problems import OnBadRecord, ProblemReport
 from .records import ReadResult, Record, records_to_table
 from .sample import Sample, load_sample
 from .transforms import Compose, Transform
-from .coco import read_coco
 from .voc import read_voc
 
 

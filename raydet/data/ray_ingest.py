@@ -38,15 +38,24 @@ Ray Data does the work:
   execution runs in a small actor next to the worker (``_StreamRunner``), so
   the training process only fetches finished batches from the object store.
 - A corrupt image found while decoding is dropped from its batch with a
-  warning and counted (``BatchStream.problems``).  A batch that loses every
-  image (all corrupt) still counts as a step: the worker yields its previous
-  batch again, so the step count stays as planned and DDP stays in lockstep.
+  warning and counted (``BatchStream.problems``), and the batch goes on
+  smaller.  A batch that loses every image still counts as a step: the
+  worker yields a neighbouring batch again (the previous one; the next one
+  if it was the first), so the step count stays as planned and DDP stays in
+  lockstep.  Only a worker whose every image is unusable raises.
 - Evaluation deals batches of aspect-sorted images round robin, without
   repetition, so each image is decoded on exactly one worker, once.  Workers
   may get one batch more or less than each other.
 
 Same seed, same world size -> the same batches in the same order, with the
-same augmentations, run after run.
+same augmentations, run after run.  Each epoch's stream depends on nothing
+but ``(config, epoch)``, so a run resumed at epoch ``k`` sees what the
+original run saw from epoch ``k`` on.
+
+Test-time augmentation: evaluation order depends only on the records and the
+world size, so ``zip`` of ``eval_stream``s whose configs differ only in the
+test pipeline (scale, ``RandomFlip`` with ``flip_ratio: 1.0``) gives the
+views of the same images, batch by batch, for ``aug_test``.
 """
 from __future__ import annotations
 
@@ -170,9 +179,7 @@ _RECORDS_OF_SHARD: "weakref.WeakKeyDictionary[object, ray.ObjectRef]" = weakref.
 
 def _shard_records(split: str) -> ray.ObjectRef:
     """This worker's copy of a split's records table, fetched once per run and kept in the object store."""
-    shard = ray.train.get_dataset_shard(split)
-    if shard is None:
-        raise KeyError(f"no dataset {split!r} was passed to the trainer (build_ray_datasets(config, splits=...))")
+    shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets(config, splits) lacked it
     if shard not in _RECORDS_OF_SHARD:
         table = pa.concat_tables(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
         _RECORDS_OF_SHARD[shard] = ray.put(table.sort_by("image_id"))
@@ -233,6 +240,7 @@ class _StreamRunner:
 
     def __init__(self):
         self._streams: dict[str, Iterator] = {}
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" line per epoch and worker
 
     def start(self, key: str, dataset: ray.data.Dataset) -> None:
         self._streams[key] = dataset.iter_internal_ref_bundles()
@@ -320,9 +328,10 @@ class BatchStream:
     def _rows(self) -> Iterator[tuple[int, Batch, dict]]:
         """Packed rows in plan order, from the runner; two block requests kept in flight."""
         runner, key = _runner(), uuid.uuid4().hex
-        runner.start.remote(key, self.dataset())
+        started = runner.start.remote(key, self.dataset())
         requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
         try:
+            ray.get(started)  # raises what went wrong in the first tasks (a transform's error, say)
             while block_refs := ray.get(requests.popleft()):
                 requests.append(runner.next_blocks.remote(key))
                 for block_ref in block_refs:

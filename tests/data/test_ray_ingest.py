@@ -90,6 +90,15 @@ def test_corrupt_image_mid_epoch_is_skipped_with_a_warning_and_the_step_count_ho
 
 
 @pytest.mark.timeout(120)
+def test_an_error_inside_the_decode_tasks_reaches_the_training_loop(ray_session, shapes_dir):
+    from raydet.data.ray_ingest import train_stream
+
+    config = shapes_config(shapes_dir, "data.train.pipeline.3={type: Pad, size_divisor: null, size: [16, 16]}")
+    with pytest.raises(Exception, match="smaller than the"):
+        list(train_stream(config, build_dataset(config, "train").table(), epoch=0))
+
+
+@pytest.mark.timeout(120)
 def test_build_ray_datasets_returns_records_unsplit_and_a_summary(ray_session, shapes_dir, capsys):
     from raydet.data.ray_ingest import build_ray_datasets
 
