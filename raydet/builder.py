@@ -15,7 +15,7 @@ import torch
 
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
 from .data.datasets import DetectionDataset
-from .data.image_io import is_uri
+from .data.image_io import is_uri, join_path
 from .data.problems import DataError
 from .data.section import SPLITS, DataSection
 from .data.transforms import Compose
@@ -78,11 +78,9 @@ def data_section(config: Config) -> DataSection:
 
 
 def _absolute(path: str, root: str) -> str:
-    if not path or is_uri(path) or os.path.isabs(path):
-        return path
-    if is_uri(root):
-        return root.rstrip("/") + "/" + path
-    return os.path.abspath(os.path.join(root, path))
+    """``path`` joined to ``root`` unless it is absolute or a URI; local results made absolute."""
+    joined = join_path(root, path)
+    return joined if is_uri(joined) else os.path.abspath(joined)
 
 
 def build_dataset(config: Config, split: str) -> DetectionDataset:
@@ -101,7 +99,7 @@ def build_dataset(config: Config, split: str) -> DetectionDataset:
         raise ConfigError(f"{config.source_of(('data',))}: data.{split} is missing")
     if not isinstance(node, dict):
         raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: expected a dataset mapping with 'type:', got {node!r}")
-    root = _absolute(section.data_root, os.getcwd()) if section.data_root else os.getcwd()
+    root = _absolute(section.data_root, os.getcwd())
     node = {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
     import_custom_modules(config)
     try:
