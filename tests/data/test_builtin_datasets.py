@@ -31,7 +31,7 @@ def test_shapes_are_varied_valid_and_reproducible(shapes_dir, tmp_path):
     sample = train.prepare(0, np.random.default_rng(0))
     assert sample.img.shape[-2:] == sample.ori_shape
     again = generate_shapes(tmp_path, seed=0, num_train=16, num_val=6)
-    assert again["train"].read_bytes() != b"" and json.loads(again["train"].read_text())["annotations"] == \
+    assert json.loads(again["train"].read_text())["annotations"] == \
         json.loads((shapes_dir / "annotations/train.json").read_text())["annotations"]
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(tmp_path / "images/train_000003.png") == digest(shapes_dir / "images/train_000003.png")
@@ -52,6 +52,7 @@ def test_prepare_cli_writes_shapes(tmp_path):
     assert "train: 5 images" in result.stdout and (tmp_path / "annotations/val.json").is_file()
 
 
+@pytest.mark.timeout(10)
 def test_tile_starts_cover_the_length_with_the_last_tile_flush():
     assert tile_starts(1000, 400, 300) == [0, 300, 600]
     assert tile_starts(1001, 400, 300) == [0, 300, 600, 601]
@@ -81,6 +82,7 @@ def test_neon_trees_tiles_split_by_region_with_clipped_boxes_and_licence(tmp_pat
     assert "MIT" in (tmp_path / "LICENSE.deepforest").read_text() and "DeepForest" in (tmp_path / "README.md").read_text()
 
 
+@pytest.mark.timeout(30)
 def test_wheel_with_the_wrong_sha256_is_refused(tmp_path):
     wheel = tmp_path / "deepforest-2.1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:

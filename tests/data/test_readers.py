@@ -168,6 +168,7 @@ def test_records_may_carry_the_encoded_image(tmp_path):
     assert load_sample(back).img.shape == (3, 12, 18)
 
 
+@pytest.mark.timeout(30)
 def test_read_coco_reports_where_it_found_no_images(tmp_path):
     from raydet.data.problems import DataError
 

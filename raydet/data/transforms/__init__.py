@@ -1,6 +1,6 @@
 """Box-aware transforms, registered in ``TRANSFORMS`` (``type: Resize`` in a pipeline)."""
 from .base import Compose, Transform
-from .box_mapping import boxes_to_input, boxes_to_original
+from .box_mapping import boxes_to_original
 from .crop import RandomCrop
 from .flip import RandomFlip
 from .normalize import Normalize
@@ -9,4 +9,4 @@ from .photometric import PhotoMetricDistortion
 from .resize import Resize
 
 __all__ = ["Compose", "Transform", "Normalize", "Pad", "PhotoMetricDistortion", "RandomCrop", "RandomFlip", "Resize",
-           "boxes_to_input", "boxes_to_original"]
+           "boxes_to_original"]

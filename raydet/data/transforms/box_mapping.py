@@ -19,10 +19,3 @@ def boxes_to_original(boxes: torch.Tensor, img_meta: dict) -> torch.Tensor:
     return torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
                         boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
 
-
-def boxes_to_input(boxes: torch.Tensor, img_meta: dict) -> torch.Tensor:
-    """Original-image ``[K, 4]`` boxes -> the network input frame (resize, then flip); the inverse of ``boxes_to_original``."""
-    boxes = boxes * boxes.new_tensor(img_meta["scale_factor"])
-    if img_meta.get("flip"):
-        boxes = flip_boxes(boxes, tuple(img_meta["img_shape"]), img_meta["flip_direction"])
-    return boxes
