@@ -45,7 +45,8 @@ Ray Data does the work:
   lockstep.  Only a worker whose every image is unusable raises.
 - Evaluation deals batches of aspect-sorted images round robin, without
   repetition, so each image is decoded on exactly one worker, once.  Workers
-  may get one batch more or less than each other.
+  may get one batch more or less than each other, so evaluate with the
+  unwrapped model (``model.module``): no collective call per batch.
 
 Same seed, same world size -> the same batches in the same order, with the
 same augmentations, run after run.  Each epoch's stream depends on nothing

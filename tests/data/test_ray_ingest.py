@@ -6,9 +6,8 @@ import logging
 import shutil
 
 import pytest
-import torch
-
 import ray
+import torch
 
 from conftest import shapes_config
 from raydet.builder import build_dataset
