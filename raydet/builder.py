@@ -8,17 +8,23 @@ the driver before any worker starts.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
+from .data.datasets import DetectionDataset
+from .data.image_io import is_uri, join_path
+from .data.problems import DataError
+from .data.section import SPLITS, DataSection
+from .data.transforms import Compose
 from .engine.checkpoint import CheckpointSettings
 from .engine.lr_schedule import LrConfig
 from .engine.optim import OptimizerConfig, build_optimizer
 from .engine.settings import EvaluationSettings, LogSettings, RunnerSettings, ScalingSettings
 from .engine.tracking import MlflowSettings
-from .registry import MODELS, BuildError, Registry, build_section, did_you_mean
+from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry, build_section, did_you_mean
 
 # Plain sections, each parsed into its dataclass (defaults when absent).
 SECTIONS: dict[str, type] = {
@@ -35,9 +41,10 @@ SECTIONS: dict[str, type] = {
 # Top-level keys a config may have, and what each one is.
 TOP_LEVEL_KEYS = {
     "custom_imports": "modules to import so their registered components exist",
+    "seed": "random seed: model initialisation, data order and augmentation",
     "model": "the detector (MODELS)",
+    "data": "datasets and their pipelines (DATASETS, TRANSFORMS), batch sizes, decoding resources",
     "optimizer": "the torch optimizer (OPTIMIZERS), e.g. {type: SGD, lr: 0.02, momentum: 0.9}",
-    "seed": "random seed of model initialisation and data order",
     **{key: section.__doc__.splitlines()[0] for key, section in SECTIONS.items()},
 }
 
@@ -81,19 +88,69 @@ def section(config: Config, key: str) -> Any:
         raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
 
 
-def seed_of(config: Config) -> int:
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{config.source_of(('seed',))}: seed: expected int, got {seed!r}")
-    return seed
-
-
 def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The configured optimizer over ``model``'s trainable parameters."""
     try:
         return build_optimizer(model, lookup(config, "optimizer"), section(config, "optimizer_config"))
     except BuildError as err:
         raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
+def seed_of(config: Config) -> int:
+    """The config's ``seed`` (0 when absent)."""
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{config.source_of(('seed',))}: seed: expected an int, got {seed!r}")
+    return seed
+
+
+def data_section(config: Config) -> DataSection:
+    """The checked ``data:`` section."""
+    try:
+        return build_section(DataSection, lookup(config, "data"), "data")
+    except BuildError as err:
+        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
+def _absolute(path: str, root: str) -> str:
+    """``path`` joined to ``root`` unless it is absolute or a URI; local results made absolute."""
+    joined = join_path(root, path)
+    return joined if is_uri(joined) else os.path.abspath(joined)
+
+
+def build_dataset(config: Config, split: str) -> DetectionDataset:
+    """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
+
+    Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
+    (itself relative to the current directory) and made absolute here, on the
+    driver.  Bad annotations are reported per the node's ``on_bad_record``;
+    with ``error`` the first one raises ``DataError``.
+    """
+    data = data_section(config)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    node = data.split(split)
+    if node is None:
+        raise ConfigError(f"{config.source_of(('data',))}: data.{split} is missing")
+    if not isinstance(node, dict):
+        raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: expected a dataset mapping with 'type:', got {node!r}")
+    root = _absolute(data.data_root, os.getcwd())
+    node = {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
+    import_custom_modules(config)
+    try:
+        return DATASETS.build(node, f"data.{split}")
+    except BuildError as err:
+        if isinstance(err.__cause__, DataError):
+            raise DataError(f"data.{split}: {err.__cause__}") from None
+        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
+def build_pipeline(config: Config, split: str) -> Compose:
+    """Only the transforms of ``data.<split>.pipeline`` (no annotation reading: for decode workers)."""
+    nodes = lookup(config, f"data.{split}").get("pipeline") or []
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{config.where(f'data.{split}.pipeline')}: expected a list of transforms")
+    return Compose([build_node(config, f"data.{split}.pipeline.{i}", TRANSFORMS) for i in range(len(nodes))])
 
 
 def check_top_level_keys(config: Config) -> None:
@@ -109,18 +166,27 @@ def check_top_level_keys(config: Config) -> None:
 def check_config(config: Config) -> list[str]:
     """Build every buildable node of ``config``; one summary line per node."""
     check_top_level_keys(config)
+    seed_of(config)
     lines = []
-    model = build_model(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    lines.append(f"model: {config['model']['type']} built ({n_params:,} parameters)")
-    if "optimizer" in config:
-        optimizer = optimizer_for(config, model)
-        lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")
-    lines.append(f"seed: {seed_of(config)}")
+    if "model" in config:
+        model = build_model(config)
+        n_params = sum(p.numel() for p in model.parameters())
+        lines.append(f"model: {config['model']['type']} built ({n_params:,} parameters)")
+        if "optimizer" in config:
+            optimizer = optimizer_for(config, model)
+            lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")
     for key in SECTIONS:
         if key in config:
             lines.append(f"{key}: {section(config, key)}")
+    if "data" in config:
+        data = data_section(config)
+        for split in SPLITS:
+            if data.split(split) is not None:
+                dataset = build_dataset(config, split)
+                lines.append(f"data.{split}: {type(dataset).__name__} {dataset.summary()}")
+                lines.extend(f"    {line}" for line in dataset.problems.lines())
     return lines
 
 
-__all__ = ["build_node", "build_model", "check_config", "lookup", "TOP_LEVEL_KEYS"]
+__all__ = ["build_node", "build_model", "build_dataset", "build_pipeline", "check_config", "data_section", "lookup",
+           "optimizer_for", "section", "seed_of", "SECTIONS", "TOP_LEVEL_KEYS"]

@@ -10,8 +10,9 @@ import sys
 from typing import Callable
 
 from .config import ConfigError, load_config, Config
+from .data.problems import DataError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError)
 EXIT_USER_ERROR = 2
 
 

@@ -1,0 +1,216 @@
+"""Data pipeline benchmark: Ray Data vs a torch DataLoader, and the cost of ingest to training.
+
+    python benchmarks/data_pipeline.py [--config CFG] [--cpus N] [--epochs E]
+
+Prints one JSON line:
+
+- ``ray_data_images_per_s`` / ``dataloader_images_per_s``: images per second
+  through read + decode + augment + collate, Ray Data tasks vs a
+  ``torch.utils.data.DataLoader`` with the same transforms, the same batches
+  (the epoch plan) and the same number of worker processes (``--cpus``); both
+  warmed up for one epoch (worker processes started) before timing, then
+  timed back to back for ``--rounds`` epochs each (medians reported).
+- ``ingest_ratio``: training throughput (images/s) of one training process fed
+  by the Ray Data stream, divided by its throughput on the very same batches
+  held in memory (median over ``--rounds`` alternating pairs).  1.0 means the
+  pipeline costs the training loop nothing.  ``ingest_cpu_ms_per_step``: the
+  extra CPU time the training process itself spends per step when streaming
+  (fetching and unpacking batches), which is what remains on a machine whose
+  other cores do the decoding.
+  The training step is a real forward + backward + SGD step of the detector
+  in ``--config`` (``model(**batch, return_loss=True)`` -> dict of losses);
+  without a ``model`` section, of the small stand-in detector defined here.
+
+With no ``--config`` the built-in shapes dataset (``configs/_base_/datasets/shapes.yaml``)
+is generated into a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+from raydet.builder import build_dataset, build_model, data_section, seed_of  # noqa: E402
+from raydet.config import load_config  # noqa: E402
+from raydet.data.collate import collate  # noqa: E402
+from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
+from raydet.data.shapes import generate_shapes  # noqa: E402
+
+
+class StandInDetector(torch.nn.Module):
+    """A small one-level, FCOS-like detector: the training step when the config has no model.
+
+    A stride-16 conv backbone, a classification map trained with sigmoid focal
+    loss (a location is positive inside the smallest box containing it) and a
+    ``ltrb`` regression trained with GIoU loss on the positives.
+    """
+
+    def __init__(self, num_classes: int, stride: int = 16):
+        super().__init__()
+        channels = [3, 32, 64, 128, 128]
+        self.backbone = torch.nn.Sequential(*[
+            layer for c_in, c_out in zip(channels, channels[1:])
+            for layer in (torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), torch.nn.GroupNorm(8, c_out), torch.nn.ReLU())
+        ])
+        self.cls_head = torch.nn.Conv2d(128, num_classes, 3, padding=1)
+        self.box_head = torch.nn.Conv2d(128, 4, 3, padding=1)
+        self.num_classes, self.stride = num_classes, stride
+
+    def forward(self, img, img_metas, gt_bboxes, gt_labels, return_loss=True):
+        features = self.backbone(img)
+        logits, ltrb = self.cls_head(features), self.box_head(features).exp() * self.stride
+        height, width = features.shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        points = (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * self.stride
+        cls_targets = torch.zeros(len(img), self.num_classes, height * width)
+        box_losses = []
+        for i, (boxes, labels) in enumerate(zip(gt_bboxes, gt_labels)):
+            if not len(boxes):
+                continue
+            inside = ((points[:, None, 0] > boxes[None, :, 0]) & (points[:, None, 0] < boxes[None, :, 2])
+                      & (points[:, None, 1] > boxes[None, :, 1]) & (points[:, None, 1] < boxes[None, :, 3]))
+            areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(inside)
+            areas = torch.where(inside, areas, torch.inf)
+            best_area, best = areas.min(1)
+            positive = torch.isfinite(best_area)
+            cls_targets[i, labels[best[positive]], positive.nonzero()[:, 0]] = 1.0
+            pred = ltrb[i].reshape(4, -1).T[positive]
+            p = points[positive]
+            pred_boxes = torch.cat([p - pred[:, :2], p + pred[:, 2:]], 1)
+            box_losses.append(torchvision.ops.generalized_box_iou_loss(pred_boxes, boxes[best[positive]], reduction="sum"))
+        num_pos = max(1.0, float(cls_targets.sum()))
+        loss_cls = torchvision.ops.sigmoid_focal_loss(logits.reshape(len(img), self.num_classes, -1), cls_targets,
+                                                      reduction="sum") / num_pos
+        loss_box = (sum(box_losses) / num_pos) if box_losses else logits.sum() * 0
+        return {"loss_cls": loss_cls, "loss_bbox": loss_box}
+
+
+def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_divisor: int, workers: int):
+    """A DataLoader over the same planned batches, prepared and collated in ``workers`` processes."""
+    class Planned(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(plan)
+
+        def __getitem__(self, step):
+            samples = [dataset.prepare(int(i), np.random.default_rng(int(s))) for i, s in zip(plan[step], seeds[step])]
+            return collate(samples, size_divisor)
+
+    return torch.utils.data.DataLoader(Planned(), batch_size=None, shuffle=False, num_workers=workers,
+                                       persistent_workers=True, prefetch_factor=4)
+
+
+def images_per_second(batches) -> float:
+    start = time.perf_counter()
+    images = sum(len(batch["img_metas"]) for batch in batches)
+    return images / (time.perf_counter() - start)
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def train_throughput(model, batches, steps: int) -> tuple[float, float]:
+    """``steps`` forward + backward + SGD steps on ``batches``: (images/s, this process's CPU ms per step)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    start, cpu_start, images = time.perf_counter(), process_cpu_seconds(), 0
+    for batch in itertools.islice(batches, steps):
+        losses = model(**batch, return_loss=True)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        images += len(batch["img_metas"])
+    return images / (time.perf_counter() - start), (process_cpu_seconds() - cpu_start) * 1000 / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs/_base_/datasets/shapes.yaml"),
+                        help="raydet config with a data section (and a model section for the ingest half)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
+    parser.add_argument("--cpus", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="decode processes: DataLoader workers = Ray Data CPUs")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds; each times both contenders back to back (medians are reported)")
+    parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per feeding mode and round")
+    args = parser.parse_args()
+
+    import ray
+
+    from raydet.data.ray_ingest import train_stream
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = list(args.overrides)
+        if Path(args.config).resolve() == (REPO / "configs/_base_/datasets/shapes.yaml").resolve():
+            generate_shapes(tmp, seed=0, num_train=240, num_val=1)
+            overrides.append(f"data.data_root={tmp}")
+        config = load_config(args.config, overrides)
+        section = data_section(config)
+        dataset = build_dataset(config, "train")
+        torch.manual_seed(0)
+        model = build_model(config) if "model" in config else StandInDetector(len(dataset.classes))
+        model_name = config["model"]["type"] if "model" in config else "StandInDetector (benchmark-local)"
+        model.train()
+
+        groups = aspect_groups([r["height"] for r in dataset.records], [r["width"] for r in dataset.records])
+        seed = seed_of(config)
+        plan = plan_train_epoch(groups, section.samples_per_gpu, 1, seed, 1)[0]
+        seeds = augment_seeds(seed, 1, (1, *plan.shape))[0]
+        torch.set_num_threads(1)  # one core trains; the decode processes get the others
+        loader = planned_dataloader(dataset, plan, seeds, section.size_divisor, args.cpus)
+        ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, logging_level="ERROR")
+        records = ray.put(dataset.table())
+        images_per_second(loader), images_per_second(train_stream(config, records, 1))  # warm-up: start the processes
+        loader_rates, ray_rates = [], []
+        for _ in range(args.rounds):  # back to back, so a shared machine's load hits both alike
+            loader_rates.append(images_per_second(loader))
+            ray_rates.append(images_per_second(train_stream(config, records, 1)))
+
+        steps = min(args.train_steps, len(plan))
+        in_memory_batches = list(itertools.islice(train_stream(config, records, 1), steps))  # the very same batches
+        train_throughput(model, in_memory_batches, 3)  # warm-up (allocator, autograd)
+        in_memory, streamed = [], []
+        for _ in range(args.rounds):
+            in_memory.append(train_throughput(model, in_memory_batches, steps))
+            streamed.append(train_throughput(model, train_stream(config, records, 1), steps))
+        ray.shutdown()
+        ray_rate, loader_rate = statistics.median(ray_rates), statistics.median(loader_rates)
+        ratios = [s[0] / m[0] for s, m in zip(streamed, in_memory)]
+        cpu_overheads = [s[1] - m[1] for s, m in zip(streamed, in_memory)]
+
+    print(json.dumps({
+        "benchmark": "data_pipeline",
+        "data": f"{Path(args.config).stem}: {len(dataset)} train images, {section.samples_per_gpu} per batch",
+        "decode_cpus": args.cpus,
+        "ray_data_images_per_s": round(ray_rate, 1),
+        "dataloader_images_per_s": round(loader_rate, 1),
+        "ray_data_vs_dataloader": round(ray_rate / loader_rate, 3),
+        "model": model_name,
+        "train_steps": steps,
+        "train_images_per_s_streamed": round(statistics.median(s[0] for s in streamed), 2),
+        "train_images_per_s_in_memory": round(statistics.median(m[0] for m in in_memory), 2),
+        "ingest_ratio": round(statistics.median(ratios), 3),
+        "ingest_ratio_rounds": [round(r, 3) for r in ratios],
+        "ingest_cpu_ms_per_step": round(statistics.median(cpu_overheads), 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}",
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""COCO json -> records (via pycocotools' index).
+
+Category ids are sorted and mapped to labels ``0..K-1`` in that order (the
+same mapping every time the file is read); ``iscrowd`` boxes become
+``ignore`` flags.  COCO boxes are ``[x, y, w, h]``; records hold
+``[x1, y1, x2, y2] = [x, y, x + w, y + h]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from pycocotools.coco import COCO
+
+from .image_io import join_path, local_file_problem
+from .problems import DataError, ProblemReport
+from .records import ReadResult, check_box, make_record
+
+
+def load_json(path: str) -> object:
+    """Parse a json file; ``DataError`` naming the file, line and column when it is malformed."""
+    try:
+        with open(path, "rb") as stream:
+            return json.loads(stream.read())
+    except FileNotFoundError:
+        raise DataError(f"annotation file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: malformed JSON: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_files: bool = True) -> ReadResult:
+    """Read a COCO detection json into records.
+
+    Args:
+        ann_file: path of the json.
+        img_prefix: folder or URI prefix that ``file_name`` is relative to.
+        problems: where bad entries are reported (its policy decides skip / error).
+        check_files: check that local image files exist and are not empty.
+
+    Raises:
+        DataError: the file is missing, is not JSON, lacks ``images`` /
+            ``categories``, or has no images at all.
+    """
+    data = load_json(ann_file)
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: malformed COCO file: the top level must be an object, got {type(data).__name__}")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{ann_file}: malformed COCO file: '{key}' must be a list")
+    if not isinstance(data.get("annotations", []), list):
+        raise DataError(f"{ann_file}: malformed COCO file: 'annotations' must be a list")
+    if not data["images"]:
+        raise DataError(f"{ann_file}: empty annotations: the file lists no images")
+
+    categories = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise DataError(f"{ann_file}: categories[{i}]: malformed category {cat!r} (needs an int 'id' and a 'name')")
+        if cat["id"] in categories:
+            raise DataError(f"{ann_file}: categories[{i}]: duplicate category id {cat['id']}")
+        categories[cat["id"]] = cat
+
+    images = {}
+    for i, image in enumerate(data["images"]):
+        where = f"{ann_file}: images[{i}]"
+        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+            problems.add("malformed_file", where, f"image entry {image!r} needs an int 'id' and a 'file_name'")
+            continue
+        where += f" (id {image['id']})"
+        if image["id"] in images:
+            problems.add("duplicate_image_id", where, f"id {image['id']} is also used by {images[image['id']]['file_name']!r}")
+            continue
+        if not _is_int(image.get("width")) or not _is_int(image.get("height")):
+            problems.add("malformed_file", where, "image entry needs int 'width' and 'height'")
+            continue
+        if image["width"] <= 0 or image["height"] <= 0:
+            problems.add("empty_image", where, f"{image['file_name']} is {image['width']}x{image['height']}")
+            continue
+        images[image["id"]] = image
+
+    annotations = []
+    for i, ann in enumerate(data.get("annotations", [])):
+        where = f"{ann_file}: annotations[{i}]"
+        if not isinstance(ann, dict) or not _is_int(ann.get("image_id")) or not _is_int(ann.get("category_id")):
+            problems.add("malformed_file", where, "annotation needs int 'image_id' and 'category_id'")
+            continue
+        where += f" (id {ann.get('id')}, image {ann['image_id']})"
+        if ann["image_id"] not in images:
+            problems.add("unknown_image", where, f"image id {ann['image_id']} is not in 'images'")
+            continue
+        if ann["category_id"] not in categories:
+            problems.add("unknown_category", where, f"category id {ann['category_id']} is not in 'categories'")
+            continue
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+            problems.add("invalid_box", where, f"bbox {bbox!r} is not [x, y, w, h]")
+            continue
+        image = images[ann["image_id"]]
+        box = check_box([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]], image["height"], image["width"], where, problems)
+        if box is not None:
+            annotations.append({**ann, "id": len(annotations) + 1, "bbox_xyxy": box})
+
+    # pycocotools builds the per-image and per-category index (it prints progress: silence it).
+    coco = COCO()
+    coco.dataset = {"images": list(images.values()), "annotations": annotations, "categories": list(categories.values())}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+
+    cat_ids = sorted(coco.getCatIds())
+    label_of = {cat_id: label for label, cat_id in enumerate(cat_ids)}
+    records = []
+    for image_id in sorted(coco.getImgIds()):
+        image = coco.imgs[image_id]
+        path = join_path(img_prefix, image["file_name"])
+        missing = local_file_problem(path) if check_files else None
+        if missing is not None:
+            problems.add(missing.kind, f"{ann_file}: image {image_id}", str(missing))
+            continue
+        anns = coco.imgToAnns.get(image_id, [])
+        records.append(make_record(
+            image_id, path, image["height"], image["width"],
+            boxes=[a["bbox_xyxy"] for a in anns],
+            labels=[label_of[a["category_id"]] for a in anns],
+            ignore=[bool(a.get("iscrowd", 0)) for a in anns],
+        ))
+    if not records:
+        raise DataError(f"{ann_file}: no usable images ({problems.short()})")
+    return ReadResult(records, [coco.cats[c]["name"] for c in cat_ids], cat_ids)

@@ -1,0 +1,117 @@
+"""Collate: samples -> the ``Batch`` the model receives; and a ``Batch`` <-> flat numpy columns for Ray Data.
+
+``Batch`` (the model's forward arguments, ``model(**batch)``)::
+
+    img        float32 [B, 3, H, W]  normalised, padded bottom/right to a multiple of 32, stacked
+    img_metas  list of B dicts: ori_shape (h, w), img_shape (h, w), pad_shape (h, w),
+               batch_input_shape (H, W), scale_factor [w, h, w, h] floats, flip bool,
+               flip_direction "horizontal" / "vertical" / "diagonal" / None, image_id int
+    gt_bboxes  list of B float32 [N_i, 4] x1y1x2y2 in the img_shape frame (ignored boxes excluded)
+    gt_labels  list of B int64 [N_i]
+
+Evaluation batches carry only ``img`` and ``img_metas`` (mmdetection's test
+pipeline does the same), so ``model(**batch, return_loss=False)`` works as is.
+
+``pack_batch`` / ``unpack_batch`` turn a ``Batch`` into one row of plain numpy
+columns (no Python objects) and back, which is how a batch collated inside a
+Ray Data task travels to the training worker.
+"""
+from __future__ import annotations
+
+import math
+from typing import TypedDict
+
+import numpy as np
+import torch
+
+from .sample import Sample
+
+FLIP_DIRECTIONS = (None, "horizontal", "vertical", "diagonal")  # index = the packed flip code
+
+
+class Batch(TypedDict, total=False):
+    img: torch.Tensor
+    img_metas: list[dict]
+    gt_bboxes: list[torch.Tensor]
+    gt_labels: list[torch.Tensor]
+
+
+def collate(samples: list[Sample], size_divisor: int = 32, with_gt: bool = True) -> Batch:
+    """Pad each image bottom/right to the batch's shape (a multiple of ``size_divisor``) and stack.
+
+    ``pad_shape`` stays each image's own padded size (``Pad``'s, else its
+    ``img_shape``); ``batch_input_shape`` is the stacked tensor's ``(H, W)``.
+    An empty list gives an empty batch (``img`` ``[0, 3, 0, 0]``).
+    """
+    heights = [s.pad_shape[0] for s in samples] or [0]
+    widths = [s.pad_shape[1] for s in samples] or [0]
+    batch_h = math.ceil(max(heights) / size_divisor) * size_divisor
+    batch_w = math.ceil(max(widths) / size_divisor) * size_divisor
+    dtype = samples[0].img.dtype if samples else torch.float32
+    img = torch.zeros((len(samples), 3, batch_h, batch_w), dtype=dtype)
+    for i, sample in enumerate(samples):
+        img[i, :, : sample.height, : sample.width] = sample.img
+    batch = Batch(img=img, img_metas=[
+        {
+            "ori_shape": tuple(s.ori_shape), "img_shape": tuple(s.img_shape), "pad_shape": tuple(s.pad_shape),
+            "batch_input_shape": (batch_h, batch_w), "scale_factor": [float(v) for v in s.scale_factor],
+            "flip": bool(s.flip), "flip_direction": s.flip_direction, "image_id": int(s.image_id),
+        }
+        for s in samples
+    ])
+    if with_gt:
+        batch["gt_bboxes"] = [s.boxes[~s.ignore].to(torch.float32) for s in samples]
+        batch["gt_labels"] = [s.labels[~s.ignore].to(torch.int64) for s in samples]
+    return batch
+
+
+def pack_batch(batch: Batch) -> dict[str, np.ndarray]:
+    """A ``Batch`` -> numpy columns (per-image lists concatenated, with counts)."""
+    metas = batch["img_metas"]
+    size = len(metas)
+
+    def meta_array(key: str, dtype: type, width: int) -> np.ndarray:
+        return np.array([m[key] for m in metas], dtype=dtype).reshape(size, width)
+
+    packed = {
+        "img": batch["img"].numpy(),
+        "image_id": meta_array("image_id", np.int64, 1).reshape(size),
+        "ori_shape": meta_array("ori_shape", np.int64, 2),
+        "img_shape": meta_array("img_shape", np.int64, 2),
+        "pad_shape": meta_array("pad_shape", np.int64, 2),
+        "scale_factor": meta_array("scale_factor", np.float64, 4),
+        "flip_code": np.array([FLIP_DIRECTIONS.index(m["flip_direction"] if m["flip"] else None) for m in metas], np.int8),
+    }
+    if "gt_bboxes" in batch:
+        packed["gt_counts"] = np.array([len(b) for b in batch["gt_bboxes"]], np.int64)
+        packed["gt_bboxes"] = torch.cat(batch["gt_bboxes"]).numpy() if size else np.zeros((0, 4), np.float32)
+        packed["gt_labels"] = torch.cat(batch["gt_labels"]).numpy() if size else np.zeros(0, np.int64)
+    return packed
+
+
+def unpack_batch(packed: dict[str, np.ndarray]) -> Batch:
+    """Numpy columns from ``pack_batch`` -> a ``Batch`` of torch tensors (copies: the inputs may be read-only)."""
+    img = torch.from_numpy(np.array(packed["img"], copy=True))
+    batch_input_shape = (int(img.shape[-2]), int(img.shape[-1]))
+    metas = []
+    for i, image_id in enumerate(packed["image_id"]):
+        code = int(packed["flip_code"][i])
+        metas.append({
+            "ori_shape": tuple(int(v) for v in packed["ori_shape"][i]),
+            "img_shape": tuple(int(v) for v in packed["img_shape"][i]),
+            "pad_shape": tuple(int(v) for v in packed["pad_shape"][i]),
+            "batch_input_shape": batch_input_shape,
+            "scale_factor": [float(v) for v in packed["scale_factor"][i]],
+            "flip": code != 0,
+            "flip_direction": FLIP_DIRECTIONS[code],
+            "image_id": int(image_id),
+        })
+    batch = Batch(img=img, img_metas=metas)
+    if "gt_counts" in packed:
+        ends = np.cumsum(packed["gt_counts"])
+        starts = ends - packed["gt_counts"]
+        boxes = torch.from_numpy(np.array(packed["gt_bboxes"], dtype=np.float32).reshape(-1, 4))
+        labels = torch.from_numpy(np.array(packed["gt_labels"], dtype=np.int64).reshape(-1))
+        batch["gt_bboxes"] = [boxes[start:end] for start, end in zip(starts, ends)]
+        batch["gt_labels"] = [labels[start:end] for start, end in zip(starts, ends)]
+    return batch

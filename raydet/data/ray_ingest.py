@@ -1,0 +1,387 @@
+"""The Ray edge of the data pipeline: records to Ray Train workers, decode + augment + collate as Ray Data tasks.
+
+On the driver::
+
+    datasets, data_config, summary = build_ray_datasets(config)       # reads + checks annotations, prints the summary
+    trainer = TorchTrainer(train_loop, train_loop_config={"config": config},
+                           datasets=datasets, dataset_config=data_config, ...)
+    mlflow.log_metrics(summary.metrics())                              # counts, problems per kind
+
+In ``train_loop`` (every Ray Train worker)::
+
+    for epoch in range(start_epoch, max_epochs):
+        batches = iter_train_batches(config, epoch)
+        len(batches)                       # steps this epoch: equal on every worker, known before the first batch
+        for batch in batches:              # a Batch (raydet.data.collate) of CPU tensors
+            losses = model(**to_device(batch), return_loss=True)
+    for batch in iter_eval_batches(config, "val"):   # over all workers: every val image exactly once
+        results = model(**to_device(batch), return_loss=False)
+
+How the guarantees hold.  Ray Data's ``streaming_split`` hands blocks to
+whichever worker asks first: it keeps row counts equal but cannot reshuffle
+from ``(seed, epoch)``, group by aspect ratio, or say up front how many batches
+a worker will get once corrupt images drop out.  So the order is planned, and
+Ray Data does the work:
+
+- ``build_ray_datasets`` gives Ray Train each split's *records* (a small
+  ``pyarrow`` table: paths and boxes, no pixels) as a Ray Dataset that is not
+  split (``DataConfig(datasets_to_split=[])``): every worker sees all records.
+- Each epoch, each worker computes the same plan (``raydet.data.sampling``)
+  from the aspect-ratio groups, ``seed`` and the epoch, and takes its own
+  rank's batches: ``len(plan)`` is the step count, equal on every rank.
+- The worker then streams its batches through a Ray Data pipeline:
+  ``range(steps)`` -> ``map_batches`` tasks that read, decode, transform and
+  collate planned batches (each image seeded from ``(seed, epoch, slot)``),
+  with ``preserve_order``, so the worker receives its batches in plan order
+  while later ones are decoded on the cluster's CPUs.  Nothing is
+  materialised: Ray Data's backpressure bounds the batches in flight.  The
+  execution runs in a small actor next to the worker (``_StreamRunner``), so
+  the training process only fetches finished batches from the object store.
+- A corrupt image found while decoding is dropped from its batch with a
+  warning and counted (``BatchStream.problems``), and the batch goes on
+  smaller.  A batch that loses every image still counts as a step: the
+  worker yields a neighbouring batch again (the previous one; the next one
+  if it was the first), so the step count stays as planned and DDP stays in
+  lockstep.  Only a worker whose every image is unusable raises.
+- Evaluation deals batches of aspect-sorted images round robin, without
+  repetition, so each image is decoded on exactly one worker, once.  Workers
+  may get one batch more or less than each other, so evaluate with the
+  unwrapped model (``model.module``): no collective call per batch.
+
+Same seed, same world size -> the same batches in the same order, with the
+same augmentations, run after run.  Each epoch's stream depends on nothing
+but ``(config, epoch)``, so a run resumed at epoch ``k`` sees what the
+original run saw from epoch ``k`` on.
+
+Test-time augmentation: evaluation order depends only on the records and the
+world size, so ``zip`` of ``eval_stream``s whose configs differ only in the
+test pipeline (scale, ``RandomFlip`` with ``flip_ratio: 1.0``) gives the
+views of the same images, batch by batch, for ``aug_test``.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+import ray.train
+from ray.data.block import BlockAccessor
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ..builder import build_dataset, build_pipeline, data_section, seed_of
+from ..config import Config
+from .collate import Batch, collate, pack_batch, unpack_batch
+from .image_io import ImageError
+from .problems import DataError, ProblemReport
+from .records import record_at
+from .sample import load_sample
+from .section import DataSection
+from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch, train_steps_per_epoch
+from .transforms import Compose
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class SplitSummary:
+    """What was read for one split: counts, classes, problems."""
+
+    split: str
+    dataset_type: str
+    ann_file: str
+    description: str
+    num_images: int
+    classes: list[str]
+    cat_ids: list[int]
+    group_sizes: list[int]
+    problems: ProblemReport
+
+
+@dataclass
+class DataSummary:
+    """Returned by ``build_ray_datasets``: printed once at the start, loggable as metrics."""
+
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    samples_per_gpu: int = 2
+
+    def lines(self) -> list[str]:
+        lines = []
+        for s in self.splits.values():
+            lines.append(f"data.{s.split}: {s.dataset_type} {s.ann_file}: {s.description}")
+            lines.extend(f"    {line}" for line in s.problems.lines())
+        return lines
+
+    def metrics(self) -> dict[str, int]:
+        """Flat counts: ``data/train/images``, ``data/train/problems/invalid_box``, …"""
+        metrics = {}
+        for s in self.splits.values():
+            metrics[f"data/{s.split}/images"] = s.num_images
+            metrics.update({f"data/{s.split}/problems/{kind}": n for kind, n in s.problems.counts.items()})
+        return metrics
+
+    def train_steps_per_epoch(self, world_size: int) -> int:
+        """Batches per worker per epoch with ``world_size`` workers (what ``len(iter_train_batches(...))`` will be)."""
+        groups = np.repeat(np.arange(len(self.splits["train"].group_sizes)), self.splits["train"].group_sizes)
+        return train_steps_per_epoch(groups, self.samples_per_gpu, world_size)
+
+
+def build_ray_datasets(config: Config, splits: tuple[str, ...] = ("train", "val"), verbose: bool = True,
+                       ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig, DataSummary]:
+    """Read each split's annotations on the driver and wrap its records for ``TorchTrainer``.
+
+    Args:
+        config: the resolved config (its ``data`` section).
+        splits: the splits to build; ones the config lacks are left out.
+        verbose: print the summary (one line per split, then each problem kind
+            with examples).
+
+    Returns:
+        ``datasets`` (split name -> Ray Dataset of records, one row per image) and
+        ``data_config`` for ``TorchTrainer(datasets=..., dataset_config=...)``,
+        and the ``DataSummary``.
+
+    Raises:
+        ConfigError, DataError: a bad config, or bad data under ``on_bad_record: error``.
+    """
+    section = data_section(config)
+    datasets, summary = {}, DataSummary(samples_per_gpu=section.samples_per_gpu)
+    for split in splits:
+        if section.split(split) is None:
+            continue
+        dataset = build_dataset(config, split)
+        table = dataset.table()
+        datasets[split] = ray.data.from_arrow(table)
+        groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
+        summary.splits[split] = SplitSummary(
+            split=split, dataset_type=type(dataset).__name__, ann_file=dataset.ann_file, description=dataset.summary(),
+            num_images=len(dataset), classes=dataset.classes, cat_ids=dataset.cat_ids,
+            group_sizes=np.bincount(groups, minlength=2).tolist(), problems=dataset.problems,
+        )
+    if verbose:
+        print("\n".join(summary.lines()), flush=True)
+    return datasets, ray.train.DataConfig(datasets_to_split=[]), summary
+
+
+# --------------------------------------------------------------------------- worker
+
+_RECORDS_OF_SHARD: "weakref.WeakKeyDictionary[object, ray.ObjectRef]" = weakref.WeakKeyDictionary()
+
+
+def _shard_records(split: str) -> ray.ObjectRef:
+    """This worker's copy of a split's records table, fetched once per run and kept in the object store."""
+    shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets(config, splits) lacked it
+    if shard not in _RECORDS_OF_SHARD:
+        table = pa.concat_tables(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
+        _RECORDS_OF_SHARD[shard] = ray.put(table.sort_by("image_id"))
+    return _RECORDS_OF_SHARD[shard]
+
+
+def iter_train_batches(config: Config, epoch: int) -> "BatchStream":
+    """In a Ray Train worker: this worker's training batches for ``epoch`` (see the module docstring)."""
+    context = ray.train.get_context()
+    return train_stream(config, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size())
+
+
+def iter_eval_batches(config: Config, split: str = "val") -> "BatchStream":
+    """In a Ray Train worker: this worker's share of ``split``; over all workers every image exactly once."""
+    context = ray.train.get_context()
+    return eval_stream(config, _shard_records(split), split, context.get_world_rank(), context.get_world_size())
+
+
+def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]:
+    if isinstance(records, pa.Table):
+        return ray.put(records), records
+    return records, ray.get(records)
+
+
+def train_stream(config: Config, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
+                 world_size: int = 1) -> "BatchStream":
+    """Rank ``rank``'s training batches for ``epoch`` (also usable outside Ray Train, e.g. in a benchmark)."""
+    section = data_section(config)
+    records_ref, table = _as_ref(records)
+    groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
+    seed = seed_of(config)
+    plan = plan_train_epoch(groups, section.samples_per_gpu, world_size, seed, epoch)
+    seeds = augment_seeds(seed, epoch, plan.shape)
+    return BatchStream(records_ref, plan[rank], seeds[rank], build_pipeline(config, "train"), section, with_gt=True)
+
+
+def eval_stream(config: Config, records: pa.Table | ray.ObjectRef, split: str = "val", rank: int = 0,
+                world_size: int = 1) -> "BatchStream":
+    """Rank ``rank``'s share of ``split`` (also usable outside Ray Train)."""
+    section = data_section(config)
+    records_ref, table = _as_ref(records)
+    plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), section.eval_samples_per_gpu, world_size)[rank]
+    seeds = augment_seeds(seed_of(config), 0, plan.shape)
+    return BatchStream(records_ref, plan, seeds, build_pipeline(config, split), section, with_gt=False)
+
+
+@ray.remote(num_cpus=0)
+class _StreamRunner:
+    """Runs a training process's Ray Data executions in a process of their own.
+
+    Ray Data's streaming executor is a Python scheduling loop; run inside the
+    training process it takes the GIL and a share of a core for as long as an
+    epoch streams (about 10 ms per batch here).  This actor runs it instead and
+    hands out references to finished blocks, the way Ray Train's
+    ``streaming_split`` coordinator does, but it lives as long as the training
+    process, so a new epoch starts in a fraction of a second.
+    """
+
+    def __init__(self):
+        self._streams: dict[str, Iterator] = {}
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" line per epoch and worker
+
+    def start(self, key: str, dataset: ray.data.Dataset) -> None:
+        self._streams[key] = dataset.iter_internal_ref_bundles()
+
+    def next_blocks(self, key: str) -> list[ray.ObjectRef]:
+        """Refs of the next finished blocks in order; ``[]`` once the stream is done."""
+        bundle = next(self._streams.get(key, iter(())), None)
+        if bundle is None:
+            self._streams.pop(key, None)
+            return []
+        return [entry.ref for entry in bundle.blocks]
+
+    def stop(self, key: str) -> None:
+        """Drop a stream (its executor shuts down when the iterator is collected)."""
+        self._streams.pop(key, None)
+
+
+_RUNNERS: dict[str, ray.actor.ActorHandle] = {}
+
+
+def _runner() -> ray.actor.ActorHandle:
+    """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _RUNNERS:
+        node = ray.get_runtime_context().get_node_id()
+        _RUNNERS[job] = _StreamRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+    return _RUNNERS[job]
+
+
+def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
+    """A block of packed batches (one row each) -> ``(step, Batch, problems)`` per row."""
+    accessor = BlockAccessor.for_block(block)
+    for row in range(accessor.num_rows()):
+        packed = {key: value[0] for key, value in BlockAccessor.for_block(accessor.slice(row, row + 1)).to_numpy().items()}
+        problems = json.loads(str(packed.pop("problems")))
+        yield int(packed.pop("step")), unpack_batch(packed), problems
+
+
+class BatchStream:
+    """One worker's batches for one pass: ``len()`` up front, then iterate (each iteration re-runs the pipeline).
+
+    Args:
+        records_ref: the records table in the object store.
+        plan: ``[steps, batch_size]`` record indices (``-1`` = empty slot).
+        seeds: ``[steps, batch_size]`` augmentation seeds.
+        pipeline: transforms after decoding.
+        section: the ``data`` section (padding multiple, decode resources).
+        with_gt: include ``gt_bboxes`` / ``gt_labels`` (training) or not (evaluation).
+
+    Attributes:
+        problems: images skipped while decoding (``corrupt_image`` …), accumulated over iterations.
+        repeated_batches: steps that re-yielded the previous batch because every
+            image of theirs was unusable.
+    """
+
+    def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, pipeline: Compose,
+                 section: DataSection, with_gt: bool):
+        self.records_ref = records_ref
+        self.plan = plan
+        self.seeds = seeds
+        self.pipeline = pipeline
+        self.section = section
+        self.with_gt = with_gt
+        self.problems = ProblemReport()
+        self.repeated_batches = 0
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def dataset(self) -> ray.data.Dataset:
+        """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
+        tasks = max(1, -(-len(self.plan) // self.section.batches_per_task))
+        dataset = ray.data.range(len(self.plan), override_num_blocks=tasks).map_batches(
+            _decode_planned_batches, batch_size=1, num_cpus=self.section.decode_num_cpus,
+            concurrency=self.section.decode_concurrency,
+            fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds, "pipeline": self.pipeline,
+                       "size_divisor": self.section.size_divisor, "with_gt": self.with_gt},
+        )
+        context = dataset.context
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        return dataset
+
+    def _rows(self) -> Iterator[tuple[int, Batch, dict]]:
+        """Packed rows in plan order, from the runner; two block requests kept in flight."""
+        runner, key = _runner(), uuid.uuid4().hex
+        started = runner.start.remote(key, self.dataset())
+        requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
+        try:
+            ray.get(started)  # raises what went wrong in the first tasks (a transform's error, say)
+            while block_refs := ray.get(requests.popleft()):
+                requests.append(runner.next_blocks.remote(key))
+                for block_ref in block_refs:
+                    yield from _packed_rows(ray.get(block_ref))
+        finally:
+            runner.stop.remote(key)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if not len(self.plan):
+            return
+        previous: Batch | None = None
+        owed = 0  # training steps whose batch came back empty before any good batch arrived
+        for step, batch, problems in self._rows():
+            found = ProblemReport.from_dict(problems)
+            if found:
+                logger.warning("step %d: skipped while decoding: %s", step, "; ".join(found.lines()))
+                self.problems.merge(found)
+            if batch["img_metas"]:
+                repeats, owed, previous = 1 + owed, 0, batch
+                self.repeated_batches += repeats - 1
+            elif not self.with_gt:
+                continue  # evaluation: nothing to predict and no step count to keep
+            elif previous is None:
+                owed += 1
+                continue
+            else:
+                batch, repeats = previous, 1
+                self.repeated_batches += 1
+            for _ in range(repeats):
+                yield batch
+        if owed:
+            raise DataError(f"every image in this worker's {len(self.plan)} batches was unusable: {self.problems.short()}")
+
+
+def _decode_planned_batches(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray,
+                            seeds: np.ndarray, pipeline: Compose, size_divisor: int, with_gt: bool) -> dict[str, np.ndarray]:
+    """Ray Data task body: planned step -> one packed, collated batch (bad images skipped and listed)."""
+    records = ray.get(records_ref)
+    (step,) = rows["id"]
+    samples, problems = [], ProblemReport()
+    for index, seed in zip(plan[step], seeds[step]):
+        if index < 0:
+            continue
+        record = record_at(records, int(index))
+        try:
+            samples.append(pipeline(load_sample(record, problems), np.random.default_rng(int(seed))))
+        except ImageError as err:
+            problems.add(err.kind, f"image {record['image_id']}", str(err))
+    packed = pack_batch(collate(samples, size_divisor, with_gt))
+    packed["step"] = np.int64(step)
+    packed["problems"] = np.array(json.dumps(problems.to_dict()))
+    return {key: np.expand_dims(value, 0) for key, value in packed.items()}

@@ -1,0 +1,74 @@
+"""``Resize``: keep-ratio (mmdetection's ``img_scale``) or exact resizing, single- or multi-scale."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+
+from ...registry import TRANSFORMS
+from ..sample import Sample
+from .base import Transform
+
+
+def rescaled_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """Keep-ratio target ``(h, w)``: the largest size with long edge <= max(scale), short edge <= min(scale)."""
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+@TRANSFORMS.register()
+class Resize(Transform):
+    """Resize the image and its boxes; records ``img_shape`` and ``scale_factor``.
+
+    Args:
+        img_scale: one scale ``[long, short]`` (e.g. ``[1333, 800]``) or several
+            ``[[1333, 640], [1333, 800]]`` for multi-scale training.  With
+            ``keep_ratio: false`` a scale is the exact ``[width, height]``.
+        multiscale_mode: with several scales, ``range`` samples the long and short
+            edges uniformly between the smallest and largest given (two scales
+            needed); ``value`` picks one of the scales.
+        keep_ratio: keep the aspect ratio (mmdetection's default) or stretch.
+    """
+
+    def __init__(self, img_scale: list[int] | list[list[int]], multiscale_mode: Literal["range", "value"] = "range",
+                 keep_ratio: bool = True):
+        scales = [img_scale] if img_scale and isinstance(img_scale[0], int) else img_scale
+        if not scales or any(len(s) != 2 or min(s) <= 0 for s in scales):
+            raise ValueError(f"img_scale must be [long, short] or a list of them, got {img_scale!r}")
+        if multiscale_mode == "range" and len(scales) not in (1, 2):
+            raise ValueError(f"multiscale_mode 'range' needs one or two scales, got {len(scales)}")
+        self.img_scale = img_scale
+        self.multiscale_mode = multiscale_mode
+        self.keep_ratio = keep_ratio
+        self._scales = [tuple(int(v) for v in s) for s in scales]
+
+    def _pick_scale(self, rng: np.random.Generator) -> tuple[int, int]:
+        if len(self._scales) == 1:
+            return self._scales[0]
+        if self.multiscale_mode == "value":
+            return self._scales[int(rng.integers(len(self._scales)))]
+        longs = [max(s) for s in self._scales]
+        shorts = [min(s) for s in self._scales]
+        return int(rng.integers(min(longs), max(longs) + 1)), int(rng.integers(min(shorts), max(shorts) + 1))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        scale = self._pick_scale(rng)
+        height, width = sample.height, sample.width
+        if self.keep_ratio:
+            new_h, new_w = rescaled_size(height, width, scale)
+        else:
+            new_w, new_h = scale
+        if (new_h, new_w) != (height, width):
+            sample.img = F.resize_image(sample.img, [new_h, new_w], antialias=True)
+        w_scale, h_scale = new_w / width, new_h / height
+        factors = torch.tensor([w_scale, h_scale, w_scale, h_scale], dtype=torch.float32)
+        sample.boxes = sample.boxes * factors
+        sample.boxes[:, 0::2] = sample.boxes[:, 0::2].clamp(0, new_w)
+        sample.boxes[:, 1::2] = sample.boxes[:, 1::2].clamp(0, new_h)
+        old = sample.scale_factor
+        sample.scale_factor = (old[0] * w_scale, old[1] * h_scale, old[2] * w_scale, old[3] * h_scale)
+        sample.img_shape = sample.pad_shape = (new_h, new_w)
+        return sample
