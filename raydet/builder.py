@@ -118,14 +118,20 @@ def _absolute(path: str, root: str) -> str:
     return joined if is_uri(joined) else os.path.abspath(joined)
 
 
-def build_dataset(config: Config, split: str) -> DetectionDataset:
-    """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
+def with_absolute_data_root(config: Config) -> Config:
+    """A copy of ``config`` whose ``data.data_root`` is absolute (or a URI).
 
-    Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
-    (itself relative to the current directory) and made absolute here, on the
-    driver.  Bad annotations are reported per the node's ``on_bad_record``;
-    with ``error`` the first one raises ``DataError``.
+    Relative paths mean "from where you started the command"; Ray workers run in
+    another working directory, so the driver resolves them before shipping the config.
     """
+    if "data" not in config:
+        return config
+    root = _absolute(data_section(config).data_root, os.getcwd())
+    return Config({**config, "data": {**config["data"], "data_root": root}}, config.filename, config.sources)
+
+
+def _dataset_node(config: Config, split: str) -> dict:
+    """``data.<split>`` with its ``ann_file`` / ``img_prefix`` made absolute (see ``build_dataset``)."""
     data = data_section(config)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -135,14 +141,43 @@ def build_dataset(config: Config, split: str) -> DetectionDataset:
     if not isinstance(node, dict):
         raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: expected a dataset mapping with 'type:', got {node!r}")
     root = _absolute(data.data_root, os.getcwd())
-    node = {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
     import_custom_modules(config)
+    return {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
+
+
+def build_dataset(config: Config, split: str) -> DetectionDataset:
+    """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
+
+    Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
+    (itself relative to the current directory) and made absolute here, on the
+    driver.  Bad annotations are reported per the node's ``on_bad_record``;
+    with ``error`` the first one raises ``DataError``.
+    """
+    node = _dataset_node(config, split)
     try:
         return DATASETS.build(node, f"data.{split}")
     except BuildError as err:
         if isinstance(err.__cause__, DataError):
             raise DataError(f"data.{split}: {err.__cause__}") from None
         raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+
+
+def check_dataset(config: Config, split: str) -> list[str]:
+    """Summary lines for ``data.<split>``: the dataset built and its problems, or — when its
+    annotation file is not on this machine (it lives on the cluster) — its arguments and
+    pipeline checked without reading it."""
+    node = _dataset_node(config, split)
+    ann_file = node.get("ann_file")
+    if isinstance(ann_file, str) and not is_uri(ann_file) and not os.path.exists(ann_file):
+        try:
+            DATASETS.check(node, f"data.{split}")
+        except BuildError as err:
+            raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+        return [f"data.{split}: {node['type']} arguments and pipeline OK; {ann_file} is not on this machine, "
+                "so its annotations were not read"]
+    dataset = build_dataset(config, split)
+    return [f"data.{split}: {type(dataset).__name__} {dataset.summary()}",
+            *(f"    {line}" for line in dataset.problems.lines())]
 
 
 def build_pipeline(config: Config, split: str) -> Compose:
@@ -182,9 +217,7 @@ def check_config(config: Config) -> list[str]:
         data = data_section(config)
         for split in SPLITS:
             if data.split(split) is not None:
-                dataset = build_dataset(config, split)
-                lines.append(f"data.{split}: {type(dataset).__name__} {dataset.summary()}")
-                lines.extend(f"    {line}" for line in dataset.problems.lines())
+                lines.extend(check_dataset(config, split))
     return lines
 
 

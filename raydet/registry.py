@@ -126,6 +126,19 @@ class Registry:
         Raises ``BuildError`` naming ``key_path`` (and the argument) on an unknown
         type, an unknown / missing / ill-typed argument, or a constructor failure.
         """
+        factory, args, key_path = self._resolve(node, key_path, defaults)
+        return call_checked(factory, args, key_path, child_registry=self)
+
+    def check(self, node: Any, key_path: str = "", **defaults: Any) -> None:
+        """Every check of ``build`` (children are built) except calling ``node``'s own constructor.
+
+        For nodes whose constructor needs what is not here yet, e.g. a dataset
+        whose annotation file lives on the cluster.
+        """
+        factory, args, key_path = self._resolve(node, key_path, defaults)
+        check_arguments(factory, args, key_path, child_registry=self)
+
+    def _resolve(self, node: Any, key_path: str, defaults: dict[str, Any]) -> tuple[Callable[..., Any], dict, str]:
         key_path = key_path or self.name.lower()
         if not isinstance(node, collections.abc.Mapping) or "type" not in node:
             raise BuildError(
@@ -137,7 +150,7 @@ class Registry:
         factory = self.get(type_name, f"{key_path}.type")
         for key, value in defaults.items():
             args.setdefault(key, value)
-        return call_checked(factory, args, key_path, child_registry=self)
+        return factory, args, key_path
 
 
 def _qualified(obj: Any) -> str:
@@ -278,13 +291,13 @@ def _build_children(value: Any, annotation: Any, key_path: str, default: Registr
     return build_one(value, key_path)
 
 
-def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
-                 child_registry: Registry | None = None) -> T:
-    """Call ``factory(**args)`` after checking ``args`` against its signature and hints.
+def check_arguments(factory: Callable[..., Any], args: dict[str, Any], key_path: str,
+                    child_registry: Registry | None = None) -> dict[str, Any]:
+    """``args`` checked against ``factory``'s signature and type hints, with children built.
 
-    Works for registered classes, functions and dataclasses (config sections).
     Parameters annotated with a component class get their ``type:`` nodes built
-    first (see ``_registry_for`` for which registry builds them).
+    (see ``_registry_for`` for which registry builds them); returns the arguments
+    ready for the call.
     """
     name = getattr(factory, "__name__", repr(factory))
     try:
@@ -322,6 +335,16 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
                     f"{key_path}.{key}",
                     f"expected {describe_type(hint)}, got {value!r} ({type(value).__name__}){advice}",
                 )
+    return args
+
+
+def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
+                 child_registry: Registry | None = None) -> T:
+    """Call ``factory(**args)`` after ``check_arguments``; works for registered classes,
+    functions and dataclasses (config sections).  A constructor's own exception
+    becomes a ``BuildError`` naming the key path."""
+    name = getattr(factory, "__name__", repr(factory))
+    args = check_arguments(factory, dict(args), key_path, child_registry)
     try:
         return factory(**args)
     except BuildError:

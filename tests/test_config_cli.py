@@ -38,6 +38,16 @@ def raydet_config(project, *args):
     return run_cli("raydet.config", *args, cwd=project, env={"PYTHONPATH": str(project)})
 
 
+def raydet_config_here(project, monkeypatch, capsys, *args) -> tuple[int, str]:
+    """``python -m raydet.config`` run in this process (its ``main``): ``(exit code, stderr)``."""
+    from raydet.config.__main__ import main
+
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def test_prints_the_resolved_config(project):
     out = raydet_config(project, "cfg.yaml", "--set", "model.neck.channels=16")
     assert out.returncode == 0, out.stderr
@@ -73,19 +83,28 @@ def test_check_builds_the_model(project):
     (["cyclic.yaml"], "error: cyclic _base_: {p}/cyclic.yaml -> {p}/cyclic.yaml"),
     (["malformed.yaml"], "error: {p}/malformed.yaml:2:10: malformed YAML: mapping values are not allowed here"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(project, args, message):
+def test_bad_input_is_one_line_and_exit_code_2(project, monkeypatch, capsys, args, message):
     write(project / "cyclic.yaml", "_base_: cyclic.yaml\n")
     write(project / "malformed.yaml", "model:\n  type: a: b\n")
-    out = raydet_config(project, *args)
+    code, stderr = raydet_config_here(project, monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(message.format(p=project.resolve())), stderr
+
+
+def test_bad_input_from_the_real_command_line(project):
+    out = raydet_config(project, "cfg.yaml", "--check", "--set", "model.neck.type=CliTestNek")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert out.stderr.startswith(message.format(p=project.resolve())), out.stderr
+    assert out.stderr.strip() == (
+        "error: --set model.neck.type=CliTestNek: model.neck.type: unknown MODELS type 'CliTestNek' "
+        "(did you mean 'CliTestNeck'?); available: " + out.stderr.split("available: ")[1].strip())
+    assert "CliTestNeck" in out.stderr.split("available: ")[1]
 
 
-def test_unknown_type_in_a_base_file_names_that_file(project):
+def test_unknown_type_in_a_base_file_names_that_file(project, monkeypatch, capsys):
     write(project / "typo_base.yaml", "model:\n  type: CliTestNet\n  neck: {type: CliTestNek}\n")
     write(project / "typo.yaml", "_base_: typo_base.yaml\ncustom_imports: [cli_test_parts]\n")
-    out = raydet_config(project, "typo.yaml", "--check")
-    assert out.returncode == 2
-    assert out.stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: model.neck.type: unknown MODELS type 'CliTestNek'")
+    code, stderr = raydet_config_here(project, monkeypatch, capsys, "typo.yaml", "--check")
+    assert code == 2
+    assert stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: model.neck.type: unknown MODELS type 'CliTestNek'")
