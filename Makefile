@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
+# The demo: a tiny FCOS trained by 2 DDP workers on the built-in shapes dataset,
+# evaluated with COCO metrics; about 5 minutes on a 2-core machine.
 demo: $(STAMP)
-	@echo "make demo trains a detector on the built-in shapes dataset; it arrives with the training engine (issue 5)." >&2
-	@exit 1
+	test -f data/shapes/annotations/train.json || $(VENV)/bin/python -m raydet.data.prepare shapes --out data/shapes
+	$(VENV)/bin/python -m raydet.train configs/demo/fcos_tiny_shapes.yaml --work-dir work_dirs/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

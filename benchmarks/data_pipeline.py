@@ -18,11 +18,10 @@ Prints one JSON line:
   (fetching and unpacking batches), which is what remains on a machine whose
   other cores do the decoding.
   The training step is a real forward + backward + SGD step of the detector
-  in ``--config`` (``model(**batch, return_loss=True)`` -> dict of losses);
-  without a ``model`` section, of the small stand-in detector defined here.
+  in ``--config`` (``model(**batch, return_loss=True)`` -> dict of losses).
 
-With no ``--config`` the built-in shapes dataset (``configs/_base_/datasets/shapes.yaml``)
-is generated into a temporary folder.
+With no ``--config``: the demo's tiny FCOS on the built-in shapes dataset,
+generated into a temporary folder.
 """
 from __future__ import annotations
 
@@ -40,65 +39,17 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = (REPO / "configs/demo/fcos_tiny_shapes.yaml").resolve()
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 
 from raydet.builder import build_dataset, build_model, data_section, seed_of  # noqa: E402
 from raydet.config import load_config  # noqa: E402
 from raydet.data.collate import collate  # noqa: E402
 from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
 from raydet.data.shapes import generate_shapes  # noqa: E402
-
-
-class StandInDetector(torch.nn.Module):
-    """A small one-level, FCOS-like detector: the training step when the config has no model.
-
-    A stride-16 conv backbone, a classification map trained with sigmoid focal
-    loss (a location is positive inside the smallest box containing it) and a
-    ``ltrb`` regression trained with GIoU loss on the positives.
-    """
-
-    def __init__(self, num_classes: int, stride: int = 16):
-        super().__init__()
-        channels = [3, 32, 64, 128, 128]
-        self.backbone = torch.nn.Sequential(*[
-            layer for c_in, c_out in zip(channels, channels[1:])
-            for layer in (torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), torch.nn.GroupNorm(8, c_out), torch.nn.ReLU())
-        ])
-        self.cls_head = torch.nn.Conv2d(128, num_classes, 3, padding=1)
-        self.box_head = torch.nn.Conv2d(128, 4, 3, padding=1)
-        self.num_classes, self.stride = num_classes, stride
-
-    def forward(self, img, img_metas, gt_bboxes, gt_labels, return_loss=True):
-        features = self.backbone(img)
-        logits, ltrb = self.cls_head(features), self.box_head(features).exp() * self.stride
-        height, width = features.shape[-2:]
-        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-        points = (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * self.stride
-        cls_targets = torch.zeros(len(img), self.num_classes, height * width)
-        box_losses = []
-        for i, (boxes, labels) in enumerate(zip(gt_bboxes, gt_labels)):
-            if not len(boxes):
-                continue
-            inside = ((points[:, None, 0] > boxes[None, :, 0]) & (points[:, None, 0] < boxes[None, :, 2])
-                      & (points[:, None, 1] > boxes[None, :, 1]) & (points[:, None, 1] < boxes[None, :, 3]))
-            areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(inside)
-            areas = torch.where(inside, areas, torch.inf)
-            best_area, best = areas.min(1)
-            positive = torch.isfinite(best_area)
-            cls_targets[i, labels[best[positive]], positive.nonzero()[:, 0]] = 1.0
-            pred = ltrb[i].reshape(4, -1).T[positive]
-            p = points[positive]
-            pred_boxes = torch.cat([p - pred[:, :2], p + pred[:, 2:]], 1)
-            box_losses.append(torchvision.ops.generalized_box_iou_loss(pred_boxes, boxes[best[positive]], reduction="sum"))
-        num_pos = max(1.0, float(cls_targets.sum()))
-        loss_cls = torchvision.ops.sigmoid_focal_loss(logits.reshape(len(img), self.num_classes, -1), cls_targets,
-                                                      reduction="sum") / num_pos
-        loss_box = (sum(box_losses) / num_pos) if box_losses else logits.sum() * 0
-        return {"loss_cls": loss_cls, "loss_bbox": loss_box}
 
 
 def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_divisor: int, workers: int):
@@ -141,8 +92,7 @@ def train_throughput(model, batches, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs/_base_/datasets/shapes.yaml"),
-                        help="raydet config with a data section (and a model section for the ingest half)")
+    parser.add_argument("--config", default=str(DEMO_CONFIG), help="raydet config with data and model sections")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
     parser.add_argument("--cpus", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="decode processes: DataLoader workers = Ray Data CPUs")
@@ -157,15 +107,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = list(args.overrides)
-        if Path(args.config).resolve() == (REPO / "configs/_base_/datasets/shapes.yaml").resolve():
+        if Path(args.config).resolve() == DEMO_CONFIG:
             generate_shapes(tmp, seed=0, num_train=240, num_val=1)
             overrides.append(f"data.data_root={tmp}")
         config = load_config(args.config, overrides)
         section = data_section(config)
         dataset = build_dataset(config, "train")
         torch.manual_seed(0)
-        model = build_model(config) if "model" in config else StandInDetector(len(dataset.classes))
-        model_name = config["model"]["type"] if "model" in config else "StandInDetector (benchmark-local)"
+        model = build_model(config)
+        model_name = f"{config['model']['type']} ({Path(args.config).name})"
         model.train()
 
         groups = aspect_groups([r["height"] for r in dataset.records], [r["width"] for r in dataset.records])

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Callable
+
 import pytest
 
 # Before Ray starts: one thread per worker process, and fast ray.train.report.
@@ -21,3 +24,20 @@ def ray_session():
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def make_shapes(tmp_path_factory) -> Callable[..., Path]:
+    """``make_shapes(seed, num_train, num_val)``: a built-in shapes dataset, generated once per session."""
+    from raydet.data.shapes import generate_shapes
+
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(seed: int = 0, num_train: int = 240, num_val: int = 60) -> Path:
+        key = (seed, num_train, num_val)
+        if key not in made:
+            made[key] = tmp_path_factory.mktemp(f"shapes_{seed}_{num_train}_{num_val}")
+            generate_shapes(made[key], seed=seed, num_train=num_train, num_val=num_val)
+        return made[key]
+
+    return make

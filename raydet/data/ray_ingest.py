@@ -182,6 +182,7 @@ def _shard_records(split: str) -> ray.ObjectRef:
     """This worker's copy of a split's records table, fetched once per run and kept in the object store."""
     shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets(config, splits) lacked it
     if shard not in _RECORDS_OF_SHARD:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "Running Dataset" banner in the training log
         table = pa.concat_tables(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
         _RECORDS_OF_SHARD[shard] = ray.put(table.sort_by("image_id"))
     return _RECORDS_OF_SHARD[shard]

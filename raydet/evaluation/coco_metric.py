@@ -1,7 +1,9 @@
 """COCO bbox metrics with pycocotools, under mmdetection's metric names."""
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import io
 
 import numpy as np
@@ -11,11 +13,22 @@ from pycocotools.cocoeval import COCOeval
 METRIC_NAMES = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
 
+@contextlib.contextmanager
+def _printed_into(buffer: io.StringIO):
+    """Send pycocotools' ``print`` output to ``buffer`` (also where ``print`` is patched, as in Ray Train workers)."""
+    current = builtins.print
+    builtins.print = functools.partial(current, file=buffer)
+    try:
+        yield buffer
+    finally:
+        builtins.print = current
+
+
 def coco_from_dict(gt: dict) -> COCO:
     """A pycocotools ``COCO`` index over an in-memory COCO json dict."""
     coco = COCO()
     coco.dataset = gt
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _printed_into(io.StringIO()):
         coco.createIndex()
     return coco
 
@@ -35,7 +48,7 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int]) 
     """
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}, "no detections: every AP is 0"
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
+    with _printed_into(io.StringIO()) as printed:
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.params.imgIds = sorted(set(image_ids))

@@ -13,13 +13,9 @@ NEON_XML = NEON / "2019_YELL_2_528000_4978000_image_crop2.xml"
 
 
 @pytest.fixture(scope="session")
-def shapes_dir(tmp_path_factory) -> Path:
+def shapes_dir(make_shapes) -> Path:
     """16 train / 6 val synthetic images (seed 0)."""
-    from raydet.data.shapes import generate_shapes
-
-    out = tmp_path_factory.mktemp("shapes")
-    generate_shapes(out, seed=0, num_train=16, num_val=6)
-    return out
+    return make_shapes(seed=0, num_train=16, num_val=6)
 
 
 def write_png(path: Path, height: int, width: int, mode: str = "RGB", value: int = 128) -> Path:

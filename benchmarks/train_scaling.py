@@ -1,0 +1,105 @@
+"""Training benchmark: time from the command to the first iteration, and 1 vs 2 DDP workers.
+
+    python benchmarks/train_scaling.py [--config CFG] [--epochs E] [--set k=v ...]
+
+Runs ``python -m raydet.train`` (a fresh process and a fresh local Ray each
+time, as a user would) with 1 worker and then with 2, each worker one CPU and
+one thread, ``log_config.interval=1`` so every iteration is timestamped in
+MLflow.  Prints one JSON line:
+
+- ``seconds_to_first_iteration``: from starting the command to the end of the
+  first training iteration (imports, config and model checks, Ray start,
+  annotation reading, worker group, data pipeline start, one step).
+- ``images_per_s``: training images per second over all workers, from the
+  iteration timestamps after ``--warmup`` iterations.
+- ``speedup_2_vs_1``: the 2-worker figure over the 1-worker one (target >= 1.8).
+
+With no ``--config``: the demo config on the built-in shapes dataset,
+generated into a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
+
+
+def run_training(config: str, overrides: list[str], num_workers: int, work_dir: Path) -> float:
+    """Run the CLI; return the wall-clock time its command started at."""
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    started = time.time()
+    subprocess.run(
+        [sys.executable, "-m", "raydet.train", config, "--work-dir", str(work_dir), "--num-workers", str(num_workers),
+         "--set", *overrides, "log_config.interval=1", "scaling.resources_per_worker.CPU=1"],
+        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return started
+
+
+def iteration_times(work_dir: Path) -> list[float]:
+    """Wall-clock end (s) of every training iteration of the run in ``work_dir``, from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    final = json.loads((work_dir / "final_metrics.json").read_text())
+    client = MlflowClient(f"sqlite:///{work_dir.resolve()}/mlflow.db")
+    history = client.get_metric_history(final["mlflow_run_id"], "train/loss")
+    return [m.timestamp / 1000 for m in sorted(history, key=lambda m: m.step)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(DEMO_CONFIG))
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=5, help="iterations left out of the throughput")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [*args.overrides, f"runner.max_epochs={args.epochs}", f"evaluation.interval={args.epochs}"]
+        if Path(args.config).resolve() == DEMO_CONFIG.resolve():
+            sys.path.insert(0, str(REPO))
+            from raydet.data.shapes import generate_shapes
+
+            generate_shapes(Path(tmp) / "shapes")
+            overrides.append(f"data.data_root={Path(tmp) / 'shapes'}")
+        from raydet.builder import data_section
+        from raydet.config import load_config
+
+        batch = data_section(load_config(args.config, overrides)).samples_per_gpu
+        results = {}
+        for workers in (1, 2):
+            work_dir = Path(tmp) / f"workers_{workers}"
+            started = run_training(args.config, overrides, workers, work_dir)
+            ends = iteration_times(work_dir)
+            timed = ends[args.warmup:]
+            results[workers] = {
+                "seconds_to_first_iteration": round(ends[0] - started, 1),
+                "iterations": len(ends),
+                "images_per_s": round(workers * batch * (len(timed) - 1) / (timed[-1] - timed[0]), 2),
+            }
+
+    import ray
+    import torch
+
+    print(json.dumps({
+        "benchmark": "train_scaling",
+        "config": str(Path(args.config).relative_to(REPO) if Path(args.config).is_relative_to(REPO) else args.config),
+        "images_per_batch_per_worker": batch,
+        "workers": results,
+        "speedup_2_vs_1": round(results[2]["images_per_s"] / results[1]["images_per_s"], 3),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, torch {torch.__version__}, ray {ray.__version__}",
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Distributed evaluation: every rank predicts its share of a split, rank 0 scores all of it.
+
+``raydet.data.ray_ingest.iter_eval_batches`` gives each worker a disjoint share
+of the split (every image exactly once overall).  Detections are gathered to
+rank 0 with ``torch.distributed.all_gather_object`` and scored by pycocotools
+against the split's ground truth: the annotation json itself for a
+``CocoDataset`` (so object sizes use COCO's own areas), the records written as
+COCO json for other datasets.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..builder import build_dataset
+from ..config import Config
+from ..data.coco_writer import detections_to_coco, records_to_coco
+from ..data.datasets import CocoDataset
+from ..data.image_io import load_rgb, read_bytes
+from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
+from ..visualization import draw_detections, grid_png
+
+Detections = dict[str, np.ndarray]  # {"boxes": [K,4] original pixels, "scores": [K], "labels": [K]}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.device) -> list[tuple[int, Detections]]:
+    """``(image_id, detections)`` for every image of ``batches`` (``model`` unwrapped, not DDP).
+
+    A batch whose ``img`` is a list holds test-time views of the same images
+    (``img_metas`` then a list per view): it goes through ``aug_test``.
+    """
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for batch in batches:
+        if isinstance(batch["img"], list):
+            results = model.aug_test([img.to(device) for img in batch["img"]], batch["img_metas"], rescale=True)
+            metas = batch["img_metas"][0]
+        else:
+            results = model.simple_test(batch["img"].to(device), batch["img_metas"], rescale=True)
+            metas = batch["img_metas"]
+        for meta, result in zip(metas, results):
+            predictions.append((int(meta["image_id"]), {k: v.detach().cpu().numpy() for k, v in result.items()}))
+    model.train(was_training)
+    return predictions
+
+
+def gather_to_rank_zero(items: list) -> list:
+    """All ranks' lists concatenated on rank 0 (the local list elsewhere, or without a process group)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return items
+    gathered: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part] if dist.get_rank() == 0 else items
+
+
+class DetectionCollector:
+    """Evaluates a model on ``data.<split>`` across all workers; rank 0 keeps the metrics and a few pictures.
+
+    Args:
+        config: the resolved config.
+        split: ``val`` or ``test``.
+        rank: this worker's rank; only rank 0 reads the ground truth.
+        num_pictures: images drawn with their detections for ``save_picture``.
+    """
+
+    def __init__(self, config: Config, split: str, rank: int, num_pictures: int = 4):
+        self.config = config
+        self.split = split
+        self.rank = rank
+        self.num_pictures = num_pictures
+        self.summary = ""
+        self.pictured: list[tuple[dict, Detections]] = []  # (record, detections) of the latest evaluation
+        self._dataset = None
+        self._coco_gt = None
+
+    def _ground_truth(self):
+        if self._coco_gt is None:
+            self._dataset = build_dataset(self.config, self.split)
+            if isinstance(self._dataset, CocoDataset):
+                gt = json.loads(read_bytes(self._dataset.ann_file))
+            else:
+                gt = records_to_coco(self._dataset.records, self._dataset.classes, self._dataset.cat_ids)
+            self._coco_gt = coco_from_dict(gt)
+        return self._coco_gt
+
+    def evaluate(self, model: torch.nn.Module, batches: Iterable[dict], device: torch.device) -> dict[str, float]:
+        """Predict this rank's share, gather, and (rank 0) return the COCO metrics; ``{}`` on other ranks."""
+        predictions = gather_to_rank_zero(predict(model, batches, device))
+        if self.rank != 0:
+            return {}
+        coco_gt = self._ground_truth()
+        dataset = self._dataset
+        image_ids = [int(r["image_id"]) for r in dataset.records]
+        results = detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], dataset.cat_ids)
+        metrics, self.summary = coco_bbox_metrics(coco_gt, results, image_ids)
+        by_id = dict(predictions)
+        self.pictured = [(r, by_id[int(r["image_id"])]) for r in dataset.records
+                         if int(r["image_id"]) in by_id][: self.num_pictures]
+        return metrics
+
+    def save_picture(self, path) -> None:
+        """The latest evaluation's detections drawn on its first few images, as one PNG."""
+        grid_png([draw_detections(load_rgb(record["path"]), torch.as_tensor(found["boxes"]),
+                                  torch.as_tensor(found["labels"]), torch.as_tensor(found["scores"]),
+                                  self._dataset.classes)
+                  for record, found in self.pictured], str(path))

@@ -1,0 +1,114 @@
+"""Progress on rank 0: mmdetection-style log lines (stdout, ``train.log``) and MLflow metrics.
+
+Every rank calls ``step`` after every batch; at a log step the loss averages
+are all-reduced over the workers (a collective: every rank logs at the same
+iterations), and rank 0 prints::
+
+    Epoch [1/12][50/500]  lr 2.000e-02  eta 0:10:02  31.5 img/s  time 0.254 s/it (data 0.012)  loss_cls 0.5123  loss_bbox 0.3010  loss 0.8133
+"""
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .tracking import MlflowRun
+
+
+class ProgressLog:
+    """Args:
+        log_file: where rank 0 appends its lines (None on other ranks: they only take part in all-reduces).
+        tracker: rank 0's MLflow run, or None.
+        world_size: number of workers (images/s counts all of them).
+        total_iterations: batches per worker over the whole run (for the ETA).
+    """
+
+    def __init__(self, log_file: Path | None, tracker: MlflowRun | None, world_size: int, total_iterations: int,
+                 max_epochs: int):
+        self.log_file = log_file
+        self.tracker = tracker
+        self.world_size = world_size
+        self.total_iterations = total_iterations
+        self.max_epochs = max_epochs
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.index_in_epoch = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._window_images = 0
+        self._window_batches = 0
+        self._window_data_time = 0.0
+        self._window_start = time.perf_counter()
+        self._run_start = time.perf_counter()
+        self._run_iterations = 0
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.log_file is not None
+
+    def say(self, text: str) -> None:
+        if not self.is_rank_zero:
+            return
+        sys.stdout.write(text + "\n")  # not print(): Ray Train's patched print would echo it twice
+        sys.stdout.flush()
+        with open(self.log_file, "a") as f:
+            f.write(text + "\n")
+
+    def start_epoch(self, epoch: int, num_batches: int) -> None:
+        self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, 0
+
+    def step(self, losses: dict[str, torch.Tensor], num_images: int, data_time: float, lr: float, iteration: int,
+             log_now: bool) -> None:
+        """Account one batch; at ``log_now`` all-reduce and (rank 0) print + log to MLflow."""
+        for key, value in losses.items():
+            value = value.detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+        self.index_in_epoch += 1
+        self._window_images += num_images
+        self._window_batches += 1
+        self._window_data_time += data_time
+        self._run_iterations += 1
+        if log_now:
+            self._flush(lr, iteration)
+
+    def _flush(self, lr: float, iteration: int) -> None:
+        keys = sorted(self._sums)
+        values = torch.stack([self._sums[k] for k in keys]) / self._window_batches
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            values = values.to(self._device())
+            dist.all_reduce(values)
+            values /= dist.get_world_size()
+        means = dict(zip(keys, values.cpu().tolist()))
+        means["loss"] = sum(v for k, v in means.items() if "loss" in k)
+        elapsed = time.perf_counter() - self._window_start
+        seconds_per_iteration = elapsed / self._window_batches
+        images_per_second = self._window_images * self.world_size / max(elapsed, 1e-9)
+        run_rate = (time.perf_counter() - self._run_start) / self._run_iterations
+        eta = datetime.timedelta(seconds=round(run_rate * (self.total_iterations - iteration)))
+        parts = "  ".join(f"{k} {v:.4f}" for k, v in means.items())
+        self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}][{self.index_in_epoch}/{self.batches_in_epoch}]  "
+                 f"lr {lr:.3e}  eta {eta}  {images_per_second:.1f} img/s  time {seconds_per_iteration:.3f} s/it "
+                 f"(data {self._window_data_time / self._window_batches:.3f})  {parts}")
+        if self.tracker is not None:
+            self.tracker.log_metrics({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr,
+                                      "train/images_per_second": images_per_second,
+                                      "train/data_time": self._window_data_time / self._window_batches,
+                                      "train/time": seconds_per_iteration}, step=iteration)
+        self._sums.clear()
+        self._window_images = self._window_batches = 0
+        self._window_data_time = 0.0
+        self._window_start = time.perf_counter()
+
+    def _device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def evaluation(self, metrics: dict[str, float], summary: str, iteration: int) -> None:
+        self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}] evaluation: "
+                 + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if summary:
+            self.say(summary)
+        if self.tracker is not None:
+            self.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=iteration)

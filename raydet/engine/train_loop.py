@@ -1,0 +1,209 @@
+"""The per-worker training loop: Ray Train runs ``train_loop_per_worker`` once on every worker.
+
+Each worker builds its own model (same seed, so the same initial weights;
+``prepare_model`` wraps it in DistributedDataParallel, which broadcasts rank
+0's parameters once and all-reduces gradients after every backward pass),
+its own optimizer, and takes its share of the data (``raydet.data.ray_ingest``).
+Every ``evaluation.interval`` epochs all workers predict their share of
+``data.val``; rank 0 gathers the detections and computes COCO metrics.
+Checkpoints go through ``ray.train.report``; after a failure Ray Train restarts
+the workers and ``ray.train.get_checkpoint()`` hands back the latest one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from ..builder import build_model, optimizer_for, section, seed_of
+from ..config import Config
+from ..data.problems import ProblemReport
+from ..data.ray_ingest import iter_eval_batches, iter_train_batches
+from .checkpoint import load_checkpoint, save_checkpoint, unwrap
+from .evaluation import DetectionCollector, gather_to_rank_zero
+from .lr_schedule import build_lr_scheduler
+from .progress import ProgressLog
+from .tracking import MlflowRun
+
+# Test-only failure injection: the worker of the highest rank dies at this iteration, once per work dir.
+FAIL_AT_ITERATION_ENV = "RAYDET_FAIL_AT_ITERATION"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # finished epochs
+    iteration: int = 0  # finished batches, over all epochs
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move the tensors of a Batch (and of its per-image lists) to ``device``."""
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    return {key: move(value) for key, value in batch.items()}
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes, in order: equal digests = bitwise identical replicas."""
+    digest = hashlib.sha256()
+    for param in unwrap(model).parameters():
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: Path) -> None:
+    """Kill this worker process at ``$RAYDET_FAIL_AT_ITERATION`` (tests of fault tolerance only)."""
+    fail_at = os.environ.get(FAIL_AT_ITERATION_ENV)
+    marker = work_dir / ".injected_failure"
+    if fail_at and iteration == int(fail_at) and rank == world_size - 1 and not marker.exists():
+        marker.touch()
+        print(f"[raydet] injected failure: rank {rank} exits at iteration {iteration}", flush=True)
+        os._exit(1)
+
+
+def train_loop_per_worker(loop_config: dict) -> dict | None:
+    """Ray Train entry point.  ``loop_config``: ``config`` (a resolved ``Config``), ``work_dir``,
+    and optionally ``mlflow`` (``{"tracking_uri", "run_id"}``) and ``resume_from`` (a checkpoint path).
+
+    Returns (on rank 0) what the driver writes to ``final_metrics.json``.
+    """
+    config: Config = loop_config["config"]
+    work_dir = Path(loop_config["work_dir"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    runner, evaluation = section(config, "runner"), section(config, "evaluation")
+    checkpointing, logging_settings = section(config, "checkpoint_config"), section(config, "log_config")
+    optim_settings, lr_config = section(config, "optimizer_config"), section(config, "lr_config")
+
+    seed_everything(seed_of(config))
+    model = build_model(config)
+    if hasattr(model, "init_weights"):
+        model.init_weights()
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    optimizer = optimizer_for(config, unwrap(model))
+    batches_per_epoch = len(iter_train_batches(config, 0))
+    steps_per_epoch = math.ceil(batches_per_epoch / optim_settings.accumulate)
+    scheduler = build_lr_scheduler(optimizer, lr_config, steps_per_epoch, runner.max_epochs)
+    use_amp = optim_settings.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+
+    state = TrainState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = _restore(load_checkpoint(directory), model, optimizer, scheduler, scaler)
+    elif loop_config.get("resume_from"):
+        state = _restore(load_checkpoint(loop_config["resume_from"]), model, optimizer, scheduler, scaler)
+
+    tracker = None
+    if rank == 0 and loop_config.get("mlflow"):
+        tracker = MlflowRun(loop_config["mlflow"]["tracking_uri"], loop_config["mlflow"]["run_id"])
+    progress = ProgressLog(work_dir / "train.log" if rank == 0 else None, tracker, world_size,
+                           total_iterations=batches_per_epoch * runner.max_epochs, max_epochs=runner.max_epochs)
+    if state.iteration:
+        progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}")
+    collector = DetectionCollector(config, "val", rank) if "val" in (config.get("data") or {}) else None
+    decode_problems = ProblemReport()  # images found unusable while decoding, over the whole run
+
+    for epoch in range(state.epoch, runner.max_epochs):
+        model.train()
+        batches = iter_train_batches(config, epoch)
+        progress.start_epoch(epoch, len(batches))
+        data_start = time.perf_counter()
+        for index, batch in enumerate(batches):
+            data_time = time.perf_counter() - data_start
+            batch = to_device(batch, device)
+            last_of_step = (index + 1) % optim_settings.accumulate == 0 or index + 1 == len(batches)
+            no_sync = model.no_sync() if (not last_of_step and is_distributed()) else contextlib.nullcontext()
+            with no_sync:
+                with torch.autocast(device.type, enabled=use_amp):
+                    losses = model(**batch, return_loss=True)
+                loss = sum(value for key, value in losses.items() if "loss" in key)
+                scaler.scale(loss / optim_settings.accumulate).backward()
+            if last_of_step:
+                if optim_settings.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim_settings.grad_clip.max_norm,
+                                                   optim_settings.grad_clip.norm_type)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            state.iteration += 1
+            progress.step(losses, len(batch["img_metas"]), data_time, optimizer.param_groups[0]["lr"], state.iteration,
+                          log_now=index + 1 == len(batches) or (index + 1) % logging_settings.interval == 0)
+            maybe_inject_failure(state.iteration, rank, world_size, work_dir)
+            data_start = time.perf_counter()
+        decode_problems.merge(batches.problems)
+        state.epoch = epoch + 1
+        last_epoch = state.epoch == runner.max_epochs
+        if collector is not None and (last_epoch or state.epoch % evaluation.interval == 0):
+            metrics = collector.evaluate(unwrap(model), iter_eval_batches(config, "val"), device)
+            if rank == 0:
+                state.metrics = metrics
+                progress.evaluation(metrics, collector.summary, state.iteration)
+        if last_epoch or state.epoch % checkpointing.interval == 0:
+            _report(state, model, optimizer, scheduler, scaler, config, rank, evaluation.save_best)
+
+    digests = gather_to_rank_zero([parameters_digest(model)])  # DDP's promise, checked
+    if rank != 0:
+        return None
+    if tracker is not None and collector is not None and collector.pictured:
+        picture = work_dir / "predictions.png"
+        collector.save_picture(picture)
+        tracker.log_artifact(picture)
+    return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
+            "replicas_identical": len(set(digests)) == 1, "decode_problems": decode_problems.counts}
+
+
+def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
+    unwrap(model).load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
+
+
+def _report(state: TrainState, model, optimizer, scheduler, scaler, config: Config, rank: int, score_key: str) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
+    metrics = {"epoch": state.epoch, "iteration": state.iteration, score_key: -1.0, **state.metrics}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        epoch=state.epoch, iteration=state.iteration, config_yaml=config.to_yaml(),
+                        metrics=state.metrics)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -1,0 +1,50 @@
+"""``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N] [--use-gpu] [--resume auto|PATH]``.
+
+Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
+``ray job submit`` job), else on a local Ray it starts itself.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cli import add_config_arguments, config_from_args, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m raydet.train", description="Train a detector on Ray.")
+    add_config_arguments(parser)
+    parser.add_argument("--work-dir", type=Path, help="output folder (default: work_dirs/<config name>)")
+    parser.add_argument("--num-workers", type=int, help="training workers (overrides scaling.num_workers)")
+    parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker (overrides scaling.use_gpu)")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="'auto': continue the latest run in the work dir; PATH: start from that checkpoint")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        from .engine.launcher import launch  # imports Ray: keep --help fast
+
+        config = config_from_args(args)
+        work_dir = args.work_dir or Path("work_dirs") / Path(args.config).stem
+        outcome = launch(config, work_dir, resume=args.resume, num_workers=args.num_workers, use_gpu=args.use_gpu)
+        final = outcome.final_metrics
+        print("\n".join([
+            "",
+            "training finished: " + "  ".join(f"{k} {final[k]:.4f}" for k in final if k.startswith("bbox_mAP")),
+            f"  iterations {final['iters']}, epochs {final['epochs']}, {final['wall_time_s']} s",
+            f"  metrics:     {outcome.work_dir / 'final_metrics.json'}",
+            f"  checkpoint:  {final['best_checkpoint']}",
+            f"  pictures:    {outcome.work_dir / 'predictions.png'}",
+            f"  MLflow:      mlflow ui --backend-store-uri {outcome.mlflow_uri}   (run {outcome.mlflow_run_id})",
+        ]))
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

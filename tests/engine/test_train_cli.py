@@ -1,0 +1,38 @@
+"""``python -m raydet.train`` on bad input: one line, exit code 2, nothing started."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import DEMO_CONFIG, quick_overrides
+
+from helpers import run_cli
+
+
+@pytest.mark.timeout(120)
+def test_unbuildable_model_fails_before_ray_starts(small_shapes, tmp_path):
+    out = run_cli("raydet.train", str(DEMO_CONFIG), "--work-dir", str(tmp_path / "wd"), "--set",
+                  *quick_overrides(small_shapes), "model.neck.type=PAFNP")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "model.neck.type: unknown MODELS type 'PAFNP' (did you mean 'PAFPN'?)" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Ray instance" not in out.stdout + out.stderr  # failed before Ray, let alone a worker
+
+
+@pytest.mark.timeout(120)
+def test_dataset_without_usable_images_says_so(tmp_path):
+    images = [{"id": i, "file_name": f"missing_{i}.png", "width": 64, "height": 64} for i in (1, 2)]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                  "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"},
+                                                                 {"id": 3, "name": "c"}]}))
+    out = run_cli("raydet.train", str(DEMO_CONFIG), "--work-dir", str(tmp_path / "wd"), "--set",
+                  f"data.data_root={tmp_path}", "data.train.ann_file=ann.json", "data.train.img_prefix=.",
+                  "data.val.ann_file=ann.json", "data.val.img_prefix=.", "data.test.ann_file=ann.json",
+                  "data.test.img_prefix=.", timeout=100)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.train") and "no usable images" in last and "missing_image" in last
+    assert not (tmp_path / "wd" / "ray_results").exists()  # no worker ever started
