@@ -46,7 +46,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     import ray
     import torch
 
-    from .builder import build_dataset, build_model, with_absolute_data_root
+    from .builder import build_model, with_absolute_data_root
     from .data.ray_ingest import eval_stream
     from .engine.checkpoint import load_checkpoint
     from .engine.evaluation import DetectionCollector
@@ -54,11 +54,15 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
 
     config = with_absolute_data_root(config)
     model = build_model(config)
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    try:
+        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    except Exception as err:
+        raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0]})") from None
     model.eval()
     connect_ray(num_workers=0, cpus_per_worker=0)
-    records = ray.put(build_dataset(config, split).table())
     collector = DetectionCollector(config, split, rank=0)
+    records = ray.put(collector.dataset().table())
     if scales is None:
         return collector.evaluate(model, eval_stream(config, records, split), torch.device("cpu")), collector.summary
     views = [eval_stream(view, records, split) for view in tta_configs(config, split, scales)]

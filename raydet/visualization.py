@@ -20,8 +20,8 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
     return draw_bounding_boxes(image, boxes.float(), labels=captions, colors=colors, width=2)
 
 
-def grid_png(images: list[torch.Tensor], path: str, size: int = 320) -> None:
-    """Save uint8 ``[3,H_i,W_i]`` images as one PNG grid, each letterboxed into ``size x size``."""
+def grid_png(images: list[torch.Tensor], size: int = 320) -> bytes:
+    """uint8 ``[3,H_i,W_i]`` images as the bytes of one PNG grid, each letterboxed into ``size x size``."""
     tiles = []
     for image in images:
         scale = size / max(image.shape[1:])
@@ -31,4 +31,4 @@ def grid_png(images: list[torch.Tensor], path: str, size: int = 320) -> None:
         tile[:, : resized.shape[1], : resized.shape[2]] = resized
         tiles.append(tile)
     grid = make_grid(torch.stack(tiles), nrow=min(4, len(tiles)), padding=4, pad_value=255)
-    torchvision.io.write_png(grid, path)
+    return torchvision.io.encode_png(grid).numpy().tobytes()

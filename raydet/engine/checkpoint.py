@@ -22,12 +22,18 @@ class CheckpointSettings:
 
     Args:
         interval: save every N epochs (the last epoch is always saved).
-        max_keep_ckpts: how many recent checkpoints to keep, besides the best one
-            by ``evaluation.save_best`` (null: keep all).
+        max_keep_ckpts: how many checkpoints Ray Train keeps: the best by
+            ``evaluation.save_best`` (the most recent without ``data.val``), plus
+            always the latest (null: keep all).
     """
 
     interval: int = 1
     max_keep_ckpts: int | None = 3
+
+    def __post_init__(self) -> None:
+        for name, value in (("interval", self.interval), ("max_keep_ckpts", self.max_keep_ckpts)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

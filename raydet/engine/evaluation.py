@@ -14,7 +14,6 @@ from typing import Iterable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..builder import build_dataset
 from ..config import Config
@@ -23,6 +22,7 @@ from ..data.datasets import CocoDataset
 from ..data.image_io import load_rgb, read_bytes
 from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
 from ..visualization import draw_detections, grid_png
+from .distributed import gather_to_rank_zero
 
 Detections = dict[str, np.ndarray]  # {"boxes": [K,4] original pixels, "scores": [K], "labels": [K]}
 
@@ -50,15 +50,6 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.devic
     return predictions
 
 
-def gather_to_rank_zero(items: list) -> list:
-    """All ranks' lists concatenated on rank 0 (the local list elsewhere, or without a process group)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return items
-    gathered: list[list] = [[] for _ in range(dist.get_world_size())]
-    dist.all_gather_object(gathered, items)
-    return [item for part in gathered for item in part] if dist.get_rank() == 0 else items
-
-
 class DetectionCollector:
     """Evaluates a model on ``data.<split>`` across all workers; rank 0 keeps the metrics and a few pictures.
 
@@ -79,9 +70,15 @@ class DetectionCollector:
         self._dataset = None
         self._coco_gt = None
 
+    def dataset(self):
+        """The split's dataset (annotations read once, here)."""
+        if self._dataset is None:
+            self._dataset = build_dataset(self.config, self.split)
+        return self._dataset
+
     def _ground_truth(self):
         if self._coco_gt is None:
-            self._dataset = build_dataset(self.config, self.split)
+            self.dataset()
             if isinstance(self._dataset, CocoDataset):
                 gt = json.loads(read_bytes(self._dataset.ann_file))
             else:
@@ -104,9 +101,9 @@ class DetectionCollector:
                          if int(r["image_id"]) in by_id][: self.num_pictures]
         return metrics
 
-    def save_picture(self, path) -> None:
-        """The latest evaluation's detections drawn on its first few images, as one PNG."""
-        grid_png([draw_detections(load_rgb(record["path"]), torch.as_tensor(found["boxes"]),
-                                  torch.as_tensor(found["labels"]), torch.as_tensor(found["scores"]),
-                                  self._dataset.classes)
-                  for record, found in self.pictured], str(path))
+    def picture_png(self) -> bytes:
+        """The latest evaluation's detections drawn on its first few images: one PNG's bytes."""
+        return grid_png([draw_detections(load_rgb(record["path"]), torch.as_tensor(found["boxes"]),
+                                         torch.as_tensor(found["labels"]), torch.as_tensor(found["scores"]),
+                                         self._dataset.classes)
+                         for record, found in self.pictured])

@@ -1,14 +1,15 @@
-"""The driver side of a training run: Ray, the data, MLflow, ``TorchTrainer``, the work directory.
+"""The driver side of a training run: checks, Ray, the data, MLflow, ``TorchTrainer``, the work directory.
 
-``launch`` is what ``python -m raydet.train`` and each Ray Tune trial call.
-Everything that can be checked before a worker starts is checked first
-(config, model, optimizer, annotations), so a bad config fails in seconds
-with the config CLI's message instead of after the worker group is up.
+``launch`` is what ``python -m raydet.train`` calls.  Everything that can be
+checked before a worker starts is checked first (config, model, optimizer,
+every section, annotations), so a bad config fails in seconds with the config
+CLI's message instead of after the worker group is up.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +18,19 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from ..builder import build_model, check_top_level_keys, optimizer_for, section, with_absolute_data_root
-from ..config import Config
+from ..builder import SECTIONS, build_model, check_top_level_keys, optimizer_for, section, seed_of, with_absolute_data_root
+from ..config import Config, ConfigError
 from ..data.problems import DataError
 from ..data.ray_ingest import build_ray_datasets
 from ..evaluation.coco_metric import METRIC_NAMES
+from .checkpoint import load_checkpoint
+from .recorder import start_recorder
 from .tracking import MlflowRun, flatten
 from .train_loop import FAIL_AT_ITERATION_ENV, train_loop_per_worker
 
 # Passed on to the workers when set on the driver (Ray Train forwards its own RAY_TRAIN_* settings).
-FORWARDED_ENV = (FAIL_AT_ITERATION_ENV, "MLFLOW_TRACKING_URI")
+FORWARDED_ENV = (FAIL_AT_ITERATION_ENV,)
+RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
 
 @dataclass
@@ -35,7 +39,6 @@ class TrainOutcome:
 
     final_metrics: dict
     work_dir: Path
-    run_dir: str
     mlflow_uri: str
     mlflow_run_id: str
 
@@ -50,25 +53,29 @@ def connect_ray(num_workers: int, cpus_per_worker: float) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init()
         return
     needed = int(num_workers * cpus_per_worker + 0.999) + 2
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
+
+
+def find_latest_run(storage_path: Path, name: str) -> str | None:
+    """The newest run directory ``storage_path/<name>-<time>`` that holds a checkpoint, for ``--resume auto``."""
+    pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}")
+    runs = [p for p in storage_path.glob(f"{name}-*") if pattern.fullmatch(p.name) and any(p.glob("checkpoint_*"))]
+    return max(runs, key=lambda p: p.name).name if runs else None
+
+
+def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str:
+    """The ``checkpoint.pt`` of a reported checkpoint, as a path (or a URI on remote storage)."""
+    path = os.path.join(checkpoint.path, "checkpoint.pt")
+    return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
 
 
 def _worker_env(threads: int) -> dict[str, str]:
     env = {"OMP_NUM_THREADS": str(threads)}
     env.update({name: os.environ[name] for name in FORWARDED_ENV if name in os.environ})
     return env
-
-
-def find_latest_run(storage_path: Path, name: str) -> str | None:
-    """The newest run directory ``storage_path/<name>-<time>`` that holds a checkpoint, for ``--resume auto``."""
-    if not storage_path.is_dir():
-        return None
-    runs = sorted((p for p in storage_path.glob(f"{name}-*") if any(p.glob("checkpoint_*"))),
-                  key=lambda p: p.stat().st_mtime)
-    return runs[-1].name if runs else None
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
@@ -90,35 +97,55 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     started = time.time()
     config = with_absolute_data_root(config)
     work_dir = work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    scaling, checkpointing = section(config, "scaling"), section(config, "checkpoint_config")
-    evaluation, mlflow_settings = section(config, "evaluation"), section(config, "mlflow")
+    check_top_level_keys(config)  # then everything the workers will build, here, first
+    seed_of(config)
+    settings = {key: section(config, key) for key in SECTIONS}
+    scaling, evaluation, mlflow_settings = settings["scaling"], settings["evaluation"], settings["mlflow"]
     num_workers = scaling.num_workers if num_workers is None else num_workers
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
-
-    check_top_level_keys(config)  # then everything the workers will build, here, first
-    for key in ("runner", "lr_config", "optimizer_config", "log_config"):
-        section(config, key)
     optimizer_for(config, build_model(config))
+    if resume not in (None, "auto"):
+        try:
+            load_checkpoint(resume)
+        except Exception as err:
+            raise ConfigError(f"--resume {resume}: not a raydet checkpoint ({type(err).__name__}: {err})") from None
+
+    storage_path = scaling.storage_path or str(work_dir / "ray_results")
+    if "://" not in storage_path:
+        storage_path = os.path.abspath(storage_path)
+    base_name = mlflow_settings.run_name or work_dir.name
+    run_name = None
+    if resume == "auto":
+        if "://" in storage_path:
+            raise ConfigError(f"--resume auto looks for runs in a local storage_path, not {storage_path}; "
+                              "pass the checkpoint itself: --resume s3://…/checkpoint_…/checkpoint.pt")
+        run_name = find_latest_run(Path(storage_path), base_name)
+        print(f"--resume auto: {'continuing ' + run_name if run_name else 'no earlier run with a checkpoint; starting anew'}")
+    run_name = run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}"
+
     resources = dict(scaling.resources_per_worker or {"CPU": 1})
+    has_val = (config.get("data") or {}).get("val") is not None
+    try:
+        scaling_config = ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                                 resources_per_worker=resources)
+        checkpoint_config = ray.train.CheckpointConfig(
+            num_to_keep=settings["checkpoint_config"].max_keep_ckpts,
+            checkpoint_score_attribute=evaluation.save_best if has_val else None, checkpoint_score_order="max")
+    except ValueError as err:
+        raise ConfigError(f"{config.source_of(('scaling',))}: scaling: {err}") from None
+
     connect_ray(num_workers, resources.get("CPU", 1))
     datasets, data_config, summary = build_ray_datasets(config)
     if "train" not in datasets:
         raise DataError(f"{config.filename}: data.train is missing: there is nothing to train on")
     for split, info in summary.splits.items():
         if info.num_images == 0:
-            raise DataError(f"data.{split} ({info.ann_file}) has no usable images: {info.problems.short()}")
+            raise DataError(f"data.{split} ({info.ann_file}) has no images left to use: {info.problems.short()}")
 
+    work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "config.yaml").write_text(config.to_yaml())
-    storage = Path(scaling.storage_path) if scaling.storage_path and "://" not in scaling.storage_path else None
-    storage_path = scaling.storage_path or str(work_dir / "ray_results")
-    base_name = mlflow_settings.run_name or work_dir.name
-    run_name = None
-    if resume == "auto":
-        run_name = find_latest_run(storage or Path(storage_path), base_name)
-        print(f"--resume auto: {'continuing ' + run_name if run_name else 'no earlier run with a checkpoint; starting anew'}")
-    run_name = run_name or f"{base_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
+    with open(work_dir / "train.log", "a") as log:
+        log.write("\n".join(summary.lines()) + "\n")
     tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
     tracker = MlflowRun.create(tracking_uri, mlflow_settings.experiment_name, run_name,
                                tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir)},
@@ -131,17 +158,16 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         train_loop_per_worker,
         train_loop_config={
             "config": config, "work_dir": str(work_dir),
-            "mlflow": {"tracking_uri": tracking_uri, "run_id": tracker.run_id},
+            "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
             "resume_from": None if resume in (None, "auto") else str(Path(resume).resolve()),
+            # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
+            "checkpoint_dir": os.path.join(storage_path, run_name) if num_workers == 0 else None,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=checkpointing.max_keep_ckpts, checkpoint_score_attribute=evaluation.save_best,
-                checkpoint_score_order="max"),
+            checkpoint_config=checkpoint_config,
             worker_runtime_env={"env_vars": _worker_env(max(1, int(resources.get("CPU", 1))))},
         ),
         datasets=datasets,
@@ -149,18 +175,21 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     )
     try:
         result = trainer.fit()
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
     except BaseException:
         tracker.end("FAILED")
         raise
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(evaluation.save_best, "max") if result.best_checkpoints else result.checkpoint
+    best = result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints else result.checkpoint
     metrics = returned.get("metrics", {})
     final = {
         **{name: metrics.get(name, -1.0) for name in METRIC_NAMES},
         "iters": returned.get("iters"),
         "epochs": returned.get("epochs"),
         "wall_time_s": round(time.time() - started, 1),
-        "best_checkpoint": os.path.join(best.path, "checkpoint.pt") if best is not None else None,
+        "best_checkpoint": _checkpoint_file(best, storage_path) if best is not None else None,
         "replicas_identical": returned.get("replicas_identical"),
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
@@ -169,4 +198,4 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     tracker.log_artifact(work_dir / "final_metrics.json")
     tracker.log_metrics({"wall_time_s": final["wall_time_s"]}, step=final["iters"] or 0)
     tracker.end("FINISHED")
-    return TrainOutcome(final, work_dir, str(Path(storage_path) / run_name), tracking_uri, tracker.run_id)
+    return TrainOutcome(final, work_dir, tracking_uri, tracker.run_id)

@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from ..registry import OPTIMIZERS
+from ..registry import OPTIMIZERS, BuildError
 
 for _optimizer in (torch.optim.SGD, torch.optim.AdamW, torch.optim.Adam):
     OPTIMIZERS.register()(_optimizer)
@@ -79,6 +79,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float, norm_decay_mult: f
 def build_optimizer(model: torch.nn.Module, optimizer_node: dict, settings: OptimizerConfig,
                     key_path: str = "optimizer") -> torch.optim.Optimizer:
     """The optimizer of ``optimizer_node`` over ``model``'s trainable parameters."""
-    weight_decay = float(optimizer_node.get("weight_decay", 0.0))
+    if not isinstance(optimizer_node, dict) or "type" not in optimizer_node:
+        raise BuildError(key_path, f"expected a mapping with a 'type:' key naming an OPTIMIZERS member, got {optimizer_node!r}")
+    weight_decay = optimizer_node.get("weight_decay", 0.0)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise BuildError(f"{key_path}.weight_decay", f"expected float, got {weight_decay!r}")
     groups = param_groups(model, weight_decay, settings.norm_decay_mult, settings.bias_decay_mult)
     return OPTIMIZERS.build(optimizer_node, key_path, params=groups)

@@ -11,26 +11,32 @@ from __future__ import annotations
 import datetime
 import sys
 import time
-from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
 
-from .tracking import MlflowRun
+from .distributed import is_distributed
+
+
+class RecordSink(Protocol):
+    """Where rank 0's lines and metrics go (the run's ``train.log`` and MLflow run)."""
+
+    def line(self, text: str) -> None: ...
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
 
 class ProgressLog:
     """Args:
-        log_file: where rank 0 appends its lines (None on other ranks: they only take part in all-reduces).
-        tracker: rank 0's MLflow run, or None.
+        sink: rank 0's records (None on other ranks: they only take part in the all-reduces).
         world_size: number of workers (images/s counts all of them).
         total_iterations: batches per worker over the whole run (for the ETA).
+        max_epochs: for the ``Epoch [e/E]`` prefix.
     """
 
-    def __init__(self, log_file: Path | None, tracker: MlflowRun | None, world_size: int, total_iterations: int,
-                 max_epochs: int):
-        self.log_file = log_file
-        self.tracker = tracker
+    def __init__(self, sink: RecordSink | None, world_size: int, total_iterations: int, max_epochs: int):
+        self.sink = sink
         self.world_size = world_size
         self.total_iterations = total_iterations
         self.max_epochs = max_epochs
@@ -45,17 +51,13 @@ class ProgressLog:
         self._run_start = time.perf_counter()
         self._run_iterations = 0
 
-    @property
-    def is_rank_zero(self) -> bool:
-        return self.log_file is not None
-
     def say(self, text: str) -> None:
-        if not self.is_rank_zero:
+        """Rank 0: a line on stdout (what ``ray job logs`` shows) and in ``train.log``."""
+        if self.sink is None:
             return
         sys.stdout.write(text + "\n")  # not print(): Ray Train's patched print would echo it twice
         sys.stdout.flush()
-        with open(self.log_file, "a") as f:
-            f.write(text + "\n")
+        self.sink.line(text)
 
     def start_epoch(self, epoch: int, num_batches: int) -> None:
         self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, 0
@@ -77,7 +79,7 @@ class ProgressLog:
     def _flush(self, lr: float, iteration: int) -> None:
         keys = sorted(self._sums)
         values = torch.stack([self._sums[k] for k in keys]) / self._window_batches
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             values = values.to(self._device())
             dist.all_reduce(values)
             values /= dist.get_world_size()
@@ -92,8 +94,8 @@ class ProgressLog:
         self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}][{self.index_in_epoch}/{self.batches_in_epoch}]  "
                  f"lr {lr:.3e}  eta {eta}  {images_per_second:.1f} img/s  time {seconds_per_iteration:.3f} s/it "
                  f"(data {self._window_data_time / self._window_batches:.3f})  {parts}")
-        if self.tracker is not None:
-            self.tracker.log_metrics({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr,
+        if self.sink is not None:
+            self.sink.metrics({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr,
                                       "train/images_per_second": images_per_second,
                                       "train/data_time": self._window_data_time / self._window_batches,
                                       "train/time": seconds_per_iteration}, step=iteration)
@@ -110,5 +112,5 @@ class ProgressLog:
                  + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if summary:
             self.say(summary)
-        if self.tracker is not None:
-            self.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=iteration)
+        if self.sink is not None:
+            self.sink.metrics({f"val/{k}": v for k, v in metrics.items()}, step=iteration)

@@ -6,6 +6,16 @@ keys and values of the wrong type are reported with file and key path.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
+
+MetricName = Literal["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"]
+
+
+def _at_least(owner: object, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
 
 @dataclasses.dataclass
@@ -14,13 +24,20 @@ class RunnerSettings:
 
     max_epochs: int = 12
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "max_epochs")
+
 
 @dataclasses.dataclass
 class EvaluationSettings:
-    """``evaluation``: COCO bbox metrics on ``data.val`` every ``interval`` epochs (and after the last)."""
+    """``evaluation``: COCO bbox metrics on ``data.val`` every ``interval`` epochs (and after the last);
+    ``save_best`` is the metric that ranks checkpoints."""
 
     interval: int = 1
-    save_best: str = "bbox_mAP"
+    save_best: MetricName = "bbox_mAP"
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "interval")
 
 
 @dataclasses.dataclass
@@ -28,6 +45,9 @@ class LogSettings:
     """``log_config``: a log line (and MLflow metrics) every ``interval`` iterations on rank 0."""
 
     interval: int = 50
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "interval")
 
 
 @dataclasses.dataclass
@@ -51,3 +71,9 @@ class ScalingSettings:
     resources_per_worker: dict[str, float] | None = None
     max_failures: int = 0
     storage_path: str | None = None
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "num_workers")
+        _at_least(self, -1, "max_failures")
+        if (self.resources_per_worker or {}).get("GPU") and not self.use_gpu:
+            raise ValueError("resources_per_worker asks for GPUs: set use_gpu: true (or --use-gpu)")

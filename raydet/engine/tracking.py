@@ -38,6 +38,10 @@ class MlflowSettings:
     run_name: str | None = None
     num_images: int = 4
 
+    def __post_init__(self) -> None:
+        if self.num_images < 0:
+            raise ValueError(f"num_images must be at least 0, got {self.num_images}")
+
     def resolved_uri(self, work_dir: Path) -> tuple[str, str | None]:
         """``(tracking_uri, artifact_location)``; artifacts sit beside a default sqlite store."""
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -101,11 +105,5 @@ class MlflowRun:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
-
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
-
-    def artifact_uri(self) -> str:
-        return self.client.get_run(self.run_id).info.artifact_uri

@@ -26,17 +26,16 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
-from ..builder import build_model, optimizer_for, section, seed_of
+from ..builder import build_model, data_section, optimizer_for, section, seed_of
 from ..config import Config
-from ..data.problems import ProblemReport
 from ..data.ray_ingest import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .evaluation import DetectionCollector, gather_to_rank_zero
+from .distributed import gather_to_rank_zero, is_distributed
+from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
-from .tracking import MlflowRun
+from .recorder import RecorderSink
 
 # Test-only failure injection: the worker of the highest rank dies at this iteration, once per work dir.
 FAIL_AT_ITERATION_ENV = "RAYDET_FAIL_AT_ITERATION"
@@ -51,9 +50,11 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(*key: int) -> None:
+    """Seed Python, NumPy and torch from ``key`` (e.g. ``(seed,)``, or ``(seed, epoch, rank)``)."""
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
@@ -67,10 +68,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
         return value
 
     return {key: move(value) for key, value in batch.items()}
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def parameters_digest(model: torch.nn.Module) -> str:
@@ -93,7 +90,8 @@ def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: P
 
 def train_loop_per_worker(loop_config: dict) -> dict | None:
     """Ray Train entry point.  ``loop_config``: ``config`` (a resolved ``Config``), ``work_dir``,
-    and optionally ``mlflow`` (``{"tracking_uri", "run_id"}``) and ``resume_from`` (a checkpoint path).
+    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None) and
+    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0).
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``.
     """
@@ -104,8 +102,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     runner, evaluation = section(config, "runner"), section(config, "evaluation")
     checkpointing, logging_settings = section(config, "checkpoint_config"), section(config, "log_config")
     optim_settings, lr_config = section(config, "optimizer_config"), section(config, "lr_config")
+    seed = seed_of(config)
 
-    seed_everything(seed_of(config))
+    seed_everything(seed)  # the same initial weights on every worker
     model = build_model(config)
     if hasattr(model, "init_weights"):
         model.init_weights()
@@ -126,17 +125,17 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     elif loop_config.get("resume_from"):
         state = _restore(load_checkpoint(loop_config["resume_from"]), model, optimizer, scheduler, scaler)
 
-    tracker = None
-    if rank == 0 and loop_config.get("mlflow"):
-        tracker = MlflowRun(loop_config["mlflow"]["tracking_uri"], loop_config["mlflow"]["run_id"])
-    progress = ProgressLog(work_dir / "train.log" if rank == 0 else None, tracker, world_size,
-                           total_iterations=batches_per_epoch * runner.max_epochs, max_epochs=runner.max_epochs)
+    sink = RecorderSink(loop_config["recorder"]) if rank == 0 else None
+    progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
+                           max_epochs=runner.max_epochs)
     if state.iteration:
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}")
-    collector = DetectionCollector(config, "val", rank) if "val" in (config.get("data") or {}) else None
-    decode_problems = ProblemReport()  # images found unusable while decoding, over the whole run
+    has_val = data_section(config).split("val") is not None
+    collector = DetectionCollector(config, "val", rank, section(config, "mlflow").num_images) if has_val else None
+    decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
 
     for epoch in range(state.epoch, runner.max_epochs):
+        seed_everything(seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
         model.train()
         batches = iter_train_batches(config, epoch)
         progress.start_epoch(epoch, len(batches))
@@ -144,14 +143,17 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         for index, batch in enumerate(batches):
             data_time = time.perf_counter() - data_start
             batch = to_device(batch, device)
-            last_of_step = (index + 1) % optim_settings.accumulate == 0 or index + 1 == len(batches)
-            no_sync = model.no_sync() if (not last_of_step and is_distributed()) else contextlib.nullcontext()
+            group_start = index - index % optim_settings.accumulate
+            group_size = min(optim_settings.accumulate, len(batches) - group_start)
+            last_of_group = index + 1 == group_start + group_size
+            no_sync = model.no_sync() if (not last_of_group and is_distributed()) else contextlib.nullcontext()
             with no_sync:
                 with torch.autocast(device.type, enabled=use_amp):
                     losses = model(**batch, return_loss=True)
                 loss = sum(value for key, value in losses.items() if "loss" in key)
-                scaler.scale(loss / optim_settings.accumulate).backward()
-            if last_of_step:
+                scaler.scale(loss / group_size).backward()
+            lr = optimizer.param_groups[0]["lr"]  # the lr this batch's step uses
+            if last_of_group:
                 if optim_settings.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), optim_settings.grad_clip.max_norm,
@@ -161,30 +163,37 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
             state.iteration += 1
-            progress.step(losses, len(batch["img_metas"]), data_time, optimizer.param_groups[0]["lr"], state.iteration,
+            progress.step(losses, len(batch["img_metas"]), data_time, lr, state.iteration,
                           log_now=index + 1 == len(batches) or (index + 1) % logging_settings.interval == 0)
             maybe_inject_failure(state.iteration, rank, world_size, work_dir)
             data_start = time.perf_counter()
-        decode_problems.merge(batches.problems)
+        for kind, count in batches.problems.counts.items():
+            decode_problems[kind] = decode_problems.get(kind, 0) + count
         state.epoch = epoch + 1
         last_epoch = state.epoch == runner.max_epochs
-        if collector is not None and (last_epoch or state.epoch % evaluation.interval == 0):
+        evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
+        if evaluated:
             metrics = collector.evaluate(unwrap(model), iter_eval_batches(config, "val"), device)
             if rank == 0:
                 state.metrics = metrics
                 progress.evaluation(metrics, collector.summary, state.iteration)
         if last_epoch or state.epoch % checkpointing.interval == 0:
-            _report(state, model, optimizer, scheduler, scaler, config, rank, evaluation.save_best)
+            score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0} if has_val else {}
+            _report(state, score, model, optimizer, scheduler, scaler, config, rank, loop_config.get("checkpoint_dir"))
 
     digests = gather_to_rank_zero([parameters_digest(model)])  # DDP's promise, checked
+    problems_per_rank = gather_to_rank_zero([decode_problems])
     if rank != 0:
         return None
-    if tracker is not None and collector is not None and collector.pictured:
-        picture = work_dir / "predictions.png"
-        collector.save_picture(picture)
-        tracker.log_artifact(picture)
+    if collector is not None and collector.pictured:
+        sink.artifact("predictions.png", collector.picture_png())
+    sink.flush()
+    total_problems: dict[str, int] = {}
+    for counts in problems_per_rank:
+        for kind, count in counts.items():
+            total_problems[kind] = total_problems.get(kind, 0) + count
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
-            "replicas_identical": len(set(digests)) == 1, "decode_problems": decode_problems.counts}
+            "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems}
 
 
 def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
@@ -196,13 +205,21 @@ def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
 
 
-def _report(state: TrainState, model, optimizer, scheduler, scaler, config: Config, rank: int, score_key: str) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
-    metrics = {"epoch": state.epoch, "iteration": state.iteration, score_key: -1.0, **state.metrics}
+def _report(state: TrainState, score: dict[str, float], model, optimizer, scheduler, scaler, config: Config,
+            rank: int, checkpoint_dir: str | None) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, scored by ``score`` (this epoch's
+    evaluation, else -1 so it never counts as best).  Without a worker group (``checkpoint_dir`` set)
+    Ray keeps no copy, so the checkpoint is written there to stay."""
+    metrics = {"epoch": state.epoch, "iteration": state.iteration, **state.metrics, **score}
     if rank != 0:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as directory:
+    with contextlib.ExitStack() as stack:
+        if checkpoint_dir:
+            directory = Path(checkpoint_dir) / f"checkpoint_epoch_{state.epoch:04d}"
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = stack.enter_context(tempfile.TemporaryDirectory())
         save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                         epoch=state.epoch, iteration=state.iteration, config_yaml=config.to_yaml(),
                         metrics=state.metrics)

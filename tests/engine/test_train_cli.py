@@ -1,4 +1,4 @@
-"""``python -m raydet.train`` on bad input: one line, exit code 2, nothing started."""
+"""``python -m raydet.train`` on bad input: one line, exit code 2, no worker started."""
 from __future__ import annotations
 
 import json

@@ -1,0 +1,66 @@
+"""``RunRecorder``: a small actor on the driver's node that keeps a run's records.
+
+Rank 0 may run on any node of a cluster, but the work directory and the
+default MLflow store (``sqlite:///WORK_DIR/mlflow.db``) are on the driver's
+machine.  Rank 0 therefore sends its log lines, metrics and pictures here
+(fire-and-forget calls); this actor appends ``train.log``, writes artifacts
+into the work directory and logs everything into the run's MLflow run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from .tracking import MlflowRun
+
+
+@ray.remote(num_cpus=0)
+class RunRecorder:
+    def __init__(self, work_dir: str, tracking_uri: str, run_id: str):
+        self.work_dir = Path(work_dir)
+        self.mlflow = MlflowRun(tracking_uri, run_id)
+        self.log = open(self.work_dir / "train.log", "a")
+
+    def line(self, text: str) -> None:
+        self.log.write(text + "\n")
+        self.log.flush()
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(metrics, step)
+
+    def artifact(self, name: str, data: bytes) -> None:
+        """Write ``work_dir/name`` and log it to MLflow."""
+        path = self.work_dir / name
+        path.write_bytes(data)
+        self.mlflow.log_artifact(path)
+
+    def flush(self) -> None:
+        """Returns once every earlier call from the same caller has run (actor calls keep their order)."""
+
+
+def start_recorder(work_dir: Path, tracking_uri: str, run_id: str) -> ray.actor.ActorHandle:
+    """A ``RunRecorder`` pinned to this (the driver's) node."""
+    here = ray.get_runtime_context().get_node_id()
+    return RunRecorder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
+        str(work_dir), tracking_uri, run_id)
+
+
+class RecorderSink:
+    """What ``ProgressLog`` writes to, forwarding to a ``RunRecorder`` without waiting."""
+
+    def __init__(self, recorder: ray.actor.ActorHandle):
+        self.recorder = recorder
+
+    def line(self, text: str) -> None:
+        self.recorder.line.remote(text)
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.recorder.metrics.remote(metrics, step)
+
+    def artifact(self, name: str, data: bytes) -> None:
+        self.recorder.artifact.remote(name, data)
+
+    def flush(self) -> None:
+        ray.get(self.recorder.flush.remote())
