@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 
@@ -17,3 +18,16 @@ def gather_to_rank_zero(items: list) -> list:
     gathered: list[list[Any]] | None = [[] for _ in range(dist.get_world_size())] if dist.get_rank() == 0 else None
     dist.gather_object(items, gathered, dst=0)
     return [item for part in gathered for item in part] if gathered is not None else items
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers before each training forward, so after an epoch's
+    last forward every rank holds statistics updated by its own batch;
+    evaluation and checkpoints must all use the one set the checkpoint keeps.
+    """
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)

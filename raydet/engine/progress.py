@@ -26,6 +26,8 @@ class RecordSink(Protocol):
 
     def metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class ProgressLog:
     """Args:
@@ -58,6 +60,11 @@ class ProgressLog:
         sys.stdout.write(text + "\n")  # not print(): Ray Train's patched print would echo it twice
         sys.stdout.flush()
         self.sink.line(text)
+
+    def flush(self) -> None:
+        """Rank 0: return once every line and metric sent so far is recorded."""
+        if self.sink is not None:
+            self.sink.flush()
 
     def start_epoch(self, epoch: int, num_batches: int) -> None:
         self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, 0

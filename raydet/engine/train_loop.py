@@ -31,7 +31,7 @@ from ..builder import build_model, data_section, optimizer_for, section, seed_of
 from ..config import Config
 from ..data.ray_ingest import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import gather_to_rank_zero, is_distributed
+from .distributed import broadcast_buffers, gather_to_rank_zero, is_distributed
 from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
@@ -70,20 +70,23 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {key: move(value) for key, value in batch.items()}
 
 
-def parameters_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter's bytes, in order: equal digests = bitwise identical replicas."""
+def replica_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's and buffer's bytes, in order: equal digests = bitwise identical replicas."""
     digest = hashlib.sha256()
-    for param in unwrap(model).parameters():
-        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    module = unwrap(model)
+    for tensor in [*module.parameters(), *module.buffers()]:
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: Path) -> None:
-    """Kill this worker process at ``$RAYDET_FAIL_AT_ITERATION`` (tests of fault tolerance only)."""
+def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: Path, progress: ProgressLog) -> None:
+    """Kill this worker process at ``$RAYDET_FAIL_AT_ITERATION`` (tests of fault tolerance only),
+    once the records of the iterations before it are out, so tests know exactly what was logged."""
     fail_at = os.environ.get(FAIL_AT_ITERATION_ENV)
     marker = work_dir / ".injected_failure"
     if fail_at and iteration == int(fail_at) and rank == world_size - 1 and not marker.exists():
         marker.touch()
+        progress.flush()
         print(f"[raydet] injected failure: rank {rank} exits at iteration {iteration}", flush=True)
         os._exit(1)
 
@@ -165,11 +168,12 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             state.iteration += 1
             progress.step(losses, len(batch["img_metas"]), data_time, lr, state.iteration,
                           log_now=index + 1 == len(batches) or (index + 1) % logging_settings.interval == 0)
-            maybe_inject_failure(state.iteration, rank, world_size, work_dir)
+            maybe_inject_failure(state.iteration, rank, world_size, work_dir, progress)
             data_start = time.perf_counter()
         for kind, count in batches.problems.counts.items():
             decode_problems[kind] = decode_problems.get(kind, 0) + count
         state.epoch = epoch + 1
+        broadcast_buffers(unwrap(model))  # one set of BatchNorm statistics: the one rank 0 checkpoints
         last_epoch = state.epoch == runner.max_epochs
         evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
         if evaluated:
@@ -178,10 +182,12 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
                 state.metrics = metrics
                 progress.evaluation(metrics, collector.summary, state.iteration)
         if last_epoch or state.epoch % checkpointing.interval == 0:
-            score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0} if has_val else {}
+            score = {}  # only rank 0's report carries the checkpoint, and only rank 0 holds the metrics
+            if has_val and rank == 0:
+                score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0}
             _report(state, score, model, optimizer, scheduler, scaler, config, rank, loop_config.get("checkpoint_dir"))
 
-    digests = gather_to_rank_zero([parameters_digest(model)])  # DDP's promise, checked
+    digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
     if rank != 0:
         return None

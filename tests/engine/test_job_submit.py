@@ -65,13 +65,16 @@ def test_ray_job_submit_trains_and_writes_final_metrics(ray_head, small_shapes, 
     work_dir = tmp_path / "job_work_dir"
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head made ~/.ray/auth_token; the job CLI must send it
     env.pop("RAY_ADDRESS", None)
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
-         "python", "-m", "raydet.train", str(DEMO_CONFIG.relative_to(REPO)), "--work-dir", str(work_dir),
-         "--set", *quick_overrides(small_shapes), "scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540,
-    )
-    output = submitted.stdout + submitted.stderr
+    command = [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
+               "python", "-m", "raydet.train", str(DEMO_CONFIG.relative_to(REPO)), "--work-dir", str(work_dir),
+               "--set", *quick_overrides(small_shapes), "scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"]
+    deadline = time.time() + 90
+    while True:  # the job server answers before the head's agent has registered: Ray says "try again later"
+        submitted = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+        output = submitted.stdout + submitted.stderr
+        if "No available agent" not in output or time.time() > deadline:
+            break
+        time.sleep(3)
     assert submitted.returncode == 0, output[-4000:]
     assert "succeeded" in output
     final = json.loads((work_dir / "final_metrics.json").read_text())

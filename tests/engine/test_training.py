@@ -81,7 +81,7 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
     assert "resumed at epoch 2, iteration 32" in (tmp_path / "wd" / "train.log").read_text()
     assert final["epochs"] == config["runner"]["max_epochs"]
     assert final["iters"] == steps_per_epoch * final["epochs"]  # as many as an uninterrupted run
-    assert final["replicas_identical"] is True  # parameters bitwise equal on both workers
+    assert final["replicas_identical"] is True  # parameters and buffers bitwise equal on both workers
     assert final["bbox_mAP_50"] >= 0.5, final
     saved = load_checkpoint(final["best_checkpoint"])
     assert saved["epoch"] == final["epochs"] and "FCOS" in saved["config"]
