@@ -29,13 +29,17 @@ def free_port() -> int:
 def ray_head():
     """A one-node Ray cluster on loopback; yields the dashboard (job server) address; stops only what it started."""
     gcs_port, dashboard_port = free_port(), free_port()
+    # Ray's fixed default ports (the agent's 52365 …) are taken by the test session's own Ray: pick free ones.
+    own_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must stay short
     # As from an activated virtualenv: a job's `python` is this environment's.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=4",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--disable-usage-stats", *own_ports],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
