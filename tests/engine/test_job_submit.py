@@ -58,9 +58,10 @@ def ray_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            head.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # they are all in the head's process group
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=15)
 
 
 @pytest.mark.slow
