@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 # The demo: a tiny FCOS trained by 2 DDP workers on the built-in shapes dataset,
-# evaluated with COCO metrics; about 5 minutes on a 2-core machine.
+# evaluated with COCO metrics; about 6 minutes on a 2-core machine.
 demo: $(STAMP)
 	test -f data/shapes/annotations/train.json || $(VENV)/bin/python -m raydet.data.prepare shapes --out data/shapes
 	$(VENV)/bin/python -m raydet.train configs/demo/fcos_tiny_shapes.yaml --work-dir work_dirs/demo

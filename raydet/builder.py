@@ -22,8 +22,7 @@ from .data.transforms import Compose
 from .engine.checkpoint import CheckpointSettings
 from .engine.lr_schedule import LrConfig
 from .engine.optim import OptimizerConfig, build_optimizer
-from .engine.settings import EvaluationSettings, LogSettings, RunnerSettings, ScalingSettings
-from .engine.tracking import MlflowSettings
+from .engine.settings import EvaluationSettings, LogSettings, MlflowSettings, RunnerSettings, ScalingSettings
 from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry, build_section, did_you_mean
 
 # Plain sections, each parsed into its dataclass (defaults when absent).

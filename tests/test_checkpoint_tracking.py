@@ -6,7 +6,8 @@ from mlflow.tracking import MlflowClient
 
 from raydet.engine.checkpoint import load_checkpoint, save_checkpoint
 from raydet.engine.lr_schedule import LrConfig, build_lr_scheduler
-from raydet.engine.tracking import MlflowRun, MlflowSettings, flatten
+from raydet.engine.settings import MlflowSettings
+from raydet.engine.tracking import MlflowRun, flatten
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -6,6 +6,8 @@ keys and values of the wrong type are reported with file and key path.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Literal
 
 MetricName = Literal["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"]
@@ -77,3 +79,33 @@ class ScalingSettings:
         _at_least(self, -1, "max_failures")
         if (self.resources_per_worker or {}).get("GPU") and not self.use_gpu:
             raise ValueError("resources_per_worker asks for GPUs: set use_gpu: true (or --use-gpu)")
+
+
+@dataclasses.dataclass
+class MlflowSettings:
+    """The ``mlflow`` section.
+
+    Args:
+        tracking_uri: where runs are stored (null: ``MLFLOW_TRACKING_URI``, else
+            ``sqlite:///<work_dir>/mlflow.db``).
+        experiment_name: the MLflow experiment (created when missing).
+        run_name: the run's name (null: the work directory's name).
+        num_images: how many val images the predictions picture shows.
+    """
+
+    tracking_uri: str | None = None
+    experiment_name: str = "raydet"
+    run_name: str | None = None
+    num_images: int = 4
+
+    def __post_init__(self) -> None:
+        if self.num_images < 0:
+            raise ValueError(f"num_images must be at least 0, got {self.num_images}")
+
+    def resolved_uri(self, work_dir: Path) -> tuple[str, str | None]:
+        """``(tracking_uri, artifact_location)``; artifacts sit beside a default sqlite store."""
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            return uri, None
+        work_dir = work_dir.resolve()
+        return f"sqlite:///{work_dir / 'mlflow.db'}", (work_dir / "mlartifacts").as_uri()

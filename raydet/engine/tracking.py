@@ -8,10 +8,8 @@ On a multi-node cluster, point it at a tracking server every node can reach.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
 from mlflow.entities import Metric, Param
@@ -19,36 +17,6 @@ from mlflow.tracking import MlflowClient
 
 MAX_PARAMS_PER_CALL = 100
 MAX_PARAM_LENGTH = 6000
-
-
-@dataclasses.dataclass
-class MlflowSettings:
-    """The ``mlflow`` section.
-
-    Args:
-        tracking_uri: where runs are stored (null: ``MLFLOW_TRACKING_URI``, else
-            ``sqlite:///<work_dir>/mlflow.db``).
-        experiment_name: the MLflow experiment (created when missing).
-        run_name: the run's name (null: the work directory's name).
-        num_images: how many val images the predictions picture shows.
-    """
-
-    tracking_uri: str | None = None
-    experiment_name: str = "raydet"
-    run_name: str | None = None
-    num_images: int = 4
-
-    def __post_init__(self) -> None:
-        if self.num_images < 0:
-            raise ValueError(f"num_images must be at least 0, got {self.num_images}")
-
-    def resolved_uri(self, work_dir: Path) -> tuple[str, str | None]:
-        """``(tracking_uri, artifact_location)``; artifacts sit beside a default sqlite store."""
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri:
-            return uri, None
-        work_dir = work_dir.resolve()
-        return f"sqlite:///{work_dir / 'mlflow.db'}", (work_dir / "mlartifacts").as_uri()
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
