@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import NEON, NEON_XML
+from conftest import NEON, needs_neon
 from helpers import run_cli
 from raydet.data import CocoDataset
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts
@@ -59,7 +59,7 @@ def test_tile_starts_cover_the_length_with_the_last_tile_flush():
     assert tile_starts(300, 400, 300) == [0]
 
 
-@pytest.mark.skipif(not NEON_XML.is_file(), reason=f"NEON sample files not at {NEON}")
+@needs_neon
 @pytest.mark.timeout(120)
 def test_neon_trees_tiles_split_by_region_with_clipped_boxes_and_licence(tmp_path):
     written = prepare_neon_trees(tmp_path, source=NEON)

@@ -11,15 +11,12 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import NEON, NEON_XML, coco_json, write_png
+from conftest import NEON, NEON_XML, coco_json, needs_neon, write_png
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport
 from raydet.data.records import records_to_table, table_to_records
 from raydet.data.voc import read_voc
-
-needs_neon = pytest.mark.skipif(not NEON_XML.is_file(), reason=f"NEON sample files not at {NEON}")
-
 
 @needs_neon
 @pytest.mark.timeout(60)
