@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from raydet.builder import build_dataset, build_model, data_section, seed_of  # noqa: E402
+from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
 from raydet.data.collate import collate  # noqa: E402
 from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> None:
 
     import ray
 
-    from raydet.data.ray_ingest import train_stream
+    from raydet.data.ray_stream import train_stream
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = list(args.overrides)
@@ -111,7 +111,8 @@ def main() -> None:
             generate_shapes(tmp, seed=0, num_train=240, num_val=1)
             overrides.append(f"data.data_root={tmp}")
         config = load_config(args.config, overrides)
-        section = data_section(config)
+        recipe = batch_recipe(config, "train")
+        section = recipe.data
         dataset = build_dataset(config, "train")
         torch.manual_seed(0)
         model = build_model(config)
@@ -119,26 +120,26 @@ def main() -> None:
         model.train()
 
         groups = aspect_groups([r["height"] for r in dataset.records], [r["width"] for r in dataset.records])
-        seed = seed_of(config)
+        seed = recipe.seed
         plan = plan_train_epoch(groups, section.samples_per_gpu, 1, seed, 1)[0]
         seeds = augment_seeds(seed, 1, (1, *plan.shape))[0]
         torch.set_num_threads(1)  # one core trains; the decode processes get the others
         loader = planned_dataloader(dataset, plan, seeds, section.size_divisor, args.cpus)
         ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, logging_level="ERROR")
         records = ray.put(dataset.table())
-        images_per_second(loader), images_per_second(train_stream(config, records, 1))  # warm-up: start the processes
+        images_per_second(loader), images_per_second(train_stream(recipe, records, 1))  # warm-up: start the processes
         loader_rates, ray_rates = [], []
         for _ in range(args.rounds):  # back to back, so a shared machine's load hits both alike
             loader_rates.append(images_per_second(loader))
-            ray_rates.append(images_per_second(train_stream(config, records, 1)))
+            ray_rates.append(images_per_second(train_stream(recipe, records, 1)))
 
         steps = min(args.train_steps, len(plan))
-        in_memory_batches = list(itertools.islice(train_stream(config, records, 1), steps))  # the very same batches
+        in_memory_batches = list(itertools.islice(train_stream(recipe, records, 1), steps))  # the very same batches
         train_throughput(model, in_memory_batches, 3)  # warm-up (allocator, autograd)
         in_memory, streamed = [], []
         for _ in range(args.rounds):
             in_memory.append(train_throughput(model, in_memory_batches, steps))
-            streamed.append(train_throughput(model, train_stream(config, records, 1), steps))
+            streamed.append(train_throughput(model, train_stream(recipe, records, 1), steps))
         ray.shutdown()
         ray_rate, loader_rate = statistics.median(ray_rates), statistics.median(loader_rates)
         ratios = [s[0] / m[0] for s, m in zip(streamed, in_memory)]

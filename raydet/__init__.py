@@ -5,4 +5,4 @@ Importing the package registers every built-in component, so any process
 """
 __version__ = "0.1.0"
 
-from . import data, engine, models  # noqa: E402,F401  (register datasets, transforms, optimizers, the model zoo)
+from . import data, models, optimizers  # noqa: E402,F401  (register datasets, transforms, the model zoo, optimizers)

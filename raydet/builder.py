@@ -3,49 +3,31 @@
 Everything that turns config into objects goes through here, so every failure
 becomes a ``ConfigError`` naming the file and key path (``model.neck.type``)
 the user has to change.  ``check_config`` builds everything without training;
-``python -m raydet.config CFG --check`` and the training launcher call it on
-the driver before any worker starts.
+``python -m raydet.check CFG`` and the training launcher call it on the driver
+before any worker starts.
+
+The builder is the only reader of a ``Config``: it hands built objects and
+typed settings (``raydet.config.schema``) inward, so the data and engine code
+never reach back up to the config.  It imports data/, models/ and the
+optimizers, never engine/.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import torch
 
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
+from .config.schema import SECTIONS, SPLITS, TOP_LEVEL_KEYS, DataSection
 from .data.datasets import DetectionDataset
+from .data.decode import BatchRecipe
 from .data.image_io import is_uri, join_path
 from .data.problems import DataError
-from .data.section import SPLITS, DataSection
 from .data.transforms import Compose
-from .engine.checkpoint import CheckpointSettings
-from .engine.lr_schedule import LrConfig
-from .engine.optim import OptimizerConfig, build_optimizer
-from .engine.settings import EvaluationSettings, LogSettings, MlflowSettings, RunnerSettings, ScalingSettings
+from .optimizers import build_optimizer
 from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry, build_section, did_you_mean
-
-# Plain sections, each parsed into its dataclass (defaults when absent).
-SECTIONS: dict[str, type] = {
-    "optimizer_config": OptimizerConfig,
-    "lr_config": LrConfig,
-    "runner": RunnerSettings,
-    "evaluation": EvaluationSettings,
-    "checkpoint_config": CheckpointSettings,
-    "log_config": LogSettings,
-    "scaling": ScalingSettings,
-    "mlflow": MlflowSettings,
-}
-
-# Top-level keys a config may have, and what each one is.
-TOP_LEVEL_KEYS = {
-    "custom_imports": "modules to import so their registered components exist",
-    "seed": "random seed: model initialisation, data order and augmentation",
-    "model": "the detector (MODELS)",
-    "data": "datasets and their pipelines (DATASETS, TRANSFORMS), batch sizes, decoding resources",
-    "optimizer": "the torch optimizer (OPTIMIZERS), e.g. {type: SGD, lr: 0.02, momentum: 0.9}",
-    **{key: section.__doc__.splitlines()[0] for key, section in SECTIONS.items()},
-}
 
 
 def lookup(config: dict, key_path: str) -> Any:
@@ -144,15 +126,19 @@ def _dataset_node(config: Config, split: str) -> dict:
     return {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
 
 
-def build_dataset(config: Config, split: str) -> DetectionDataset:
+def build_dataset(config: Config, split: str, classes: list[str] | None = None) -> DetectionDataset:
     """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
 
     Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
     (itself relative to the current directory) and made absolute here, on the
     driver.  Bad annotations are reported per the node's ``on_bad_record``;
-    with ``error`` the first one raises ``DataError``.
+    with ``error`` the first one raises ``DataError``.  ``classes`` is given to
+    a dataset type that takes a class list when its node names none (the
+    training split's classes, so every split numbers its labels alike).
     """
     node = _dataset_node(config, split)
+    if classes is not None and node.get("classes") is None and _takes_classes(node):
+        node = {**node, "classes": list(classes)}
     try:
         return DATASETS.build(node, f"data.{split}")
     except BuildError as err:
@@ -161,22 +147,108 @@ def build_dataset(config: Config, split: str) -> DetectionDataset:
         raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
 
 
-def check_dataset(config: Config, split: str) -> list[str]:
-    """Summary lines for ``data.<split>``: the dataset built and its problems, or — when its
-    annotation file is not on this machine (it lives on the cluster) — its arguments and
-    pipeline checked without reading it."""
-    node = _dataset_node(config, split)
-    ann_file = node.get("ann_file")
-    if isinstance(ann_file, str) and not is_uri(ann_file) and not os.path.exists(ann_file):
+def _takes_classes(node: dict) -> bool:
+    """Whether ``node``'s dataset type takes a ``classes`` list (and infers one when it is not given)."""
+    return node.get("type") in DATASETS and "classes" in inspect.signature(DATASETS.get(node["type"])).parameters
+
+
+def _needs_training_classes(config: Config, split: str) -> bool:
+    """Whether ``data.<split>`` would infer its own class list (it takes ``classes`` and names none)."""
+    node = data_section(config).split(split)
+    return isinstance(node, dict) and node.get("classes") is None and _takes_classes(node)
+
+
+def build_datasets(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, DetectionDataset]:
+    """Build the ``splits`` the config has, every one labelled with the training split's classes.
+
+    A dataset that infers its classes from the names it finds (``VOCDataset``
+    without ``classes:``) is given the training split's list, so a val set
+    lacking a class still numbers the others as training does; a name the
+    training split lacks is then reported (``unknown_category``) and dropped.
+    The training split is read for its classes when only another split is
+    asked for but needs them.  Splits whose classes still differ (two COCO
+    files with other categories) are a ``DataError``.
+    """
+    present = [split for split in splits if data_section(config).split(split) is not None]
+    datasets: dict[str, DetectionDataset] = {}
+    train = None
+    if "train" in present or any(_needs_training_classes(config, split) for split in present):
+        if data_section(config).split("train") is not None:
+            train = build_dataset(config, "train")
+    for split in present:
+        datasets[split] = train if split == "train" else build_dataset(config, split, train.classes if train else None)
+    if train is not None:
+        for split, dataset in datasets.items():
+            if dataset.classes != train.classes:
+                raise DataError(
+                    f"data.{split} ({dataset.ann_file}) has the classes {dataset.classes} but data.train "
+                    f"({train.ann_file}) has {train.classes}: label numbers would mean other classes in evaluation; "
+                    "give every split the same categories, in the same order (or one `classes:` list)")
+    return datasets
+
+
+def num_classes_nodes(node: Any, path: tuple = ("model",)) -> list[tuple[tuple, int]]:
+    """``(key path, value)`` of every ``num_classes`` in a model config node, depth first."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "num_classes":
+                found.append((path + (key,), value))
+            else:
+                found.extend(num_classes_nodes(value, path + (key,)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(num_classes_nodes(value, path + (index,)))
+    return found
+
+
+def check_num_classes(config: Config, classes: list[str]) -> None:
+    """Every ``num_classes`` in ``model`` must be the training split's number of classes."""
+    for path, value in num_classes_nodes(config.get("model")):
+        if value != len(classes):
+            raise ConfigError(
+                f"{config.source_of(path)}: {format_key_path(path)} is {value} but data.train has {len(classes)} "
+                f"classes ({', '.join(classes)}); set it to {len(classes)}")
+
+
+def batch_recipe(config: Config, split: str) -> BatchRecipe:
+    """How ``data.<split>``'s planned batches are decoded: its pipeline, the data section, the seed."""
+    return BatchRecipe(build_pipeline(config, split), data_section(config), seed_of(config))
+
+
+def _is_elsewhere(config: Config, split: str) -> bool:
+    """Whether ``data.<split>``'s annotation file is a local path missing here (it lives on the cluster)."""
+    ann_file = _dataset_node(config, split).get("ann_file")
+    return isinstance(ann_file, str) and not is_uri(ann_file) and not os.path.exists(ann_file)
+
+
+def check_data(config: Config) -> list[str]:
+    """Summary lines for every split: the datasets built (with their problems), their classes checked
+    against each other and against the model's ``num_classes``.  A split whose annotation file is not
+    on this machine (it lives on the cluster) has its arguments and pipeline checked without reading it."""
+    data = data_section(config)
+    present = [split for split in SPLITS if data.split(split) is not None]
+    elsewhere = {split for split in present if _is_elsewhere(config, split)}
+    lines_of: dict[str, list[str]] = {}
+    for split in elsewhere:
+        node = _dataset_node(config, split)
         try:
             DATASETS.check(node, f"data.{split}")
         except BuildError as err:
             raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
-        return [f"data.{split}: {node['type']} arguments and pipeline OK; {ann_file} is not on this machine, "
-                "so its annotations were not read"]
-    dataset = build_dataset(config, split)
-    return [f"data.{split}: {type(dataset).__name__} {dataset.summary()}",
-            *(f"    {line}" for line in dataset.problems.lines())]
+        lines_of[split] = [f"data.{split}: {node['type']} arguments and pipeline OK; {node['ann_file']} is not on "
+                           "this machine, so its annotations were not read"]
+    readable = tuple(split for split in present if split not in elsewhere)
+    if "train" in elsewhere:  # the training classes are on the cluster: each split alone
+        datasets = {split: build_dataset(config, split) for split in readable}
+    else:
+        datasets = build_datasets(config, readable)
+    for split, dataset in datasets.items():
+        lines_of[split] = [f"data.{split}: {type(dataset).__name__} {dataset.summary()}",
+                           *(f"    {line}" for line in dataset.problems.lines())]
+    if "train" in datasets and "model" in config:
+        check_num_classes(config, datasets["train"].classes)
+    return [line for split in present for line in lines_of[split]]
 
 
 def build_pipeline(config: Config, split: str) -> Compose:
@@ -213,12 +285,5 @@ def check_config(config: Config) -> list[str]:
         if key in config:
             lines.append(f"{key}: {section(config, key)}")
     if "data" in config:
-        data = data_section(config)
-        for split in SPLITS:
-            if data.split(split) is not None:
-                lines.extend(check_dataset(config, split))
+        lines.extend(check_data(config))
     return lines
-
-
-__all__ = ["build_node", "build_model", "build_dataset", "build_pipeline", "check_config", "data_section", "lookup",
-           "optimizer_for", "section", "seed_of", "SECTIONS", "TOP_LEVEL_KEYS"]

@@ -1,19 +1,14 @@
-"""What every raydet command line shares: ``CFG [--set k=v ...]`` and error handling.
+"""What every raydet command line shares: the ``CFG [--set k=v ...]`` arguments.
 
-A user error (bad config, bad data, missing file) prints one ``error: ...``
-line on stderr and exits with code 2 — never a traceback.
+Errors are reported by ``raydet.errors.report_user_errors``: a user error
+(bad config, bad data, missing file) is one ``error: ...`` line on stderr and
+exit code 2 — never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Callable
 
-from .config import ConfigError, load_config, Config
-from .data.problems import DataError
-
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError)
-EXIT_USER_ERROR = 2
+from .config import Config, load_config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +22,3 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
-
-
-def run(main: Callable[[], int | None]) -> int:
-    """Run a CLI's body; user errors become one stderr line and exit code 2."""
-    try:
-        return main() or 0
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR

@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import add_config_arguments, config_from_args, run
+from .cli import add_config_arguments, config_from_args
+from .errors import report_user_errors
 from .config import Config, ConfigError
 
 
@@ -46,13 +47,18 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     import ray
     import torch
 
-    from .builder import build_model, with_absolute_data_root
-    from .data.ray_ingest import eval_stream
+    from .builder import batch_recipe, build_datasets, build_model, check_num_classes, with_absolute_data_root
+    from .data.ray_stream import eval_stream
     from .engine.checkpoint import load_checkpoint
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
 
     config = with_absolute_data_root(config)
+    datasets = build_datasets(config, (split,))
+    if split not in datasets:
+        raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
+    dataset = datasets[split]
+    check_num_classes(config, dataset.classes)
     model = build_model(config)
     try:
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
@@ -61,11 +67,11 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
                           f"{str(err).splitlines()[0]})") from None
     model.eval()
     connect_ray(num_workers=0, cpus_per_worker=0)
-    collector = DetectionCollector(config, split, rank=0)
-    records = ray.put(collector.dataset().table())
+    collector = DetectionCollector(dataset, rank=0)
+    records = ray.put(dataset.table())
     if scales is None:
-        return collector.evaluate(model, eval_stream(config, records, split), torch.device("cpu")), collector.summary
-    views = [eval_stream(view, records, split) for view in tta_configs(config, split, scales)]
+        return collector.evaluate(model, eval_stream(batch_recipe(config, split), records), torch.device("cpu")), collector.summary
+    views = [eval_stream(batch_recipe(view, split), records) for view in tta_configs(config, split, scales)]
     batches = ({"img": [b["img"] for b in view_batches], "img_metas": [b["img_metas"] for b in view_batches]}
                for view_batches in zip(*views))  # the views of the same images (the plan ignores the pipeline)
     return collector.evaluate(model, batches, torch.device("cpu")), collector.summary
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             args.out.write_text(json.dumps(metrics, indent=2) + "\n")
 
-    return run(body)
+    return report_user_errors(body)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_config_arguments, config_from_args, run
+from .cli import add_config_arguments, config_from_args
+from .errors import report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  MLflow:      mlflow ui --backend-store-uri {outcome.mlflow_uri}   (run {outcome.mlflow_run_id})",
         ]))
 
-    return run(body)
+    return report_user_errors(body)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from raydet.engine.checkpoint import load_checkpoint, save_checkpoint
-from raydet.engine.lr_schedule import LrConfig, build_lr_scheduler
-from raydet.engine.settings import MlflowSettings
+from raydet.config.schema import LrConfig
+from raydet.engine.lr_schedule import build_lr_scheduler
+from raydet.config.schema import MlflowSettings
 from raydet.engine.tracking import MlflowRun, flatten
 
 

@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from raydet.engine.lr_schedule import LrConfig, build_lr_scheduler
-from raydet.engine.optim import OptimizerConfig, build_optimizer
+from raydet.config.schema import LrConfig
+from raydet.engine.lr_schedule import build_lr_scheduler
+from raydet.config.schema import OptimizerConfig
+from raydet.optimizers import build_optimizer
 from raydet.registry import BuildError
 
 

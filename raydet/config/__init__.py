@@ -11,9 +11,9 @@ starts with ``+`` (``--set +a.b=1``), so typos do not pass silently; the new
 value must be of the same kind (number, text, bool, list, mapping) as the old
 one unless either is null.
 
-``python -m raydet.config CFG [--set ...] [--check]`` prints the resolved config
-(and with ``--check`` builds every buildable node); errors are one line on
-stderr and exit code 2.
+The typed plain sections are in ``raydet.config.schema``; ``raydet.builder``
+turns a config into objects; ``python -m raydet.check CFG [--set ...]``
+builds everything without training (``--print``: prints the resolved config).
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..errors import UserError
 from ..registry import nearest_names
 
 KeyPath = tuple[Any, ...]  # ("model", "neck", "type") or ("data", "train", "pipeline", 0)
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A problem in a user's config; the message says what, where and what to do."""
 
 

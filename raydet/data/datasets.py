@@ -14,7 +14,8 @@ from ..registry import DATASETS
 from .coco import read_coco
 from .problems import OnBadRecord, ProblemReport
 from .records import ReadResult, Record, records_to_table
-from .sample import Sample, load_sample
+from .decode import prepare_sample
+from .sample import Sample
 from .transforms import Compose, Transform
 from .voc import read_voc
 
@@ -59,7 +60,7 @@ class DetectionDataset:
 
     def prepare(self, index: int, rng: np.random.Generator, problems: ProblemReport | None = None) -> Sample:
         """Decode record ``index`` and run the pipeline (raises ``ImageError`` for a bad image)."""
-        return self.pipeline(load_sample(self.records[index], problems), rng)
+        return prepare_sample(self.records[index], self.pipeline, rng, problems)
 
     def summary(self) -> str:
         """``"300 images (12 without boxes), 1,234 boxes (5 ignored), 3 classes; no problems"``."""

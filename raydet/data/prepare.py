@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from ..cli import run
+from ..errors import report_user_errors
 from .neon_trees import prepare_neon_trees
 from .shapes import generate_shapes
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         _describe(written)
         print(f"{args.dataset} written to {args.out} in {time.perf_counter() - start:.1f} s")
 
-    return run(body)
+    return report_user_errors(body)
 
 
 if __name__ == "__main__":

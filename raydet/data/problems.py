@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..errors import UserError
+
 OnBadRecord = Literal["skip", "error"]
 
 PROBLEM_KINDS: dict[str, str] = {
@@ -31,7 +33,7 @@ PROBLEM_KINDS: dict[str, str] = {
 REPAIRED_KINDS = frozenset({"box_clipped", "size_mismatch"})
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Input data that cannot be used: the message names the file and where in it."""
 
 

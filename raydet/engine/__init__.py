@@ -2,4 +2,3 @@
 
 Only ``launcher`` and ``train_loop`` talk to Ray; the rest is plain PyTorch.
 """
-from . import optim  # noqa: F401  (registers the optimizers)

@@ -6,7 +6,6 @@ cannot run code.  The resolved config travels inside as YAML text, so
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,6 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclasses.dataclass
-class CheckpointSettings:
-    """The ``checkpoint_config`` section.
-
-    Args:
-        interval: save every N epochs (the last epoch is always saved).
-        max_keep_ckpts: how many checkpoints Ray Train keeps: the best by
-            ``evaluation.save_best`` (the most recent without ``data.val``), plus
-            always the latest (null: keep all).
-    """
-
-    interval: int = 1
-    max_keep_ckpts: int | None = 3
-
-    def __post_init__(self) -> None:
-        for name, value in (("interval", self.interval), ("max_keep_ckpts", self.max_keep_ckpts)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

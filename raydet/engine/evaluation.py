@@ -1,6 +1,6 @@
 """Distributed evaluation: every rank predicts its share of a split, rank 0 scores all of it.
 
-``raydet.data.ray_ingest.iter_eval_batches`` gives each worker a disjoint share
+``raydet.data.ray_stream.iter_eval_batches`` gives each worker a disjoint share
 of the split (every image exactly once overall).  Detections are gathered to
 rank 0 with ``torch.distributed.all_gather_object`` and scored by pycocotools
 against the split's ground truth: the annotation json itself for a
@@ -15,10 +15,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..builder import build_dataset
-from ..config import Config
 from ..data.coco_writer import detections_to_coco, records_to_coco
-from ..data.datasets import CocoDataset
+from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb, read_bytes
 from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
 from ..visualization import draw_detections, grid_png
@@ -51,38 +49,28 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.devic
 
 
 class DetectionCollector:
-    """Evaluates a model on ``data.<split>`` across all workers; rank 0 keeps the metrics and a few pictures.
+    """Evaluates a model on a val / test split across all workers; rank 0 keeps the metrics and a few pictures.
 
     Args:
-        config: the resolved config.
-        split: ``val`` or ``test``.
-        rank: this worker's rank; only rank 0 reads the ground truth.
-        num_pictures: images drawn with their detections for ``save_picture``.
+        dataset: the split (read on the driver); only rank 0 uses it, for the ground truth.
+        rank: this worker's rank.
+        num_pictures: images drawn with their detections for ``picture_png``.
     """
 
-    def __init__(self, config: Config, split: str, rank: int, num_pictures: int = 4):
-        self.config = config
-        self.split = split
+    def __init__(self, dataset: DetectionDataset, rank: int, num_pictures: int = 4):
+        self.dataset = dataset
         self.rank = rank
         self.num_pictures = num_pictures
         self.summary = ""
         self.pictured: list[tuple[dict, Detections]] = []  # (record, detections) of the latest evaluation
-        self._dataset = None
         self._coco_gt = None
-
-    def dataset(self):
-        """The split's dataset (annotations read once, here)."""
-        if self._dataset is None:
-            self._dataset = build_dataset(self.config, self.split)
-        return self._dataset
 
     def _ground_truth(self):
         if self._coco_gt is None:
-            self.dataset()
-            if isinstance(self._dataset, CocoDataset):
-                gt = json.loads(read_bytes(self._dataset.ann_file))
+            if isinstance(self.dataset, CocoDataset):
+                gt = json.loads(read_bytes(self.dataset.ann_file))
             else:
-                gt = records_to_coco(self._dataset.records, self._dataset.classes, self._dataset.cat_ids)
+                gt = records_to_coco(self.dataset.records, self.dataset.classes, self.dataset.cat_ids)
             self._coco_gt = coco_from_dict(gt)
         return self._coco_gt
 
@@ -92,7 +80,7 @@ class DetectionCollector:
         if self.rank != 0:
             return {}
         coco_gt = self._ground_truth()
-        dataset = self._dataset
+        dataset = self.dataset
         image_ids = [int(r["image_id"]) for r in dataset.records]
         results = detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], dataset.cat_ids)
         metrics, self.summary = coco_bbox_metrics(coco_gt, results, image_ids)
@@ -105,5 +93,5 @@ class DetectionCollector:
         """The latest evaluation's detections drawn on its first few images: one PNG's bytes."""
         return grid_png([draw_detections(load_rgb(record["path"]), torch.as_tensor(found["boxes"]),
                                          torch.as_tensor(found["labels"]), torch.as_tensor(found["scores"]),
-                                         self._dataset.classes)
+                                         self.dataset.classes)
                          for record, found in self.pictured])

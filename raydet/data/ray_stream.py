@@ -1,20 +1,15 @@
-"""The Ray edge of the data pipeline: records to Ray Train workers, decode + augment + collate as Ray Data tasks.
+"""The worker side of the Ray data edge: planned batches, decoded + augmented + collated by Ray Data tasks.
 
-On the driver::
-
-    datasets, data_config, summary = build_ray_datasets(config)       # reads + checks annotations, prints the summary
-    trainer = TorchTrainer(train_loop, train_loop_config={"config": config},
-                           datasets=datasets, dataset_config=data_config, ...)
-    mlflow.log_metrics(summary.metrics())                              # counts, problems per kind
-
+The driver hands Ray Train each split's records (``raydet.data.ray_datasets``)
+and each worker a ``BatchRecipe`` per split (``raydet.builder.batch_recipe``).
 In ``train_loop`` (every Ray Train worker)::
 
     for epoch in range(start_epoch, max_epochs):
-        batches = iter_train_batches(config, epoch)
+        batches = iter_train_batches(train_recipe, epoch)
         len(batches)                       # steps this epoch: equal on every worker, known before the first batch
         for batch in batches:              # a Batch (raydet.data.collate) of CPU tensors
             losses = model(**to_device(batch), return_loss=True)
-    for batch in iter_eval_batches(config, "val"):   # over all workers: every val image exactly once
+    for batch in iter_eval_batches(val_recipe, "val"):   # over all workers: every val image exactly once
         results = model(**to_device(batch), return_loss=False)
 
 How the guarantees hold.  Ray Data's ``streaming_split`` hands blocks to
@@ -50,12 +45,12 @@ Ray Data does the work:
 
 Same seed, same world size -> the same batches in the same order, with the
 same augmentations, run after run.  Each epoch's stream depends on nothing
-but ``(config, epoch)``, so a run resumed at epoch ``k`` sees what the
+but ``(recipe, records, epoch)``, so a run resumed at epoch ``k`` sees what the
 original run saw from epoch ``k`` on.
 
 Test-time augmentation: evaluation order depends only on the records and the
-world size, so ``zip`` of ``eval_stream``s whose configs differ only in the
-test pipeline (scale, ``RandomFlip`` with ``flip_ratio: 1.0``) gives the
+world size, so ``zip`` of ``eval_stream``s whose recipes differ only in the
+pipeline (scale, ``RandomFlip`` with ``flip_ratio: 1.0``) gives the
 views of the same images, batch by batch, for ``aug_test``.
 """
 from __future__ import annotations
@@ -65,7 +60,6 @@ import json
 import logging
 import uuid
 import weakref
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -76,111 +70,21 @@ import ray.train
 from ray.data.block import BlockAccessor
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ..builder import build_dataset, build_pipeline, data_section, seed_of
-from ..config import Config
-from .collate import Batch, collate, pack_batch, unpack_batch
-from .image_io import ImageError
+from .collate import Batch, pack_batch, unpack_batch
+from .decode import BatchRecipe, decode_planned_batch
 from .problems import DataError, ProblemReport
-from .records import record_at
-from .sample import load_sample
-from .section import DataSection
-from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch, train_steps_per_epoch
+from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch
 from .transforms import Compose
 
 logger = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------- driver
-
-
-@dataclass
-class SplitSummary:
-    """What was read for one split: counts, classes, problems."""
-
-    split: str
-    dataset_type: str
-    ann_file: str
-    description: str
-    num_images: int
-    classes: list[str]
-    cat_ids: list[int]
-    group_sizes: list[int]
-    problems: ProblemReport
-
-
-@dataclass
-class DataSummary:
-    """Returned by ``build_ray_datasets``: printed once at the start, loggable as metrics."""
-
-    splits: dict[str, SplitSummary] = field(default_factory=dict)
-    samples_per_gpu: int = 2
-
-    def lines(self) -> list[str]:
-        lines = []
-        for s in self.splits.values():
-            lines.append(f"data.{s.split}: {s.dataset_type} {s.ann_file}: {s.description}")
-            lines.extend(f"    {line}" for line in s.problems.lines())
-        return lines
-
-    def metrics(self) -> dict[str, int]:
-        """Flat counts: ``data/train/images``, ``data/train/problems/invalid_box``, …"""
-        metrics = {}
-        for s in self.splits.values():
-            metrics[f"data/{s.split}/images"] = s.num_images
-            metrics.update({f"data/{s.split}/problems/{kind}": n for kind, n in s.problems.counts.items()})
-        return metrics
-
-    def train_steps_per_epoch(self, world_size: int) -> int:
-        """Batches per worker per epoch with ``world_size`` workers (what ``len(iter_train_batches(...))`` will be)."""
-        groups = np.repeat(np.arange(len(self.splits["train"].group_sizes)), self.splits["train"].group_sizes)
-        return train_steps_per_epoch(groups, self.samples_per_gpu, world_size)
-
-
-def build_ray_datasets(config: Config, splits: tuple[str, ...] = ("train", "val"), verbose: bool = True,
-                       ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig, DataSummary]:
-    """Read each split's annotations on the driver and wrap its records for ``TorchTrainer``.
-
-    Args:
-        config: the resolved config (its ``data`` section).
-        splits: the splits to build; ones the config lacks are left out.
-        verbose: print the summary (one line per split, then each problem kind
-            with examples).
-
-    Returns:
-        ``datasets`` (split name -> Ray Dataset of records, one row per image) and
-        ``data_config`` for ``TorchTrainer(datasets=..., dataset_config=...)``,
-        and the ``DataSummary``.
-
-    Raises:
-        ConfigError, DataError: a bad config, or bad data under ``on_bad_record: error``.
-    """
-    section = data_section(config)
-    datasets, summary = {}, DataSummary(samples_per_gpu=section.samples_per_gpu)
-    for split in splits:
-        if section.split(split) is None:
-            continue
-        dataset = build_dataset(config, split)
-        table = dataset.table()
-        datasets[split] = ray.data.from_arrow(table)
-        groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
-        summary.splits[split] = SplitSummary(
-            split=split, dataset_type=type(dataset).__name__, ann_file=dataset.ann_file, description=dataset.summary(),
-            num_images=len(dataset), classes=dataset.classes, cat_ids=dataset.cat_ids,
-            group_sizes=np.bincount(groups, minlength=2).tolist(), problems=dataset.problems,
-        )
-    if verbose:
-        print("\n".join(summary.lines()), flush=True)
-    return datasets, ray.train.DataConfig(datasets_to_split=[]), summary
-
-
-# --------------------------------------------------------------------------- worker
 
 _RECORDS_OF_SHARD: "weakref.WeakKeyDictionary[object, ray.ObjectRef]" = weakref.WeakKeyDictionary()
 
 
 def _shard_records(split: str) -> ray.ObjectRef:
     """This worker's copy of a split's records table, fetched once per run and kept in the object store."""
-    shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets(config, splits) lacked it
+    shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets was not given the split
     if shard not in _RECORDS_OF_SHARD:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "Running Dataset" banner in the training log
         table = pa.concat_tables(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
@@ -188,16 +92,16 @@ def _shard_records(split: str) -> ray.ObjectRef:
     return _RECORDS_OF_SHARD[shard]
 
 
-def iter_train_batches(config: Config, epoch: int) -> "BatchStream":
+def iter_train_batches(recipe: BatchRecipe, epoch: int) -> "BatchStream":
     """In a Ray Train worker: this worker's training batches for ``epoch`` (see the module docstring)."""
     context = ray.train.get_context()
-    return train_stream(config, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size())
+    return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size())
 
 
-def iter_eval_batches(config: Config, split: str = "val") -> "BatchStream":
+def iter_eval_batches(recipe: BatchRecipe, split: str = "val") -> "BatchStream":
     """In a Ray Train worker: this worker's share of ``split``; over all workers every image exactly once."""
     context = ray.train.get_context()
-    return eval_stream(config, _shard_records(split), split, context.get_world_rank(), context.get_world_size())
+    return eval_stream(recipe, _shard_records(split), context.get_world_rank(), context.get_world_size())
 
 
 def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]:
@@ -206,26 +110,24 @@ def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]
     return records, ray.get(records)
 
 
-def train_stream(config: Config, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
+def train_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
                  world_size: int = 1) -> "BatchStream":
     """Rank ``rank``'s training batches for ``epoch`` (also usable outside Ray Train, e.g. in a benchmark)."""
-    section = data_section(config)
     records_ref, table = _as_ref(records)
     groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
-    seed = seed_of(config)
-    plan = plan_train_epoch(groups, section.samples_per_gpu, world_size, seed, epoch)
-    seeds = augment_seeds(seed, epoch, plan.shape)
-    return BatchStream(records_ref, plan[rank], seeds[rank], build_pipeline(config, "train"), section, with_gt=True)
+    plan = plan_train_epoch(groups, recipe.data.samples_per_gpu, world_size, recipe.seed, epoch)
+    seeds = augment_seeds(recipe.seed, epoch, plan.shape)
+    return BatchStream(records_ref, plan[rank], seeds[rank], recipe, with_gt=True)
 
 
-def eval_stream(config: Config, records: pa.Table | ray.ObjectRef, split: str = "val", rank: int = 0,
+def eval_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, rank: int = 0,
                 world_size: int = 1) -> "BatchStream":
-    """Rank ``rank``'s share of ``split`` (also usable outside Ray Train)."""
-    section = data_section(config)
+    """Rank ``rank``'s share of a val / test split's ``records`` (also usable outside Ray Train)."""
     records_ref, table = _as_ref(records)
-    plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), section.eval_samples_per_gpu, world_size)[rank]
-    seeds = augment_seeds(seed_of(config), 0, plan.shape)
-    return BatchStream(records_ref, plan, seeds, build_pipeline(config, split), section, with_gt=False)
+    plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), recipe.data.eval_samples_per_gpu,
+                     world_size)[rank]
+    seeds = augment_seeds(recipe.seed, 0, plan.shape)
+    return BatchStream(records_ref, plan, seeds, recipe, with_gt=False)
 
 
 @ray.remote(num_cpus=0)
@@ -288,8 +190,7 @@ class BatchStream:
         records_ref: the records table in the object store.
         plan: ``[steps, batch_size]`` record indices (``-1`` = empty slot).
         seeds: ``[steps, batch_size]`` augmentation seeds.
-        pipeline: transforms after decoding.
-        section: the ``data`` section (padding multiple, decode resources).
+        recipe: the split's pipeline, ``data`` section (padding multiple, decode resources) and seed.
         with_gt: include ``gt_bboxes`` / ``gt_labels`` (training) or not (evaluation).
 
     Attributes:
@@ -298,13 +199,12 @@ class BatchStream:
             image of theirs was unusable.
     """
 
-    def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, pipeline: Compose,
-                 section: DataSection, with_gt: bool):
+    def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, recipe: BatchRecipe,
+                 with_gt: bool):
         self.records_ref = records_ref
         self.plan = plan
         self.seeds = seeds
-        self.pipeline = pipeline
-        self.section = section
+        self.recipe = recipe
         self.with_gt = with_gt
         self.problems = ProblemReport()
         self.repeated_batches = 0
@@ -314,12 +214,12 @@ class BatchStream:
 
     def dataset(self) -> ray.data.Dataset:
         """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
-        tasks = max(1, -(-len(self.plan) // self.section.batches_per_task))
+        data = self.recipe.data
+        tasks = max(1, -(-len(self.plan) // data.batches_per_task))
         dataset = ray.data.range(len(self.plan), override_num_blocks=tasks).map_batches(
-            _decode_planned_batches, batch_size=1, num_cpus=self.section.decode_num_cpus,
-            concurrency=self.section.decode_concurrency,
-            fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds, "pipeline": self.pipeline,
-                       "size_divisor": self.section.size_divisor, "with_gt": self.with_gt},
+            _decode_planned_batches, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
+            fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
+                       "pipeline": self.recipe.pipeline, "size_divisor": data.size_divisor, "with_gt": self.with_gt},
         )
         context = dataset.context
         context.execution_options.preserve_order = True
@@ -371,18 +271,9 @@ class BatchStream:
 def _decode_planned_batches(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray,
                             seeds: np.ndarray, pipeline: Compose, size_divisor: int, with_gt: bool) -> dict[str, np.ndarray]:
     """Ray Data task body: planned step -> one packed, collated batch (bad images skipped and listed)."""
-    records = ray.get(records_ref)
     (step,) = rows["id"]
-    samples, problems = [], ProblemReport()
-    for index, seed in zip(plan[step], seeds[step]):
-        if index < 0:
-            continue
-        record = record_at(records, int(index))
-        try:
-            samples.append(pipeline(load_sample(record, problems), np.random.default_rng(int(seed))))
-        except ImageError as err:
-            problems.add(err.kind, f"image {record['image_id']}", str(err))
-    packed = pack_batch(collate(samples, size_divisor, with_gt))
+    batch, problems = decode_planned_batch(ray.get(records_ref), plan[step], seeds[step], pipeline, size_divisor, with_gt)
+    packed = pack_batch(batch)
     packed["step"] = np.int64(step)
     packed["problems"] = np.array(json.dumps(problems.to_dict()))
     return {key: np.expand_dims(value, 0) for key, value in packed.items()}

@@ -10,7 +10,7 @@ import ray
 import torch
 
 from conftest import shapes_config
-from raydet.builder import build_dataset
+from raydet.builder import batch_recipe, build_dataset, build_datasets, data_section
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
 
 
@@ -26,18 +26,19 @@ def shapes_records(ray_session, shapes_dir):
 
 @pytest.mark.timeout(180)
 def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shapes_records):
-    from raydet.data.ray_ingest import train_stream
+    from raydet.data.ray_stream import train_stream
 
     config, records = shapes_records
-    stream = train_stream(config, records, epoch=0)
-    first, again = list(stream), list(train_stream(config, records, epoch=0))
+    recipe = batch_recipe(config, "train")
+    stream = train_stream(recipe, records, epoch=0)
+    first, again = list(stream), list(train_stream(recipe, records, epoch=0))
     table = ray.get(records)
     groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
     assert len(first) == len(stream) == train_steps_per_epoch(groups, 4, 1)
     assert stream_ids(first) == stream_ids(again)
     for a, b in zip(first, again):
         assert torch.equal(a["img"], b["img"]) and a["img_metas"] == b["img_metas"]  # same augmentations too
-    next_epoch = stream_ids(train_stream(config, records, epoch=1))
+    next_epoch = stream_ids(train_stream(recipe, records, epoch=1))
     assert next_epoch != stream_ids(first)
     assert set(sum(next_epoch, [])) == set(sum(stream_ids(first), [])) == set(range(1, 17))  # every image, each epoch
     for batch in first:
@@ -49,13 +50,13 @@ def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shape
 
 @pytest.mark.timeout(180)
 def test_eval_stream_shares_out_every_image_exactly_once(ray_session, shapes_dir):
-    from raydet.data.ray_ingest import eval_stream
+    from raydet.data.ray_stream import eval_stream
 
     config = shapes_config(shapes_dir)
     records = ray_session.put(build_dataset(config, "val").table())
     seen = []
     for rank in range(4):
-        batches = list(eval_stream(config, records, "val", rank, world_size=4))
+        batches = list(eval_stream(batch_recipe(config, "val"), records, rank, world_size=4))
         assert all(set(batch) == {"img", "img_metas"} for batch in batches)
         seen += sum(stream_ids(batches), [])
     assert sorted(seen) == list(range(1, 7))
@@ -65,14 +66,14 @@ def test_eval_stream_shares_out_every_image_exactly_once(ray_session, shapes_dir
 @pytest.mark.timeout(180)
 def test_corrupt_image_mid_epoch_is_skipped_with_a_warning_and_the_step_count_holds(ray_session, shapes_dir, tmp_path,
                                                                                    per_gpu, caplog):
-    from raydet.data.ray_ingest import train_stream
+    from raydet.data.ray_stream import train_stream
 
     data = tmp_path / "shapes"
     shutil.copytree(shapes_dir, data)
     (data / "images/train_000004.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # image id 5, not decodable
     config = shapes_config(data, f"data.samples_per_gpu={per_gpu}")
-    stream = train_stream(config, build_dataset(config, "train").table(), epoch=0)
-    with caplog.at_level(logging.WARNING, logger="raydet.data.ray_ingest"):
+    stream = train_stream(batch_recipe(config, "train"), build_dataset(config, "train").table(), epoch=0)
+    with caplog.at_level(logging.WARNING, logger="raydet.data.ray_stream"):
         batches = list(stream)
     assert len(batches) == len(stream)
     ids = sum(stream_ids(batches), [])
@@ -89,18 +90,19 @@ def test_corrupt_image_mid_epoch_is_skipped_with_a_warning_and_the_step_count_ho
 
 @pytest.mark.timeout(120)
 def test_an_error_inside_the_decode_tasks_reaches_the_training_loop(ray_session, shapes_dir):
-    from raydet.data.ray_ingest import train_stream
+    from raydet.data.ray_stream import train_stream
 
     config = shapes_config(shapes_dir, "data.train.pipeline.3={type: Pad, size_divisor: null, size: [16, 16]}")
     with pytest.raises(Exception, match="smaller than the"):
-        list(train_stream(config, build_dataset(config, "train").table(), epoch=0))
+        list(train_stream(batch_recipe(config, "train"), build_dataset(config, "train").table(), epoch=0))
 
 
 @pytest.mark.timeout(120)
 def test_build_ray_datasets_returns_records_unsplit_and_a_summary(ray_session, shapes_dir, capsys):
-    from raydet.data.ray_ingest import build_ray_datasets
+    from raydet.data.ray_datasets import build_ray_datasets
 
-    datasets, data_config, summary = build_ray_datasets(shapes_config(shapes_dir))
+    config = shapes_config(shapes_dir)
+    datasets, data_config, summary = build_ray_datasets(build_datasets(config), data_section(config).samples_per_gpu)
     assert set(datasets) == {"train", "val"} and datasets["train"].count() == 16
     assert data_config._datasets_to_split == []
     assert "data.train: CocoDataset" in capsys.readouterr().out
@@ -116,30 +118,31 @@ def test_two_torch_trainer_workers_get_equal_reshuffled_shares_and_see_val_once(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raydet.data.ray_ingest import build_ray_datasets
+    from raydet.data.ray_datasets import build_ray_datasets
 
     def train_loop(loop_config):  # defined here: Ray pickles it by value (workers cannot import test modules)
         import ray.train
 
-        from raydet.data.ray_ingest import iter_eval_batches, iter_train_batches
+        from raydet.data.ray_stream import iter_eval_batches, iter_train_batches
 
         def ids(batches):
             return [[m["image_id"] for m in batch["img_metas"]] for batch in batches]
 
-        config, out = loop_config["config"], loop_config["out"]
+        recipes, out = loop_config["recipes"], loop_config["out"]
         seen = {"steps": [], "epochs": []}
         for epoch in range(2):
-            batches = iter_train_batches(config, epoch)
+            batches = iter_train_batches(recipes["train"], epoch)
             seen["steps"].append(len(batches))
             seen["epochs"].append(ids(batches))
-        seen["val"] = sum(ids(iter_eval_batches(config, "val")), [])
+        seen["val"] = sum(ids(iter_eval_batches(recipes["val"], "val")), [])
         with open(f"{out}/rank{ray.train.get_context().get_world_rank()}.json", "w") as stream:
             json.dump(seen, stream)
 
     config = shapes_config(shapes_dir, "data.samples_per_gpu=3")
-    datasets, data_config, summary = build_ray_datasets(config, verbose=False)
+    datasets, data_config, summary = build_ray_datasets(build_datasets(config), 3, verbose=False)
+    recipes = {split: batch_recipe(config, split) for split in ("train", "val")}
     trainer = TorchTrainer(
-        train_loop, train_loop_config={"config": config, "out": str(tmp_path)},
+        train_loop, train_loop_config={"recipes": recipes, "out": str(tmp_path)},
         datasets=datasets, dataset_config=data_config,
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="sharding"),

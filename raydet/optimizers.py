@@ -7,51 +7,16 @@ gradient accumulation, mixed precision and parameter-wise weight decay.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from ..registry import OPTIMIZERS, BuildError
+from .config.schema import OptimizerConfig
+from .registry import OPTIMIZERS, BuildError
 
 for _optimizer in (torch.optim.SGD, torch.optim.AdamW, torch.optim.Adam):
     OPTIMIZERS.register()(_optimizer)
 
 _NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm,
                 torch.nn.modules.instancenorm._InstanceNorm)
-
-
-@dataclasses.dataclass
-class GradClip:
-    """``torch.nn.utils.clip_grad_norm_`` settings."""
-
-    max_norm: float
-    norm_type: float = 2.0
-
-
-@dataclasses.dataclass
-class OptimizerConfig:
-    """The ``optimizer_config`` section.
-
-    Args:
-        grad_clip: clip the global gradient norm before each step (null: no clipping).
-        accumulate: gradient accumulation — step the optimizer every N batches.
-        amp: mixed precision (``torch.autocast`` + ``GradScaler``) when training on GPU;
-            ignored on CPU.
-        norm_decay_mult: weight-decay multiplier for norm-layer weights and biases (null: 1).
-        bias_decay_mult: weight-decay multiplier for all other biases (null: 1).
-    """
-
-    grad_clip: dict | None = None
-    accumulate: int = 1
-    amp: bool = True
-    norm_decay_mult: float | None = None
-    bias_decay_mult: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.accumulate < 1:
-            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
-        if self.grad_clip is not None:
-            self.grad_clip = GradClip(**self.grad_clip)  # type: ignore[arg-type]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, norm_decay_mult: float | None,

@@ -1,0 +1,61 @@
+"""Decoding, Ray-free: a record -> an augmented ``Sample``; a planned batch -> a collated ``Batch``.
+
+The one place where images are read, decoded and transformed, shared by
+``DetectionDataset.prepare`` (one image at a time, e.g. in a DataLoader) and
+the Ray Data tasks of ``raydet.data.ray_stream`` (one planned batch at a time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..config.schema import DataSection
+from .collate import Batch, collate
+from .image_io import ImageError
+from .problems import ProblemReport
+from .records import Record, record_at
+from .sample import Sample, load_sample
+from .transforms import Compose
+
+
+@dataclass(frozen=True)
+class BatchRecipe:
+    """How one split's planned batches become ``Batch``es; built from the config by ``raydet.builder.batch_recipe``.
+
+    Attributes:
+        pipeline: the split's transforms after decoding.
+        data: the ``data:`` section (batch sizes, padding multiple, decode resources).
+        seed: the config's seed (with epoch and slot it seeds each image's augmentation).
+    """
+
+    pipeline: Compose
+    data: DataSection
+    seed: int
+
+
+def prepare_sample(record: Record, pipeline: Compose, rng: np.random.Generator,
+                   problems: ProblemReport | None = None) -> Sample:
+    """Read and decode ``record``'s image and run ``pipeline`` on it (raises ``ImageError`` for a bad image)."""
+    return pipeline(load_sample(record, problems), rng)
+
+
+def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarray, pipeline: Compose,
+                         size_divisor: int, with_gt: bool) -> tuple[Batch, ProblemReport]:
+    """One planned batch: the records at ``indices`` (``[B]``, ``-1`` = empty slot), each augmented with
+    ``numpy.random.default_rng(seeds[i])``, collated and padded to a multiple of ``size_divisor``.
+
+    A corrupt or missing image is left out of the batch and reported in the returned ``ProblemReport``
+    (the batch then holds fewer images; it may hold none).
+    """
+    samples, problems = [], ProblemReport()
+    for index, seed in zip(indices, seeds):
+        if index < 0:
+            continue
+        record = record_at(records, int(index))
+        try:
+            samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems))
+        except ImageError as err:
+            problems.add(err.kind, f"image {record['image_id']}", str(err))
+    return collate(samples, size_divisor, with_gt), problems

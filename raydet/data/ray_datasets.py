@@ -1,0 +1,98 @@
+"""The driver side of the Ray data edge: each split's records as a Ray Dataset for ``TorchTrainer``.
+
+::
+
+    datasets = raydet.builder.build_datasets(config)                   # reads + checks annotations
+    ray_datasets, data_config, summary = build_ray_datasets(datasets, samples_per_gpu)
+    trainer = TorchTrainer(train_loop, datasets=ray_datasets, dataset_config=data_config, ...)
+    mlflow.log_metrics(summary.metrics())                              # counts, problems per kind
+
+The records (a small ``pyarrow`` table: paths and boxes, no pixels) are given
+to Ray Train unsplit (``DataConfig(datasets_to_split=[])``): every worker sees
+all of them and plans its own batches (``raydet.data.ray_stream`` says why).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+import ray.data
+import ray.train
+
+from .datasets import DetectionDataset
+from .problems import ProblemReport
+from .sampling import aspect_groups, train_steps_per_epoch
+
+
+@dataclass
+class SplitSummary:
+    """What was read for one split: counts, classes, problems."""
+
+    split: str
+    dataset_type: str
+    ann_file: str
+    description: str
+    num_images: int
+    classes: list[str]
+    cat_ids: list[int]
+    group_sizes: list[int]
+    problems: ProblemReport
+
+
+@dataclass
+class DataSummary:
+    """Returned by ``build_ray_datasets``: printed once at the start, loggable as metrics."""
+
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    samples_per_gpu: int = 2
+
+    def lines(self) -> list[str]:
+        lines = []
+        for s in self.splits.values():
+            lines.append(f"data.{s.split}: {s.dataset_type} {s.ann_file}: {s.description}")
+            lines.extend(f"    {line}" for line in s.problems.lines())
+        return lines
+
+    def metrics(self) -> dict[str, int]:
+        """Flat counts: ``data/train/images``, ``data/train/problems/invalid_box``, …"""
+        metrics = {}
+        for s in self.splits.values():
+            metrics[f"data/{s.split}/images"] = s.num_images
+            metrics.update({f"data/{s.split}/problems/{kind}": n for kind, n in s.problems.counts.items()})
+        return metrics
+
+    def train_steps_per_epoch(self, world_size: int) -> int:
+        """Batches per worker per epoch with ``world_size`` workers (what ``len(iter_train_batches(...))`` will be)."""
+        groups = np.repeat(np.arange(len(self.splits["train"].group_sizes)), self.splits["train"].group_sizes)
+        return train_steps_per_epoch(groups, self.samples_per_gpu, world_size)
+
+
+def build_ray_datasets(datasets: dict[str, DetectionDataset], samples_per_gpu: int, verbose: bool = True,
+                       ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig, DataSummary]:
+    """Wrap each split's records (read on the driver by ``raydet.builder.build_datasets``) for ``TorchTrainer``.
+
+    Args:
+        datasets: split name -> its dataset.
+        samples_per_gpu: training images per batch on each worker (for the summary's step counts).
+        verbose: print the summary (one line per split, then each problem kind
+            with examples).
+
+    Returns:
+        ``ray_datasets`` (split name -> Ray Dataset of records, one row per image),
+        ``data_config`` for ``TorchTrainer(datasets=..., dataset_config=...)``,
+        and the ``DataSummary``.
+    """
+    ray_datasets, summary = {}, DataSummary(samples_per_gpu=samples_per_gpu)
+    for split, dataset in datasets.items():
+        table = dataset.table()
+        ray_datasets[split] = ray.data.from_arrow(table)
+        groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
+        summary.splits[split] = SplitSummary(
+            split=split, dataset_type=type(dataset).__name__, ann_file=dataset.ann_file, description=dataset.summary(),
+            num_images=len(dataset), classes=dataset.classes, cat_ids=dataset.cat_ids,
+            group_sizes=np.bincount(groups, minlength=2).tolist(), problems=dataset.problems,
+        )
+    if verbose:
+        print("\n".join(summary.lines()), flush=True)
+    return ray_datasets, ray.train.DataConfig(datasets_to_split=[]), summary

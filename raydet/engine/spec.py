@@ -1,0 +1,50 @@
+"""What a training worker receives: built objects and typed settings, never the config itself.
+
+The launcher builds a ``TrainingSpec`` on the driver (through ``raydet.builder``,
+the only reader of a ``Config``) and Ray Train ships it to every worker.  The
+model and the optimizer are built on each worker — after seeding, so every
+replica starts from the same weights — by the two factories it carries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config.schema import (CheckpointSettings, EvaluationSettings, LogSettings, LrConfig, OptimizerConfig,
+                             RunnerSettings)
+from ..data.datasets import DetectionDataset
+from ..data.decode import BatchRecipe
+
+
+@dataclass
+class TrainingSpec:
+    """Everything ``train_loop_per_worker`` needs.
+
+    Attributes:
+        config_yaml: the resolved config, saved in every checkpoint (``raydet.test`` rebuilds the model from it).
+        seed: the config's seed.
+        runner / evaluation / checkpointing / logging / optim / lr: the config's plain sections.
+        num_pictures: val images drawn with their detections into ``predictions.png``.
+        train: how the training split's planned batches are decoded.
+        val: the same for ``data.val`` (None: no evaluation).
+        val_dataset: ``data.val`` as read on the driver: rank 0's ground truth.
+        build_model: ``() -> detector`` (not wrapped, weights not loaded).
+        build_optimizer: ``model -> optimizer`` over its trainable parameters.
+    """
+
+    config_yaml: str
+    seed: int
+    runner: RunnerSettings
+    evaluation: EvaluationSettings
+    checkpointing: CheckpointSettings
+    logging: LogSettings
+    optim: OptimizerConfig
+    lr: LrConfig
+    num_pictures: int
+    train: BatchRecipe
+    val: BatchRecipe | None
+    val_dataset: DetectionDataset | None
+    build_model: Callable[[], torch.nn.Module]
+    build_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]

@@ -1,0 +1,117 @@
+"""The one-way architecture of DESIGN.md, checked on the source: no import cycles between raydet's
+units, model code without Ray, data and models below the builder, the builder below the engine."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+PACKAGE = REPO / "raydet"
+pytestmark = pytest.mark.timeout(60)
+
+
+def module_name(path: Path) -> str:
+    """``raydet/data/coco.py`` -> ``raydet.data.coco``; a package's ``__init__.py`` is the package."""
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at module level or inside functions, as absolute names."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.add(prefix)
+            found.update(f"{prefix}.{alias.name}" for alias in node.names)  # `from . import data`
+    return found
+
+
+def unit(module: str) -> str | None:
+    """raydet's unit of a module: its subpackage (``data``) or top-level module (``builder``)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "raydet" and len(parts) > 1 else None
+
+
+def is_unit(name: str) -> bool:
+    return (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file()
+
+
+def unit_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        source = unit(module_name(path))
+        if source is None:
+            continue
+        targets = {unit(m) for m in imported_modules(path)}
+        graph.setdefault(source, set()).update(t for t in targets if t and t != source and is_unit(t))
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or None."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [node, target] if target in path else [node, target]
+            if target not in state and (cycle := visit(target, path + [node])):
+                return cycle
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles_between_raydet_units():
+    graph = unit_graph()
+    assert {"builder", "config", "data", "engine", "models"} <= set(graph)  # the graph was read
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def importers(prefixes: tuple[str, ...], under: Path) -> list[str]:
+    """Files under ``under`` (a folder or one file) that import a module starting with one of ``prefixes``."""
+    paths = [under] if under.is_file() else under.rglob("*.py")
+    return sorted(str(path.relative_to(REPO)) for path in paths
+                  if any(m == p or m.startswith(p + ".") for m in imported_modules(path) for p in prefixes))
+
+
+def test_model_code_never_imports_ray():
+    assert importers(("ray",), PACKAGE / "models") == []
+
+
+def test_ray_free_modules_stay_ray_free():
+    for name in ("data/decode.py", "engine/trainer.py", "builder.py", "config/schema.py"):
+        assert (PACKAGE / name).is_file(), name
+        assert importers(("ray",), PACKAGE / name) == [], name
+
+
+def test_data_and_models_never_reach_up_to_the_builder_engine_or_command_lines():
+    upper = ("raydet.builder", "raydet.engine", "raydet.cli", "raydet.check", "raydet.train", "raydet.test")
+    assert importers(upper, PACKAGE / "data") == []
+    assert importers(upper, PACKAGE / "models") == []
+
+
+def test_the_builder_never_imports_the_engine():
+    assert importers(("raydet.engine",), PACKAGE / "builder.py") == []
