@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import coco_json, write_png
+from data_helpers import coco_json, write_png
 from helpers import run_cli, write
 from raydet.data import CocoDataset, VOCDataset
 from raydet.data.problems import DataError

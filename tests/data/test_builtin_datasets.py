@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import NEON, needs_neon
+from data_helpers import NEON, needs_neon
 from helpers import run_cli
 from raydet.data import CocoDataset
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import jpeg_with_orientation, write_png
+from data_helpers import jpeg_with_orientation, write_png
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
 from raydet.data.sample import Sample
 from raydet.data.transforms import (Compose, Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from raydet.builder import build_model
 from raydet.config import load_config
