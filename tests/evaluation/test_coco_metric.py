@@ -28,7 +28,11 @@ def test_perfect_detections_score_one(gt):
     assert set(metrics) == set(METRIC_NAMES)
     assert metrics["bbox_mAP"] == metrics["bbox_mAP_50"] == metrics["bbox_mAP_75"] == 1.0
     assert metrics["bbox_mAP_s"] == -1.0  # no small objects in the ground truth
-    assert "Average Precision" in summary
+    assert metrics["bbox_mAP_m"] == metrics["bbox_mAP_l"] == 1.0
+    # pycocotools' 12 summary lines, the first six the metrics in METRIC_NAMES' order
+    lines = summary.splitlines()
+    assert len(lines) == 12 and all(line.startswith((" Average Precision", " Average Recall")) for line in lines)
+    assert [float(line.rsplit("= ", 1)[1]) for line in lines[:6]] == [metrics[name] for name in METRIC_NAMES]
 
 
 def test_a_missed_image_lowers_recall(gt):
