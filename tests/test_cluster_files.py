@@ -1,15 +1,23 @@
 """The cluster files are valid for the tools that read them, and launch commands raydet accepts."""
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from helpers import REPO
 from raydet.builder import check_config
 from raydet.config import load_config
 from raydet.train import build_parser
+
+
+def project_requirements() -> dict[str, str]:
+    """``{name: requirement as written}`` of raydet's runtime dependencies in pyproject.toml."""
+    block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M)[1]
+    return {Requirement(text).name: text for text in re.findall(r'"([^"]+)"', block)}
 
 
 @pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
@@ -18,7 +26,13 @@ def test_cluster_launcher_files_pass_rays_own_validation(name):
 
     config = yaml.safe_load((REPO / "cluster" / name).read_text())
     validate_config(prepare_config(config))  # raises jsonschema.ValidationError on a bad file
-    assert any("raydet" in c or "pycocotools" in c for c in config["setup_commands"])
+    # the nodes run the Ray image pyproject.toml allows, and install the rest of raydet's dependencies as pinned there
+    requirements = project_requirements()
+    image_version = re.fullmatch(r"rayproject/ray:([\d.]+)-py\d+-gpu", config["docker"]["image"])[1]
+    assert Requirement(requirements.pop("ray")).specifier.contains(image_version)
+    requirements.pop("numpy")  # in the Ray image
+    installed = " ".join(config["setup_commands"])
+    assert [name for name, text in requirements.items() if f'"{text}"' not in installed] == []
 
 
 def test_kuberay_job_runs_a_raydet_command_that_checks():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import coco_json, write_png
+from data_helpers import coco_json, write_png
 from helpers import run_cli, write
 from raydet.data import CocoDataset, VOCDataset
 from raydet.data.problems import DataError
@@ -34,6 +34,17 @@ CASES = {
     "empty_image": (lambda p: [_image(p), {**_image(p, "z.png", id=2), "height": 0}], [_ann()], {1: 1}),
     "malformed_file": (lambda p: [_image(p), {"id": "two", "file_name": "b.png"}], [_ann()], {1: 1}),
 }
+# where each case's bad records are, as every example of the report names them after the file
+WHERE = {
+    "invalid_box": ["annotations[0] (id 1, image 1)", "annotations[1] (id 2, image 1)"],
+    "box_outside_image": ["annotations[0] (id 1, image 1)"],
+    "unknown_category": ["annotations[0] (id 1, image 1)"],
+    "unknown_image": ["annotations[0] (id 1, image 99)"],
+    "duplicate_image_id": ["images[1] (id 1)"],
+    "missing_image": ["image 2"],
+    "empty_image": ["images[1] (id 2)"],
+    "malformed_file": ["images[1]"],
+}
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -42,8 +53,9 @@ def test_each_bad_record_kind_is_skipped_counted_and_named(tmp_path, kind):
     images, annotations, survivors = CASES[kind]
     dataset = _read(tmp_path, images(tmp_path), annotations)
     assert {r["image_id"]: len(r["boxes"]) for r in dataset.records} == survivors
-    assert dataset.problems.counts.get(kind, 0) >= 1, dataset.problems
-    assert all(f"{tmp_path / 'ann.json'}" in example for example in dataset.problems.examples[kind])
+    assert dataset.problems.counts == {kind: len(WHERE[kind])}, dataset.problems  # each bad record, no other kind
+    examples = dataset.problems.examples[kind]
+    assert [example.split(": ")[:2] for example in examples] == [[str(tmp_path / "ann.json"), where] for where in WHERE[kind]]
     with pytest.raises(DataError, match=kind):
         _read(tmp_path, images(tmp_path), annotations, policy="error")
 

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import NEON, needs_neon
+from data_helpers import NEON, needs_neon
 from helpers import run_cli
 from raydet.data import CocoDataset
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts
@@ -28,8 +28,9 @@ def test_shapes_are_varied_valid_and_reproducible(shapes_dir, tmp_path):
     assert sides.min() >= 12 and sides.max() > 80 and set(labels.tolist()) == {0, 1, 2}
     aspect = sides[:, 0] / sides[:, 1]
     assert aspect.min() < 0.75 and aspect.max() > 1.33
-    sample = train.prepare(0, np.random.default_rng(0))
-    assert sample.img.shape[-2:] == sample.ori_shape
+    for index, record in enumerate(train.records):  # the images are the sizes the annotations say
+        sample = train.prepare(index, np.random.default_rng(0))
+        assert tuple(sample.img.shape) == (3, record["height"], record["width"]), record["path"]
     again = generate_shapes(tmp_path, seed=0, num_train=16, num_val=6)
     assert json.loads(again["train"].read_text())["annotations"] == \
         json.loads((shapes_dir / "annotations/train.json").read_text())["annotations"]

@@ -37,7 +37,9 @@ def test_collate_pads_to_a_multiple_of_32_and_keeps_per_image_lists():
     first, second, third = batch["img_metas"]
     assert first["ori_shape"] == (50, 90) and first["img_shape"] == (100, 180) and first["pad_shape"] == (128, 192)
     assert second["img_shape"] == (180, 100) and first["batch_input_shape"] == (192, 192)
-    assert len(first["scale_factor"]) == 4 and first["flip"] is True and first["flip_direction"] == "horizontal"
+    assert first["scale_factor"] == pytest.approx((2.0, 2.0, 2.0, 2.0))  # 50x90 -> 100x180 fits 200x100 exactly
+    assert second["scale_factor"] == pytest.approx((100 / 50, 180 / 90, 100 / 50, 180 / 90))
+    assert first["flip"] is True and first["flip_direction"] == "horizontal"
     assert [m["image_id"] for m in batch["img_metas"]] == [4, 9, 2]
     assert [b.shape for b in batch["gt_bboxes"]] == [(1, 4), (0, 4), (1, 4)]  # the ignored box is not a target
     assert [lab.tolist() for lab in batch["gt_labels"]] == [[0], [], [0]]

@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from conftest import shapes_config
+from data_helpers import shapes_config
 from raydet.builder import batch_recipe, build_dataset, build_datasets, data_section
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
 

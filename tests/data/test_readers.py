@@ -11,7 +11,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import NEON, NEON_XML, coco_json, needs_neon, write_png
+from data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport

@@ -1,6 +1,8 @@
 """Epoch plans: equal steps on every rank, seeded reshuffles, aspect groups, evaluation exactly once."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,8 @@ GROUPS = np.array([0] * 13 + [1] * 8)[np.random.default_rng(1).permutation(21)]
 def test_every_rank_gets_the_same_number_of_full_single_group_batches(world_size, per_gpu):
     plan = plan_train_epoch(GROUPS, per_gpu, world_size, seed=0, epoch=0)
     steps = train_steps_per_epoch(GROUPS, per_gpu, world_size)
+    batches = math.ceil(13 / per_gpu) + math.ceil(8 / per_gpu)  # each group filled up to whole batches
+    assert steps == math.ceil(batches / world_size)  # then the batches filled up to whole steps of every rank
     assert plan.shape == (world_size, steps, per_gpu)
     assert set(plan.ravel()) == set(range(len(GROUPS)))  # every image at least once
     assert all(len(set(GROUPS[batch])) == 1 for batch in plan.reshape(-1, per_gpu))  # no mixed aspect ratios

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import jpeg_with_orientation, write_png
+from data_helpers import jpeg_with_orientation, write_png
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
 from raydet.data.sample import Sample
 from raydet.data.transforms import (Compose, Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize,
@@ -133,6 +133,8 @@ def test_normalize_and_bgr():
     out = Normalize(mean=[10, 20, 30], std=[2, 4, 8], to_bgr=True)(sample, None)
     assert out.img.dtype == torch.float32
     torch.testing.assert_close(out.img[0], (raw[2] - 10) / 2)
+    torch.testing.assert_close(out.img[1], (raw[1] - 20) / 4)
+    torch.testing.assert_close(out.img[2], (raw[0] - 30) / 8)
 
 
 def test_photometric_distortion_is_seeded_and_keeps_geometry():
@@ -145,7 +147,8 @@ def test_photometric_distortion_is_seeded_and_keeps_geometry():
 
 
 def test_transforms_build_from_config_with_checked_arguments():
-    assert isinstance(TRANSFORMS.build({"type": "Resize", "img_scale": [1333, 800]}), Resize)
+    resize = TRANSFORMS.build({"type": "Resize", "img_scale": [1333, 800]})
+    assert isinstance(resize, Resize) and resize.img_scale == [1333, 800] and resize.keep_ratio is True
     with pytest.raises(BuildError, match=r"pipeline\.0\.flip_ration.*flip_ratio"):
         TRANSFORMS.build({"type": "RandomFlip", "flip_ration": 0.5}, "pipeline.0")
     with pytest.raises(BuildError, match=r"pipeline\.1\.direction"):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from helpers import REPO
 

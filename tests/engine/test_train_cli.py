@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from helpers import run_cli
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import ray.train
-from conftest import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, quick_overrides
 from mlflow.tracking import MlflowClient
 
 from raydet.config import load_config

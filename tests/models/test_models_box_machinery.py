@@ -57,8 +57,9 @@ def test_delta_coder_matches_torchvision_and_round_trips():
     assert torch.equal(deltas, reference.encode_single(targets, anchors))
     assert torch.equal(coder.decode(anchors, deltas), reference.decode_single(deltas, anchors))
     torch.testing.assert_close(coder.decode(anchors, deltas), targets, rtol=0, atol=1e-3)
-    class_deltas = torch.randn(50, 12)  # three classes
-    assert coder.decode(anchors, class_deltas).shape == (50, 12)
+    class_deltas = torch.randn(50, 12)  # three classes: each class's four deltas decode on their own
+    per_class = torch.cat([coder.decode(anchors, class_deltas[:, 4 * k:4 * k + 4]) for k in range(3)], dim=1)
+    torch.testing.assert_close(coder.decode(anchors, class_deltas), per_class, rtol=0, atol=0)
     huge = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
     assert torch.isfinite(coder.decode(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), huge)).all()  # log-scale clamp
 

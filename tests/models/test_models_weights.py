@@ -107,7 +107,7 @@ def test_old_and_new_torchvision_layouts_convert_alike():
     assert "head.classification_head.conv.6.weight" in old and "backbone.fpn.inner_blocks.2.weight" in old
     new_converted = convert_torchvision_state_dict(state, "retinanet")
     old_converted = convert_torchvision_state_dict(old, "retinanet")
-    assert new_converted.keys() == old_converted.keys()
+    assert new_converted.keys() == old_converted.keys() == raydet_retinanet_r18(4).state_dict().keys()
     assert all(torch.equal(new_converted[k], old_converted[k]) for k in new_converted)
     with pytest.raises(KeyError, match="no raydet parameter for torchvision's 'roi_heads.mask_head.0.weight'"):
         convert_torchvision_state_dict({**state, "roi_heads.mask_head.0.weight": torch.zeros(1)}, "retinanet")

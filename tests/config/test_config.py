@@ -109,14 +109,14 @@ def test_config_pickles_with_its_sources(tree):
     ({"a.yaml": "model:\n  type: X\n  depth: [1, 2\n"}, "a.yaml", "{tmp}/a.yaml:4:1: malformed YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence that starts at line 3, column 10)"),
     ({"a.yaml": "model:\n  type: X\n   depth: 1\n"}, "a.yaml", "{tmp}/a.yaml:3:9: malformed YAML: mapping values are not allowed here"),
     ({"a.yaml": "- 1\n- 2\n"}, "a.yaml", "{tmp}/a.yaml: a config must be a mapping of keys to values, got a list"),
-    ({"a.yaml": "_base_: {x: 1}\n"}, "a.yaml", "{tmp}/a.yaml: _base_ must be a file name or a list of file names"),
+    ({"a.yaml": "_base_: {x: 1}\n"}, "a.yaml", "{tmp}/a.yaml: _base_ must be a file name or a list of file names, got {{'x': 1}}"),
 ])
 def test_bad_files(tmp_path, files, entry, message):
     for name, text in files.items():
         write(tmp_path / name, text)
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / entry)
-    assert str(err.value) == message.format(tmp=tmp_path.resolve()) or message.format(tmp=tmp_path.resolve()) in str(err.value)
+    assert str(err.value) == message.format(tmp=tmp_path.resolve())
 
 
 def test_custom_imports_register_user_components(tmp_path, monkeypatch):
@@ -138,15 +138,14 @@ class ConfigTestNeck:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("custom_imports: [no_such_module_xyz]\n", "custom_imports: cannot import 'no_such_module_xyz' (No module named 'no_such_module_xyz'); make sure its folder is on PYTHONPATH"),
+    ("custom_imports: [no_such_module_xyz]\n", "custom_imports: cannot import 'no_such_module_xyz' (No module named 'no_such_module_xyz'); make sure its folder is on PYTHONPATH (on a cluster: inside the --working-dir)"),
     ("custom_imports: no_such_module_xyz\n", "custom_imports: expected a list of module names, got 'no_such_module_xyz'"),
 ])
 def test_bad_custom_imports(tmp_path, text, message):
     cfg_file = write(tmp_path / "c.yaml", text)
     with pytest.raises(ConfigError) as err:
         load_config(cfg_file)
-    assert str(err.value) == f"{cfg_file}: {message}" or message in str(err.value)
-    assert str(err.value).startswith(str(cfg_file))
+    assert str(err.value) == f"{cfg_file}: {message}"
 
 
 def test_custom_import_that_raises_is_reported(tmp_path, monkeypatch):

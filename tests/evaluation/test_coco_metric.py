@@ -28,13 +28,21 @@ def test_perfect_detections_score_one(gt):
     assert set(metrics) == set(METRIC_NAMES)
     assert metrics["bbox_mAP"] == metrics["bbox_mAP_50"] == metrics["bbox_mAP_75"] == 1.0
     assert metrics["bbox_mAP_s"] == -1.0  # no small objects in the ground truth
-    assert "Average Precision" in summary
+    assert metrics["bbox_mAP_m"] == metrics["bbox_mAP_l"] == 1.0
+    # pycocotools' 12 summary lines, the first six the metrics in METRIC_NAMES' order
+    lines = summary.splitlines()
+    assert len(lines) == 12 and all(line.startswith((" Average Precision", " Average Recall")) for line in lines)
+    assert [float(line.rsplit("= ", 1)[1]) for line in lines[:6]] == [metrics[name] for name in METRIC_NAMES]
 
 
 def test_a_missed_image_lowers_recall(gt):
     results = [detection(1, 7, [10, 10, 100, 50]), detection(1, 9, [120, 120, 40, 40])]
     metrics, _ = coco_bbox_metrics(gt, results, [1, 2])
-    assert 0.4 < metrics["bbox_mAP"] < 1.0  # class 7 lost half its recall
+    # class 7 lost half its recall: precision 1 at COCO's recall points 0, 0.01, ..., 0.5 (51 of 101), at every
+    # IoU threshold; class 9 is perfect.  By size: the found boxes are medium, the missed one (area 10000) large.
+    ap = (51 / 101 + 1.0) / 2
+    assert metrics == pytest.approx({"bbox_mAP": ap, "bbox_mAP_50": ap, "bbox_mAP_75": ap, "bbox_mAP_s": -1.0,
+                                     "bbox_mAP_m": 1.0, "bbox_mAP_l": 0.0}, abs=1e-4)
     only_image_1, _ = coco_bbox_metrics(gt, results, [1])
     assert only_image_1["bbox_mAP"] == 1.0
 

@@ -35,6 +35,7 @@ def test_default_decays_everything_and_skips_frozen_parameters():
     optimizer = build_optimizer(net, {"type": "AdamW", "lr": 1.0e-3, "weight_decay": 0.05}, OptimizerConfig())
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05]
     assert all(p is not net[0].weight for p in optimizer.param_groups[0]["params"])
+    assert len(optimizer.param_groups[0]["params"]) == sum(1 for p in net.parameters() if p.requires_grad) == 7
     assert isinstance(optimizer, torch.optim.AdamW)
 
 

@@ -1,0 +1,14 @@
+"""Helpers for the training-engine tests (``from engine_helpers import ...``): the demo config, shrunk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import REPO
+
+DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
+
+
+def quick_overrides(data_root: Path, epochs: int = 1) -> list[str]:
+    """The demo config shrunk to a short CPU run on ``data_root``."""
+    return [f"data.data_root={data_root}", f"runner.max_epochs={epochs}", "evaluation.interval=1",
+            "log_config.interval=2", "lr_config.warmup_iters=5", "data.samples_per_gpu=4"]
