@@ -4,6 +4,10 @@ Each worker builds its own model (same seed, so the same initial weights;
 ``prepare_model`` wraps it in DistributedDataParallel, which broadcasts rank
 0's parameters once and all-reduces gradients after every backward pass),
 its own optimizer, and takes its share of the data (``raydet.data.ray_ingest``).
+The optimisation itself — accumulation, AMP, clipping, LR steps, the non-finite
+loss check — is the Ray-free ``raydet.engine.trainer.Trainer``, one epoch at a
+time; this loop adds the Ray edges around it: the worker's rank, the data
+stream, buffer broadcast, evaluation, checkpoints and progress records.
 Every ``evaluation.interval`` epochs all workers predict their share of
 ``data.val``; rank 0 gathers the detections and computes COCO metrics.
 Checkpoints go through ``ray.train.report``; after a failure Ray Train restarts
@@ -17,10 +21,8 @@ import math
 import os
 import random
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray.train
@@ -31,11 +33,12 @@ from ..builder import build_model, data_section, optimizer_for, section, seed_of
 from ..config import Config
 from ..data.ray_ingest import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import broadcast_buffers, gather_to_rank_zero, is_distributed
+from .distributed import broadcast_buffers, gather_to_rank_zero
 from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
+from .trainer import StepResult, Trainer
 
 # Test-only failure injection: the worker of the highest rank dies at this iteration, once per work dir.
 FAIL_AT_ITERATION_ENV = "RAYDET_FAIL_AT_ITERATION"
@@ -56,18 +59,6 @@ def seed_everything(*key: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a Batch (and of its per-image lists) to ``device``."""
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=True)
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        return value
-
-    return {key: move(value) for key, value in batch.items()}
 
 
 def replica_digest(model: torch.nn.Module) -> str:
@@ -117,16 +108,15 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     batches_per_epoch = len(iter_train_batches(config, 0))
     steps_per_epoch = math.ceil(batches_per_epoch / optim_settings.accumulate)
     scheduler = build_lr_scheduler(optimizer, lr_config, steps_per_epoch, runner.max_epochs)
-    use_amp = optim_settings.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    trainer = Trainer(model, optimizer, scheduler, optim_settings, device)
 
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = _restore(load_checkpoint(directory), model, optimizer, scheduler, scaler)
+            state = _restore(load_checkpoint(directory), trainer)
     elif loop_config.get("resume_from"):
-        state = _restore(load_checkpoint(loop_config["resume_from"]), model, optimizer, scheduler, scaler)
+        state = _restore(load_checkpoint(loop_config["resume_from"]), trainer)
 
     sink = RecorderSink(loop_config["recorder"]) if rank == 0 else None
     progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
@@ -137,39 +127,16 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     collector = DetectionCollector(config, "val", rank, section(config, "mlflow").num_images) if has_val else None
     decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
 
+    def after_step(step: StepResult) -> None:
+        progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
+                      log_now=step.last_of_epoch or (step.index + 1) % logging_settings.interval == 0)
+        maybe_inject_failure(step.iteration, rank, world_size, work_dir, progress)
+
     for epoch in range(state.epoch, runner.max_epochs):
         seed_everything(seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
-        model.train()
         batches = iter_train_batches(config, epoch)
         progress.start_epoch(epoch, len(batches))
-        data_start = time.perf_counter()
-        for index, batch in enumerate(batches):
-            data_time = time.perf_counter() - data_start
-            batch = to_device(batch, device)
-            group_start = index - index % optim_settings.accumulate
-            group_size = min(optim_settings.accumulate, len(batches) - group_start)
-            last_of_group = index + 1 == group_start + group_size
-            no_sync = model.no_sync() if (not last_of_group and is_distributed()) else contextlib.nullcontext()
-            with no_sync:
-                with torch.autocast(device.type, enabled=use_amp):
-                    losses = model(**batch, return_loss=True)
-                loss = sum(value for key, value in losses.items() if "loss" in key)
-                scaler.scale(loss / group_size).backward()
-            lr = optimizer.param_groups[0]["lr"]  # the lr this batch's step uses
-            if last_of_group:
-                if optim_settings.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim_settings.grad_clip.max_norm,
-                                                   optim_settings.grad_clip.norm_type)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            state.iteration += 1
-            progress.step(losses, len(batch["img_metas"]), data_time, lr, state.iteration,
-                          log_now=index + 1 == len(batches) or (index + 1) % logging_settings.interval == 0)
-            maybe_inject_failure(state.iteration, rank, world_size, work_dir, progress)
-            data_start = time.perf_counter()
+        state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
         for kind, count in batches.problems.counts.items():
             decode_problems[kind] = decode_problems.get(kind, 0) + count
         state.epoch = epoch + 1
@@ -185,7 +152,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             score = {}  # only rank 0's report carries the checkpoint, and only rank 0 holds the metrics
             if has_val and rank == 0:
                 score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0}
-            _report(state, score, model, optimizer, scheduler, scaler, config, rank, loop_config.get("checkpoint_dir"))
+            _report(state, score, trainer, config, rank, loop_config.get("checkpoint_dir"))
 
     digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
@@ -202,17 +169,17 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems}
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
-    unwrap(model).load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+def _restore(saved: dict, trainer: Trainer) -> TrainState:
+    unwrap(trainer.model).load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
+        trainer.scaler.load_state_dict(saved["scaler"])
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
 
 
-def _report(state: TrainState, score: dict[str, float], model, optimizer, scheduler, scaler, config: Config,
-            rank: int, checkpoint_dir: str | None) -> None:
+def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config: Config, rank: int,
+            checkpoint_dir: str | None) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint, scored by ``score`` (this epoch's
     evaluation, else -1 so it never counts as best).  Without a worker group (``checkpoint_dir`` set)
     Ray keeps no copy, so the checkpoint is written there to stay."""
@@ -226,7 +193,7 @@ def _report(state: TrainState, score: dict[str, float], model, optimizer, schedu
             directory.mkdir(parents=True, exist_ok=True)
         else:
             directory = stack.enter_context(tempfile.TemporaryDirectory())
-        save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        epoch=state.epoch, iteration=state.iteration, config_yaml=config.to_yaml(),
-                        metrics=state.metrics)
+        save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                        scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
+                        config_yaml=config.to_yaml(), metrics=state.metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
