@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import ray
 import ray.train
@@ -26,10 +27,8 @@ from ..evaluation.coco_metric import METRIC_NAMES
 from .checkpoint import load_checkpoint
 from .recorder import start_recorder
 from .tracking import MlflowRun, flatten
-from .train_loop import FAIL_AT_ITERATION_ENV, train_loop_per_worker
+from .train_loop import StepHook, train_loop_per_worker
 
-# Passed on to the workers when set on the driver (Ray Train forwards its own RAY_TRAIN_* settings).
-FORWARDED_ENV = (FAIL_AT_ITERATION_ENV,)
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
 
@@ -72,14 +71,8 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str
     return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
 
 
-def _worker_env(threads: int) -> dict[str, str]:
-    env = {"OMP_NUM_THREADS": str(threads)}
-    env.update({name: os.environ[name] for name in FORWARDED_ENV if name in os.environ})
-    return env
-
-
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
-           use_gpu: bool | None = None) -> TrainOutcome:
+           use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = ()) -> TrainOutcome:
     """Train ``config``; write the work directory; return the final metrics.
 
     Args:
@@ -90,6 +83,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             latest checkpoint (same run directory, same schedule); a path starts a
             new run from that checkpoint's weights, optimizer and schedule.
         num_workers, use_gpu: override ``scaling``.
+        step_hooks: called on every worker after every training step (tests inject failures with them).
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
@@ -162,13 +156,14 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             "resume_from": None if resume in (None, "auto") else str(Path(resume).resolve()),
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
             "checkpoint_dir": os.path.join(storage_path, run_name) if num_workers == 0 else None,
+            "step_hooks": list(step_hooks),
         },
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=checkpoint_config,
-            worker_runtime_env={"env_vars": _worker_env(max(1, int(resources.get("CPU", 1))))},
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.get("CPU", 1))))}},
         ),
         datasets=datasets,
         dataset_config=data_config,

@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 import ray.train
@@ -40,8 +40,30 @@ from .progress import ProgressLog
 from .recorder import RecorderSink
 from .trainer import StepResult, Trainer
 
-# Test-only failure injection: the worker of the highest rank dies at this iteration, once per work dir.
-FAIL_AT_ITERATION_ENV = "RAYDET_FAIL_AT_ITERATION"
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """The worker a ``StepHook`` runs on.
+
+    Attributes:
+        rank, world_size: this worker's place in the worker group.
+        work_dir: the run's work directory.
+        flush_records: returns once every progress line and metric recorded so far is
+            written (on rank 0; a no-op elsewhere).
+    """
+
+    rank: int
+    world_size: int
+    work_dir: Path
+    flush_records: Callable[[], None]
+
+
+class StepHook(Protocol):
+    """Called on every worker after every training step, once the step's progress is recorded
+    (e.g. a test that kills a worker at a given iteration).  Hooks travel to the workers in
+    ``loop_config["step_hooks"]``, so they must pickle."""
+
+    def __call__(self, step: StepResult, worker: WorkerInfo) -> None: ...
 
 
 @dataclass
@@ -70,22 +92,11 @@ def replica_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: Path, progress: ProgressLog) -> None:
-    """Kill this worker process at ``$RAYDET_FAIL_AT_ITERATION`` (tests of fault tolerance only),
-    once the records of the iterations before it are out, so tests know exactly what was logged."""
-    fail_at = os.environ.get(FAIL_AT_ITERATION_ENV)
-    marker = work_dir / ".injected_failure"
-    if fail_at and iteration == int(fail_at) and rank == world_size - 1 and not marker.exists():
-        marker.touch()
-        progress.flush()
-        print(f"[raydet] injected failure: rank {rank} exits at iteration {iteration}", flush=True)
-        os._exit(1)
-
-
 def train_loop_per_worker(loop_config: dict) -> dict | None:
     """Ray Train entry point.  ``loop_config``: ``config`` (a resolved ``Config``), ``work_dir``,
-    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None) and
-    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0).
+    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
+    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0)
+    and ``step_hooks`` (a list of ``StepHook``, called after every step; tests kill workers with them).
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``.
     """
@@ -126,11 +137,14 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     has_val = data_section(config).split("val") is not None
     collector = DetectionCollector(config, "val", rank, section(config, "mlflow").num_images) if has_val else None
     decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
+    worker = WorkerInfo(rank, world_size, work_dir, progress.flush)
+    step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
 
     def after_step(step: StepResult) -> None:
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
                       log_now=step.last_of_epoch or (step.index + 1) % logging_settings.interval == 0)
-        maybe_inject_failure(step.iteration, rank, world_size, work_dir, progress)
+        for hook in step_hooks:
+            hook(step, worker)
 
     for epoch in range(state.epoch, runner.max_epochs):
         seed_everything(seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
