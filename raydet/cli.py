@@ -29,10 +29,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def run(main: Callable[[], int | None]) -> int:
-    """Run a CLI's body; user errors become one stderr line and exit code 2."""
+def run(main: Callable[[], int | None], more_user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run a CLI's body; user errors (``USER_ERRORS``, and the command's own ``more_user_errors``)
+    become one stderr line and exit code 2."""
     try:
         return main() or 0
-    except USER_ERRORS as err:
+    except USER_ERRORS + more_user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

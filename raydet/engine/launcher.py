@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint
 from .recorder import start_recorder
 from .tracking import MlflowRun, flatten
 from .train_loop import StepHook, train_loop_per_worker
+from .trainer import NonFiniteLossError
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
@@ -71,6 +72,16 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str
     return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
 
 
+def _non_finite_loss_in(error: BaseException) -> NonFiniteLossError | None:
+    """The ``NonFiniteLossError`` that ended a run, if that is what did (the lowest rank's), else None."""
+    if isinstance(error, NonFiniteLossError):  # num_workers 0: the loop ran in this process
+        return error
+    if isinstance(error, ray.train.WorkerGroupError):
+        return next((failure for _, failure in sorted(error.worker_failures.items())
+                     if isinstance(failure, NonFiniteLossError)), None)
+    return None
+
+
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
            use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = ()) -> TrainOutcome:
     """Train ``config``; write the work directory; return the final metrics.
@@ -87,6 +98,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
+        NonFiniteLossError: training stopped at a NaN or inf loss (taken out of Ray's ``WorkerGroupError``).
     """
     started = time.time()
     config = with_absolute_data_root(config)
@@ -173,8 +185,11 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as error:
         tracker.end("FAILED")
+        non_finite = _non_finite_loss_in(error)
+        if non_finite is not None and non_finite is not error:
+            raise non_finite from error
         raise
     returned = result.return_value or {}
     best = result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints else result.checkpoint
