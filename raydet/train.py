@@ -1,7 +1,8 @@
 """``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N] [--use-gpu] [--resume auto|PATH]``.
 
 Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
-``ray job submit`` job), else on a local Ray it starts itself.
+``ray job submit`` job), else on a local Ray it starts itself.  A run stopped by
+a NaN or inf loss ends like a bad config: one ``error: ...`` line, exit code 2.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .cli import add_config_arguments, config_from_args
+from .engine.trainer import NonFiniteLossError
 from .errors import report_user_errors
 
 
@@ -28,11 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from .engine.launcher import launch  # imports Ray: keep --help fast
+        import ray  # with the launcher: keep --help fast
+
+        from .engine.launcher import launch
 
         config = config_from_args(args)
         work_dir = args.work_dir or Path("work_dirs") / Path(args.config).stem
-        outcome = launch(config, work_dir, resume=args.resume, num_workers=args.num_workers, use_gpu=args.use_gpu)
+        try:
+            outcome = launch(config, work_dir, resume=args.resume, num_workers=args.num_workers, use_gpu=args.use_gpu)
+        except NonFiniteLossError:
+            ray.shutdown()  # prints the workers' last streamed log lines now, so that the error line comes last
+            raise
         final = outcome.final_metrics
         print("\n".join([
             "",

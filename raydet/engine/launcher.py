@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import ray
 import ray.train
@@ -26,10 +27,9 @@ from ..evaluation.coco_metric import METRIC_NAMES
 from .checkpoint import load_checkpoint
 from .recorder import start_recorder
 from .tracking import MlflowRun, flatten
-from .train_loop import FAIL_AT_ITERATION_ENV, train_loop_per_worker
+from .train_loop import StepHook, train_loop_per_worker
+from .trainer import NonFiniteLossError
 
-# Passed on to the workers when set on the driver (Ray Train forwards its own RAY_TRAIN_* settings).
-FORWARDED_ENV = (FAIL_AT_ITERATION_ENV,)
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
 
@@ -72,14 +72,18 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str
     return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
 
 
-def _worker_env(threads: int) -> dict[str, str]:
-    env = {"OMP_NUM_THREADS": str(threads)}
-    env.update({name: os.environ[name] for name in FORWARDED_ENV if name in os.environ})
-    return env
+def _non_finite_loss_in(error: BaseException) -> NonFiniteLossError | None:
+    """The ``NonFiniteLossError`` that ended a run, if that is what did (the lowest rank's), else None."""
+    if isinstance(error, NonFiniteLossError):  # num_workers 0: the loop ran in this process
+        return error
+    if isinstance(error, ray.train.WorkerGroupError):
+        return next((failure for _, failure in sorted(error.worker_failures.items())
+                     if isinstance(failure, NonFiniteLossError)), None)
+    return None
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
-           use_gpu: bool | None = None) -> TrainOutcome:
+           use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = ()) -> TrainOutcome:
     """Train ``config``; write the work directory; return the final metrics.
 
     Args:
@@ -90,9 +94,11 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             latest checkpoint (same run directory, same schedule); a path starts a
             new run from that checkpoint's weights, optimizer and schedule.
         num_workers, use_gpu: override ``scaling``.
+        step_hooks: called on every worker after every training step (tests inject failures with them).
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
+        NonFiniteLossError: training stopped at a NaN or inf loss (taken out of Ray's ``WorkerGroupError``).
     """
     started = time.time()
     config = with_absolute_data_root(config)
@@ -162,13 +168,14 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             "resume_from": None if resume in (None, "auto") else str(Path(resume).resolve()),
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
             "checkpoint_dir": os.path.join(storage_path, run_name) if num_workers == 0 else None,
+            "step_hooks": list(step_hooks),
         },
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=checkpoint_config,
-            worker_runtime_env={"env_vars": _worker_env(max(1, int(resources.get("CPU", 1))))},
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.get("CPU", 1))))}},
         ),
         datasets=datasets,
         dataset_config=data_config,
@@ -178,8 +185,11 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as error:
         tracker.end("FAILED")
+        non_finite = _non_finite_loss_in(error)
+        if non_finite is not None and non_finite is not error:
+            raise non_finite from error
         raise
     returned = result.return_value or {}
     best = result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints else result.checkpoint

@@ -4,6 +4,10 @@ Each worker builds its own model (same seed, so the same initial weights;
 ``prepare_model`` wraps it in DistributedDataParallel, which broadcasts rank
 0's parameters once and all-reduces gradients after every backward pass),
 its own optimizer, and takes its share of the data (``raydet.data.ray_ingest``).
+The optimisation itself — accumulation, AMP, clipping, LR steps, the non-finite
+loss check — is the Ray-free ``raydet.engine.trainer.Trainer``, one epoch at a
+time; this loop adds the Ray edges around it: the worker's rank, the data
+stream, buffer broadcast, evaluation, checkpoints and progress records.
 Every ``evaluation.interval`` epochs all workers predict their share of
 ``data.val``; rank 0 gathers the detections and computes COCO metrics.
 Checkpoints go through ``ray.train.report``; after a failure Ray Train restarts
@@ -14,13 +18,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import random
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Callable, Protocol
 
 import numpy as np
 import ray.train
@@ -31,14 +33,37 @@ from ..builder import build_model, data_section, optimizer_for, section, seed_of
 from ..config import Config
 from ..data.ray_ingest import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import broadcast_buffers, gather_to_rank_zero, is_distributed
+from .distributed import broadcast_buffers, gather_to_rank_zero
 from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
+from .trainer import StepResult, Trainer
 
-# Test-only failure injection: the worker of the highest rank dies at this iteration, once per work dir.
-FAIL_AT_ITERATION_ENV = "RAYDET_FAIL_AT_ITERATION"
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """The worker a ``StepHook`` runs on.
+
+    Attributes:
+        rank, world_size: this worker's place in the worker group.
+        work_dir: the run's work directory.
+        flush_records: returns once every progress line and metric recorded so far is
+            written (on rank 0; a no-op elsewhere).
+    """
+
+    rank: int
+    world_size: int
+    work_dir: Path
+    flush_records: Callable[[], None]
+
+
+class StepHook(Protocol):
+    """Called on every worker after every training step, once the step's progress is recorded
+    (e.g. a test that kills a worker at a given iteration).  Hooks travel to the workers in
+    ``loop_config["step_hooks"]``, so they must pickle."""
+
+    def __call__(self, step: StepResult, worker: WorkerInfo) -> None: ...
 
 
 @dataclass
@@ -58,18 +83,6 @@ def seed_everything(*key: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a Batch (and of its per-image lists) to ``device``."""
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=True)
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        return value
-
-    return {key: move(value) for key, value in batch.items()}
-
-
 def replica_digest(model: torch.nn.Module) -> str:
     """sha256 of every parameter's and buffer's bytes, in order: equal digests = bitwise identical replicas."""
     digest = hashlib.sha256()
@@ -79,22 +92,11 @@ def replica_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def maybe_inject_failure(iteration: int, rank: int, world_size: int, work_dir: Path, progress: ProgressLog) -> None:
-    """Kill this worker process at ``$RAYDET_FAIL_AT_ITERATION`` (tests of fault tolerance only),
-    once the records of the iterations before it are out, so tests know exactly what was logged."""
-    fail_at = os.environ.get(FAIL_AT_ITERATION_ENV)
-    marker = work_dir / ".injected_failure"
-    if fail_at and iteration == int(fail_at) and rank == world_size - 1 and not marker.exists():
-        marker.touch()
-        progress.flush()
-        print(f"[raydet] injected failure: rank {rank} exits at iteration {iteration}", flush=True)
-        os._exit(1)
-
-
 def train_loop_per_worker(loop_config: dict) -> dict | None:
     """Ray Train entry point.  ``loop_config``: ``config`` (a resolved ``Config``), ``work_dir``,
-    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None) and
-    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0).
+    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
+    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0)
+    and ``step_hooks`` (a list of ``StepHook``, called after every step; tests kill workers with them).
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``.
     """
@@ -117,16 +119,15 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     batches_per_epoch = len(iter_train_batches(config, 0))
     steps_per_epoch = math.ceil(batches_per_epoch / optim_settings.accumulate)
     scheduler = build_lr_scheduler(optimizer, lr_config, steps_per_epoch, runner.max_epochs)
-    use_amp = optim_settings.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    trainer = Trainer(model, optimizer, scheduler, optim_settings, device)
 
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = _restore(load_checkpoint(directory), model, optimizer, scheduler, scaler)
+            state = _restore(load_checkpoint(directory), trainer)
     elif loop_config.get("resume_from"):
-        state = _restore(load_checkpoint(loop_config["resume_from"]), model, optimizer, scheduler, scaler)
+        state = _restore(load_checkpoint(loop_config["resume_from"]), trainer)
 
     sink = RecorderSink(loop_config["recorder"]) if rank == 0 else None
     progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
@@ -136,40 +137,20 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     has_val = data_section(config).split("val") is not None
     collector = DetectionCollector(config, "val", rank, section(config, "mlflow").num_images) if has_val else None
     decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
+    worker = WorkerInfo(rank, world_size, work_dir, progress.flush)
+    step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
+
+    def after_step(step: StepResult) -> None:
+        progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
+                      log_now=step.last_of_epoch or (step.index + 1) % logging_settings.interval == 0)
+        for hook in step_hooks:
+            hook(step, worker)
 
     for epoch in range(state.epoch, runner.max_epochs):
         seed_everything(seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
-        model.train()
         batches = iter_train_batches(config, epoch)
         progress.start_epoch(epoch, len(batches))
-        data_start = time.perf_counter()
-        for index, batch in enumerate(batches):
-            data_time = time.perf_counter() - data_start
-            batch = to_device(batch, device)
-            group_start = index - index % optim_settings.accumulate
-            group_size = min(optim_settings.accumulate, len(batches) - group_start)
-            last_of_group = index + 1 == group_start + group_size
-            no_sync = model.no_sync() if (not last_of_group and is_distributed()) else contextlib.nullcontext()
-            with no_sync:
-                with torch.autocast(device.type, enabled=use_amp):
-                    losses = model(**batch, return_loss=True)
-                loss = sum(value for key, value in losses.items() if "loss" in key)
-                scaler.scale(loss / group_size).backward()
-            lr = optimizer.param_groups[0]["lr"]  # the lr this batch's step uses
-            if last_of_group:
-                if optim_settings.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim_settings.grad_clip.max_norm,
-                                                   optim_settings.grad_clip.norm_type)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            state.iteration += 1
-            progress.step(losses, len(batch["img_metas"]), data_time, lr, state.iteration,
-                          log_now=index + 1 == len(batches) or (index + 1) % logging_settings.interval == 0)
-            maybe_inject_failure(state.iteration, rank, world_size, work_dir, progress)
-            data_start = time.perf_counter()
+        state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
         for kind, count in batches.problems.counts.items():
             decode_problems[kind] = decode_problems.get(kind, 0) + count
         state.epoch = epoch + 1
@@ -185,7 +166,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             score = {}  # only rank 0's report carries the checkpoint, and only rank 0 holds the metrics
             if has_val and rank == 0:
                 score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0}
-            _report(state, score, model, optimizer, scheduler, scaler, config, rank, loop_config.get("checkpoint_dir"))
+            _report(state, score, trainer, config, rank, loop_config.get("checkpoint_dir"))
 
     digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
@@ -202,17 +183,17 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems}
 
 
-def _restore(saved: dict, model, optimizer, scheduler, scaler) -> TrainState:
-    unwrap(model).load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+def _restore(saved: dict, trainer: Trainer) -> TrainState:
+    unwrap(trainer.model).load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
+        trainer.scaler.load_state_dict(saved["scaler"])
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
 
 
-def _report(state: TrainState, score: dict[str, float], model, optimizer, scheduler, scaler, config: Config,
-            rank: int, checkpoint_dir: str | None) -> None:
+def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config: Config, rank: int,
+            checkpoint_dir: str | None) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint, scored by ``score`` (this epoch's
     evaluation, else -1 so it never counts as best).  Without a worker group (``checkpoint_dir`` set)
     Ray keeps no copy, so the checkpoint is written there to stay."""
@@ -226,7 +207,7 @@ def _report(state: TrainState, score: dict[str, float], model, optimizer, schedu
             directory.mkdir(parents=True, exist_ok=True)
         else:
             directory = stack.enter_context(tempfile.TemporaryDirectory())
-        save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        epoch=state.epoch, iteration=state.iteration, config_yaml=config.to_yaml(),
-                        metrics=state.metrics)
+        save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                        scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
+                        config_yaml=config.to_yaml(), metrics=state.metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

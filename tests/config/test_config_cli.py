@@ -1,4 +1,4 @@
-"""``python -m raydet.config``: prints, checks, and turns every bad input into one line + exit 2."""
+"""``python -m raydet.check``: checks, prints, and turns every bad input into one line + exit 2."""
 from __future__ import annotations
 
 import pytest
@@ -34,13 +34,13 @@ def project(tmp_path):
     return tmp_path
 
 
-def raydet_config(project, *args):
-    return run_cli("raydet.config", *args, cwd=project, env={"PYTHONPATH": str(project)})
+def raydet_check(project, *args):
+    return run_cli("raydet.check", *args, cwd=project, env={"PYTHONPATH": str(project)})
 
 
-def raydet_config_here(project, monkeypatch, capsys, *args) -> tuple[int, str]:
-    """``python -m raydet.config`` run in this process (its ``main``): ``(exit code, stderr)``."""
-    from raydet.config.__main__ import main
+def raydet_check_here(project, monkeypatch, capsys, *args) -> tuple[int, str]:
+    """``python -m raydet.check`` run in this process (its ``main``): ``(exit code, stderr)``."""
+    from raydet.check import main
 
     monkeypatch.chdir(project)
     monkeypatch.syspath_prepend(str(project))
@@ -49,7 +49,7 @@ def raydet_config_here(project, monkeypatch, capsys, *args) -> tuple[int, str]:
 
 
 def test_prints_the_resolved_config(project):
-    out = raydet_config(project, "cfg.yaml", "--set", "model.neck.channels=16")
+    out = raydet_check(project, "cfg.yaml", "--print", "--set", "model.neck.channels=16")
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout) == {
         "model": {"type": "CliTestNet", "neck": {"type": "CliTestNeck", "channels": 16}, "depth": 3},
@@ -58,7 +58,7 @@ def test_prints_the_resolved_config(project):
 
 
 def test_check_builds_the_model(project):
-    out = raydet_config(project, "cfg.yaml", "--check")
+    out = raydet_check(project, "cfg.yaml")
     assert out.returncode == 0, out.stderr
     assert "model: CliTestNet built (20 parameters)" in out.stdout
     assert out.stdout.strip().endswith("config OK")
@@ -66,19 +66,19 @@ def test_check_builds_the_model(project):
 
 @pytest.mark.parametrize("args,message", [
     (["missing.yaml"], "error: config file not found: {p}/missing.yaml"),
-    (["cfg.yaml", "--check", "--set", "model.neck.type=CliTestNek"],
+    (["cfg.yaml", "--set", "model.neck.type=CliTestNek"],
      "error: --set model.neck.type=CliTestNek: model.neck.type: unknown MODELS type 'CliTestNek' (did you mean 'CliTestNeck'?)"),
-    (["cfg.yaml", "--check", "--set", "model.neck.channels=4.5"],
+    (["cfg.yaml", "--set", "model.neck.channels=4.5"],
      "error: --set model.neck.channels=4.5: model.neck.channels: expected int, got 4.5 (float)"),
-    (["cfg.yaml", "--check", "--set", "+model.neck.chanels=4"],
+    (["cfg.yaml", "--set", "+model.neck.chanels=4"],
      "error: --set +model.neck.chanels=4: model.neck.chanels: CliTestNeck has no argument 'chanels' (did you mean 'channels'?)"),
     (["cfg.yaml", "--set", "model.neck.chanels=4"],
      "error: --set model.neck.chanels=4: model.neck.chanels does not exist in the config; did you mean 'model.neck.channels'?"),
     (["cfg.yaml", "--set", "model.depth=deep"],
      "error: --set model.depth=deep: model.depth is a number (3) in the config, got a text ('deep')"),
-    (["cfg.yaml", "--check", "--set", "+modle={}"],
+    (["cfg.yaml", "--set", "+modle={}"],
      "error: --set +modle={{}}: 'modle' is not a raydet config key (did you mean 'model'?)"),
-    (["cfg.yaml", "--check", "--set", "model.neck.channels=-2"],
+    (["cfg.yaml", "--set", "model.neck.channels=-2"],
      "error: {p}/base.yaml: model.neck: CliTestNeck rejected its arguments: RuntimeError:"),
     (["cyclic.yaml"], "error: cyclic _base_: {p}/cyclic.yaml -> {p}/cyclic.yaml"),
     (["malformed.yaml"], "error: {p}/malformed.yaml:2:10: malformed YAML: mapping values are not allowed here"),
@@ -86,14 +86,14 @@ def test_check_builds_the_model(project):
 def test_bad_input_is_one_line_and_exit_code_2(project, monkeypatch, capsys, args, message):
     write(project / "cyclic.yaml", "_base_: cyclic.yaml\n")
     write(project / "malformed.yaml", "model:\n  type: a: b\n")
-    code, stderr = raydet_config_here(project, monkeypatch, capsys, *args)
+    code, stderr = raydet_check_here(project, monkeypatch, capsys, *args)
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith(message.format(p=project.resolve())), stderr
 
 
 def test_bad_input_from_the_real_command_line(project):
-    out = raydet_config(project, "cfg.yaml", "--check", "--set", "model.neck.type=CliTestNek")
+    out = raydet_check(project, "cfg.yaml", "--set", "model.neck.type=CliTestNek")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith(
@@ -108,6 +108,6 @@ def test_bad_input_from_the_real_command_line(project):
 def test_unknown_type_in_a_base_file_names_that_file(project, monkeypatch, capsys):
     write(project / "typo_base.yaml", "model:\n  type: CliTestNet\n  neck: {type: CliTestNek}\n")
     write(project / "typo.yaml", "_base_: typo_base.yaml\ncustom_imports: [cli_test_parts]\n")
-    code, stderr = raydet_config_here(project, monkeypatch, capsys, "typo.yaml", "--check")
+    code, stderr = raydet_check_here(project, monkeypatch, capsys, "typo.yaml")
     assert code == 2
     assert stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: model.neck.type: unknown MODELS type 'CliTestNek'")

@@ -113,13 +113,13 @@ data:
   data_root: {tmp_path}
   train: {{type: CocoDataset, ann_file: ann.json, img_prefix: img, pipeline: [{{type: Resize, img_scale: [64, 64]}}]}}
 """)
-    ok = run_cli("raydet.config", str(config), "--check")
+    ok = run_cli("raydet.check", str(config))
     assert ok.returncode == 0, ok.stderr
     assert "data.train: CocoDataset 1 images" in ok.stdout and "1 invalid_box" in ok.stdout
-    strict = run_cli("raydet.config", str(config), "--check", "--set", "+data.train.on_bad_record=error")
+    strict = run_cli("raydet.check", str(config), "--set", "+data.train.on_bad_record=error")
     assert strict.returncode == 2
     assert strict.stderr.count("\n") == 1 and strict.stderr.startswith("error: data.train: ")
     assert "ann.json: annotations[0]" in strict.stderr and "invalid_box" in strict.stderr
-    typo = run_cli("raydet.config", str(config), "--check", "--set", "data.train.pipeline.0.img_scale=[64, 64]",
+    typo = run_cli("raydet.check", str(config), "--set", "data.train.pipeline.0.img_scale=[64, 64]",
                    "--set", "+data.train.pipeline.0.keep_ration=true")
     assert typo.returncode == 2 and "data.train.pipeline.0.keep_ration" in typo.stderr and "keep_ratio" in typo.stderr

@@ -1,4 +1,4 @@
-"""``python -m raydet.train`` on bad input: one line, exit code 2, no worker started."""
+"""``python -m raydet.train`` on bad input: one line, exit code 2 (no worker started, or the run stopped by a NaN loss)."""
 from __future__ import annotations
 
 import json
@@ -36,3 +36,19 @@ def test_dataset_without_usable_images_says_so(tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: data.train") and "no usable images" in last and "missing_image" in last
     assert not (tmp_path / "wd" / "ray_results").exists()  # no worker ever started
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_nan_loss_stops_the_run_with_one_error_line(small_shapes, tmp_path):
+    """SGD at lr 1e20 blows the weights up in one step: iteration 2's losses are NaN.  raydet says so in
+    one last line (Ray's own streamed worker logs, prefixed ``(… pid=…)``, may show the worker's traceback)."""
+    out = run_cli("raydet.train", str(DEMO_CONFIG), "--work-dir", str(tmp_path / "wd"), "--set",
+                  *quick_overrides(small_shapes), "scaling.num_workers=1", "optimizer.type=SGD", "optimizer.lr=1.0e+20",
+                  "optimizer_config.grad_clip=null", "lr_config.warmup=null", timeout=380)
+    assert out.returncode == 2, out.stderr[-3000:]
+    raydet_lines = [line for line in out.stderr.strip().splitlines() if "pid=" not in line]
+    assert not any("Traceback" in line for line in raydet_lines), out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite loss at iteration 2 (epoch 1): "), last
+    assert "loss_cls=nan" in last and "optimizer.lr" in last and "grad_clip" in last

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import json
 
+import failure_injection
 import pytest
+import ray.cloudpickle
 import ray.train
 from engine_helpers import DEMO_CONFIG, quick_overrides
+from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import launch
-from raydet.engine.train_loop import FAIL_AT_ITERATION_ENV
 from raydet import test as test_cli
+
+ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
 
 
 def history(outcome_or_run, metric: str, tracking_uri: str | None = None) -> dict[int, float]:
@@ -39,15 +43,13 @@ def test_same_seed_gives_the_same_losses_on_one_worker(ray_session, small_shapes
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_path, monkeypatch):
+def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_path):
     """A run that dies for good in epoch 2 is finished by --resume auto from its epoch-1
     checkpoint: same length, same LR schedule, same batches."""
     config = load_config(DEMO_CONFIG, [*quick_overrides(small_shapes, epochs=2), "scaling.num_workers=1",
                                        "checkpoint_config.interval=1", "log_config.interval=1"])
-    monkeypatch.setenv(FAIL_AT_ITERATION_ENV, "16")  # 12 batches per epoch on one worker
     with pytest.raises(ray.train.TrainingFailedError):
-        launch(config, tmp_path / "wd")
-    monkeypatch.delenv(FAIL_AT_ITERATION_ENV)
+        launch(config, tmp_path / "wd", step_hooks=[KillWorkerOnce(iteration=16)])  # 12 batches per epoch on one worker
     uri = f"sqlite:///{(tmp_path / 'wd').resolve()}/mlflow.db"
     failed_run = MlflowClient(uri).search_runs(MlflowClient(uri).get_experiment_by_name("raydet-demo").experiment_id)[0]
     assert failed_run.info.status == "FAILED"
@@ -69,15 +71,14 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
     """The end-to-end run: the demo's tiny FCOS on a 20-epoch schedule, 2 DDP workers, a worker
     killed in epoch 3; the run resumes from the epoch-2 checkpoint, finishes with the full
     iteration count, replicas bitwise identical, and a detector that works (bbox mAP@0.5 >= 0.5)."""
-    monkeypatch.setenv(FAIL_AT_ITERATION_ENV, "40")
     monkeypatch.chdir(demo_shapes.parent)  # a relative data_root, as in the demo: workers run elsewhere
     config = load_config(DEMO_CONFIG, [f"data.data_root={demo_shapes.name}", "scaling.max_failures=1",
                                        "runner.max_epochs=20", "lr_config.step=[16, 19]",
                                        "checkpoint_config.interval=1", "evaluation.interval=100"])
-    outcome = launch(config, tmp_path / "wd")
+    outcome = launch(config, tmp_path / "wd", step_hooks=[KillWorkerOnce(iteration=40)])
     final = json.loads((tmp_path / "wd" / "final_metrics.json").read_text())
     steps_per_epoch = 16  # 240 images, in two aspect-ratio groups of batches of 8: 31 batches for 2 workers
-    assert (tmp_path / "wd" / ".injected_failure").exists()
+    assert (tmp_path / "wd" / failure_injection.MARKER).exists()
     assert "resumed at epoch 2, iteration 32" in (tmp_path / "wd" / "train.log").read_text()
     assert final["epochs"] == config["runner"]["max_epochs"]
     assert final["iters"] == steps_per_epoch * final["epochs"]  # as many as an uninterrupted run

@@ -1,0 +1,33 @@
+"""A ``StepHook`` that kills a training worker, for the fault-tolerance tests.
+
+Ray workers cannot import test modules, so a test that passes ``KillWorkerOnce``
+to ``launch(step_hooks=...)`` registers this module with
+``ray.cloudpickle.register_pickle_by_value`` first: the hook then travels by value.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from raydet.engine.train_loop import WorkerInfo
+from raydet.engine.trainer import StepResult
+
+MARKER = ".injected_failure"
+
+
+@dataclass(frozen=True)
+class KillWorkerOnce:
+    """The worker of the highest rank exits at ``iteration`` (1-based, over all epochs), once per
+    work dir (``work_dir/.injected_failure`` marks it done, so the restarted run goes on), after the
+    progress records of every iteration up to this one are written, so tests know what was logged."""
+
+    iteration: int
+
+    def __call__(self, step: StepResult, worker: WorkerInfo) -> None:
+        marker = worker.work_dir / MARKER
+        if step.iteration != self.iteration or worker.rank != worker.world_size - 1 or marker.exists():
+            return
+        marker.touch()
+        worker.flush_records()
+        print(f"[raydet test] injected failure: rank {worker.rank} exits at iteration {step.iteration}", flush=True)
+        os._exit(1)
