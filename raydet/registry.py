@@ -17,6 +17,13 @@ the most specific superclass of the annotation — and must be instances of the
 annotation (``bbox_head: BaseDenseHead`` refuses an ``RPNHead``).  No other
 registry is ever consulted.
 
+A constructor that rejects its arguments — a ``ValueError`` (the Python
+convention; ``BuildError``, raydet's ``ConfigError`` and ``DataError`` are
+ValueErrors too) or torch's own ``RuntimeError`` for a size it cannot make —
+becomes a one-line ``BuildError`` naming the key path.  Any other exception is
+a bug in the constructor: it propagates with its traceback, noted with the key
+path that was being built.
+
 Registries are filled by importing ``raydet`` (every component module
 registers itself at import time), so every Ray worker process resolves the
 same names without any driver-side set-up.
@@ -397,11 +404,31 @@ def check_arguments(factory: Callable[..., Any], args: dict[str, Any], key_path:
     return args
 
 
+def rejects_arguments(err: Exception) -> bool:
+    """Whether a constructor's exception says its arguments are bad (vs. a bug in it).
+
+    ``ValueError`` (with ``BuildError``, ``ConfigError``, ``DataError``) is Python's way;
+    a ``RuntimeError`` raised inside torch is torch's (``nn.Conv2d(-2, 8, 3)``).
+    """
+    if isinstance(err, ValueError):
+        return True
+    if not isinstance(err, RuntimeError) or err.__traceback__ is None:
+        return False
+    frame = err.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "torch"
+
+
 def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
                  child_registry: Registry | None = None) -> T:
     """Call ``factory(**args)`` after ``check_arguments``; works for registered classes,
-    functions and dataclasses (config sections).  A constructor's own exception
-    becomes a ``BuildError`` naming the key path."""
+    functions and dataclasses (config sections).
+
+    A constructor that rejects its arguments (``rejects_arguments``) becomes a
+    ``BuildError`` naming the key path; any other exception propagates unchanged,
+    with a note naming the key path (Python >= 3.11).
+    """
     name = getattr(factory, "__name__", repr(factory))
     args = check_arguments(factory, dict(args), key_path, child_registry)
     try:
@@ -409,7 +436,11 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
     except BuildError:
         raise
     except Exception as err:
-        raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
+        if rejects_arguments(err):
+            raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
+        if hasattr(err, "add_note"):
+            err.add_note(f"while building {key_path} ({name})")
+        raise
 
 
 def build_section(section_class: type[T], node: Any, key_path: str) -> T:

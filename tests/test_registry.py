@@ -1,7 +1,9 @@
 """Registry: registration checked against the base class, checked recursive build with children from the
-declared registries only, errors that name the key path."""
+declared registries only, errors that name the key path, constructor bugs that keep their traceback."""
 from __future__ import annotations
 
+import sys
+import traceback
 from typing import Literal
 
 import pytest
@@ -297,3 +299,54 @@ def test_a_base_declared_later_by_the_base_class():
     assert late.base is Part and isinstance(late.build({"type": "Wheel"}), Wheel)
     with pytest.raises(TypeError, match=r"LATE already builds .*Part; cannot make .*Step its base"):
         late.declare_base(Step)
+
+
+class Brittle(torch.nn.Module):
+    """A component whose constructor has a bug in it for some arguments (``mode``)."""
+
+    def __init__(self, channels: int, mode: Literal["ok", "typo", "runtime", "value"] = "ok"):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 1)
+        if mode == "typo":
+            self.conv.wieght.zero_()  # the bug: AttributeError
+        if mode == "runtime":
+            raise RuntimeError("the user's own runtime error")
+        if mode == "value":
+            raise ValueError("mode 'value' is not supported with this many channels")
+
+
+class Holder(torch.nn.Module):
+    def __init__(self, part: torch.nn.Module):
+        super().__init__()
+        self.part = part
+
+
+@pytest.fixture
+def brittle():
+    reg = Registry("BRITTLE", base=torch.nn.Module)
+    reg.register()(Brittle)
+    reg.register()(Holder)
+    return reg
+
+
+def test_a_bug_in_a_constructor_keeps_its_traceback(brittle):
+    node = {"type": "Holder", "part": {"type": "Brittle", "channels": 2, "mode": "typo"}}
+    with pytest.raises(AttributeError, match="wieght") as err:
+        brittle.build(node, "model")
+    users_frames = [frame for frame in traceback.extract_tb(err.value.__traceback__) if frame.filename == __file__]
+    assert users_frames[-1].line == "self.conv.wieght.zero_()  # the bug: AttributeError"
+    if sys.version_info >= (3, 11):
+        assert err.value.__notes__ == ["while building model.part (Brittle)"]
+    with pytest.raises(RuntimeError, match="the user's own runtime error"):
+        brittle.build({"type": "Brittle", "channels": 2, "mode": "runtime"}, "model")
+
+
+def test_arguments_a_constructor_rejects_are_one_line(brittle):
+    with pytest.raises(BuildError) as err:
+        brittle.build({"type": "Holder", "part": {"type": "Brittle", "channels": 2, "mode": "value"}}, "model")
+    assert str(err.value) == ("model.part: Brittle rejected its arguments: ValueError: "
+                              "mode 'value' is not supported with this many channels")
+    with pytest.raises(BuildError) as err:  # torch's RuntimeError for a size it cannot make
+        brittle.build({"type": "Brittle", "channels": -2}, "model")
+    assert str(err.value).startswith("model: Brittle rejected its arguments: RuntimeError: ")
+    assert "negative dimension" in str(err.value)

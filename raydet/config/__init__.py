@@ -29,8 +29,11 @@ from ..registry import nearest_names
 KeyPath = tuple[Any, ...]  # ("model", "neck", "type") or ("data", "train", "pipeline", 0)
 
 
-class ConfigError(Exception):
-    """A problem in a user's config; the message says what, where and what to do."""
+class ConfigError(ValueError):
+    """A problem in a user's config; the message says what, where and what to do.
+
+    A ``ValueError``, so one raised while a component is built is reported as a bad argument.
+    """
 
 
 class Config(dict):

@@ -31,8 +31,11 @@ PROBLEM_KINDS: dict[str, str] = {
 REPAIRED_KINDS = frozenset({"box_clipped", "size_mismatch"})
 
 
-class DataError(Exception):
-    """Input data that cannot be used: the message names the file and where in it."""
+class DataError(ValueError):
+    """Input data that cannot be used: the message names the file and where in it.
+
+    A ``ValueError``, so one raised while a dataset is built is reported as a bad argument.
+    """
 
 
 class ProblemReport:
