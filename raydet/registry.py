@@ -404,7 +404,7 @@ def check_arguments(factory: Callable[..., Any], args: dict[str, Any], key_path:
     return args
 
 
-def rejects_arguments(err: Exception) -> bool:
+def _rejects_arguments(err: Exception) -> bool:
     """Whether a constructor's exception says its arguments are bad (vs. a bug in it).
 
     ``ValueError`` (with ``BuildError``, ``ConfigError``, ``DataError``) is Python's way;
@@ -414,10 +414,10 @@ def rejects_arguments(err: Exception) -> bool:
         return True
     if not isinstance(err, RuntimeError) or err.__traceback__ is None:
         return False
-    frame = err.__traceback__
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "torch"
+    innermost = err.__traceback__
+    while innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    return innermost.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "torch"
 
 
 def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
@@ -425,7 +425,7 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
     """Call ``factory(**args)`` after ``check_arguments``; works for registered classes,
     functions and dataclasses (config sections).
 
-    A constructor that rejects its arguments (``rejects_arguments``) becomes a
+    A constructor that rejects its arguments (``_rejects_arguments``) becomes a
     ``BuildError`` naming the key path; any other exception propagates unchanged,
     with a note naming the key path (Python >= 3.11).
     """
@@ -436,7 +436,7 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
     except BuildError:
         raise
     except Exception as err:
-        if rejects_arguments(err):
+        if _rejects_arguments(err):
             raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
         if hasattr(err, "add_note"):
             err.add_note(f"while building {key_path} ({name})")
