@@ -14,8 +14,11 @@ from typing import Callable
 EXIT_USER_ERROR = 2
 
 
-class UserError(Exception):
-    """A problem the user fixes in their config, data or command line; the message is complete."""
+class UserError(ValueError):
+    """A problem the user fixes in their config, data or command line; the message is complete.
+
+    A ``ValueError``, so one raised while a component is built is reported as a bad argument.
+    """
 
 
 def report_user_errors(main: Callable[[], int | None]) -> int:

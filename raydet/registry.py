@@ -1,16 +1,28 @@
 """Registries: names in YAML (``type: FPN``) -> the classes that build them.
 
-A ``Registry`` maps names to classes (or factory functions).  ``build`` turns a
-config node ``{type: Name, **args}`` into an object, checking the arguments
-against the constructor's signature and type hints first, so a typo or a value
-of the wrong type is reported with its key path (``model.neck.out_channels``)
-instead of surfacing as a bare ``TypeError`` from deep inside a constructor.
+A ``Registry`` maps names to the classes that build one kind of object, its
+``base`` (``MODELS`` builds ``nn.Module`` s); ``register`` refuses anything else.
+``build`` turns a config node ``{type: Name, **args}`` into an object, checking
+the arguments against the constructor's signature and type hints first, so a
+typo or a value of the wrong type is reported with its key path
+(``model.neck.out_channels``) instead of surfacing as a bare ``TypeError`` from
+deep inside a constructor.
 
 A constructor asks for *built children* through its type hints: a parameter
 annotated with a class that is not plain data (``backbone: nn.Module``,
 ``pipeline: list[Transform]``) receives the built object(s); one annotated with
-``dict`` receives the raw node.  Children come from the parent's registry when
-it has members of the annotated class, else from the registry that does.
+``dict`` receives the raw node.  Children are built by the parent's registry or
+by one of the ``children`` registries it declares — the one whose ``base`` is
+the most specific superclass of the annotation — and must be instances of the
+annotation (``bbox_head: BaseDenseHead`` refuses an ``RPNHead``).  No other
+registry is ever consulted.
+
+A constructor that rejects its arguments — a ``ValueError`` (the Python
+convention; ``BuildError``, raydet's ``ConfigError`` and ``DataError`` are
+ValueErrors too) or torch's own ``RuntimeError`` for a size it cannot make —
+becomes a one-line ``BuildError`` naming the key path.  Any other exception is
+a bug in the constructor: it propagates with its traceback, noted with the key
+path that was being built.
 
 Registries are filled by importing ``raydet`` (every component module
 registers itself at import time), so every Ray worker process resolves the
@@ -24,12 +36,13 @@ import difflib
 import inspect
 import types
 import typing
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+import torch
 
 T = TypeVar("T")
 
 _PLAIN_DATA = (int, float, str, bool, bytes, dict, list, tuple, set, type(None))
-_ALL_REGISTRIES: list["Registry"] = []
 
 
 class BuildError(ValueError):
@@ -72,12 +85,22 @@ class Registry:
 
     Args:
         name: what the registry holds, used in messages (``"MODELS"``).
+        base: the class every member builds (``nn.Module``).  ``None`` when the base
+            class is defined in a module that imports this one: that module then
+            declares it with ``@REGISTRY.declare_base`` before registering members.
+        children: the other registries whose members this one's members may be built
+            with (``MODELS`` builds heads with ``TASK_UTILS``' assigners).
+        factories: also accept functions whose return annotation is a ``base``
+            subclass (else members must be ``base`` subclasses).
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, base: type | None = None, children: Sequence[Registry] = (),
+                 factories: bool = False):
         self.name = name
+        self.base = base
+        self.children = tuple(children)
+        self.factories = factories
         self._members: dict[str, Callable[..., Any]] = {}
-        _ALL_REGISTRIES.append(self)
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {len(self._members)} members)"
@@ -88,16 +111,25 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._members)
 
+    def declare_base(self, base: type[T]) -> type[T]:
+        """Class decorator: ``base`` is what every member builds (for a registry made without one)."""
+        if self.base is not None and not _same_definition(self.base, base):
+            raise TypeError(f"{self.name} already builds {_qualified(self.base)}; cannot make {_qualified(base)} its base")
+        self.base = base
+        return base
+
     def register(self, name: str | None = None, force: bool = False) -> Callable[[T], T]:
-        """Decorator: ``@MODELS.register()`` or ``@MODELS.register(name="X", force=True)``."""
+        """Decorator: ``@MODELS.register()`` or ``@MODELS.register(name="X", force=True)``.
+
+        Raises ``TypeError`` when the member does not build a ``base``, ``KeyError``
+        when the name is taken by another definition (unless ``force``).
+        """
 
         def add(obj: T) -> T:
+            self._check_builds_base(obj)
             key = name or obj.__name__  # type: ignore[attr-defined]
             old = self._members.get(key)
-            same_definition = old is not None and (
-                getattr(old, "__module__", None), getattr(old, "__qualname__", None)
-            ) == (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
-            if old is not None and old is not obj and not force and not same_definition:
+            if old is not None and old is not obj and not force and not _same_definition(old, obj):
                 raise KeyError(
                     f"{self.name} already has {key!r} ({_qualified(old)}); "
                     f"choose another name or pass force=True to replace it"
@@ -106,6 +138,32 @@ class Registry:
             return obj
 
         return add
+
+    def _check_builds_base(self, obj: Any) -> None:
+        if self.base is None:
+            raise TypeError(f"{self.name} has no base class yet; declare it with @{self.name}.declare_base first")
+        base = _qualified(self.base)
+        if inspect.isclass(obj):
+            if not issubclass(obj, self.base):
+                raise TypeError(f"{self.name} holds subclasses of {base}; {_qualified(obj)} is not one")
+            return
+        if not self.factories:
+            raise TypeError(f"{self.name} holds subclasses of {base}; {_qualified(obj)} is not a class")
+        returns = _type_hints(obj).get("return") if callable(obj) else None
+        if not (inspect.isclass(returns) and issubclass(returns, self.base)):
+            raise TypeError(f"a function in {self.name} must be annotated to return a {base} (-> {self.base.__name__}); "
+                            f"{_qualified(obj)} is not")
+
+    def registry_for(self, cls: type) -> Registry | None:
+        """The registry that builds children annotated ``cls``: this one or one of its
+        ``children``, whichever's ``base`` is the most specific superclass of ``cls``
+        (ties: this one, then the children in order); ``None`` when none builds it."""
+        candidates = [r for r in (self, *self.children) if r.base is not None and issubclass(cls, r.base)]
+        return max(candidates, key=lambda r: len(r.base.__mro__), default=None)  # type: ignore[union-attr]
+
+    def members_of(self, cls: type) -> list[str]:
+        """Names of the members that are subclasses of ``cls``."""
+        return sorted(k for k, m in self._members.items() if inspect.isclass(m) and issubclass(m, cls))
 
     def get(self, name: str, key_path: str = "") -> Callable[..., Any]:
         """The class registered as ``name``; an unknown name is a ``BuildError``."""
@@ -157,14 +215,10 @@ def _qualified(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _registry_for(cls: type, default: Registry) -> Registry:
-    """The registry that builds children annotated ``cls``: the parent's when it has such members."""
-    def has_members(registry: Registry) -> bool:
-        return any(inspect.isclass(m) and issubclass(m, cls) for m in registry._members.values())
-
-    if has_members(default):
-        return default
-    return next((r for r in _ALL_REGISTRIES if has_members(r)), default)
+def _same_definition(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are one definition (the same object, or its module imported again)."""
+    return a is b or (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (
+        getattr(b, "__module__", None), getattr(b, "__qualname__", None))
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
@@ -270,14 +324,26 @@ def _holds_type_nodes(value: Any) -> bool:
     return is_node(value) or (isinstance(value, (list, tuple)) and any(map(is_node, value)))
 
 
-def _build_children(value: Any, annotation: Any, key_path: str, default: Registry) -> Any:
-    """Build the ``type:`` nodes a parameter annotated with a component class receives."""
+def _build_children(value: Any, annotation: Any, key_path: str, parent: Registry) -> Any:
+    """Build the ``type:`` nodes a parameter annotated with a component class receives.
+
+    The registry that builds them is ``parent.registry_for(component)``; a node whose
+    type is not a subclass of the annotation is refused before it is built.
+    """
     component = _component_class(annotation)
     assert component is not None
-    registry = _registry_for(component, default)
+    registry = parent.registry_for(component)
+    if registry is None:
+        builders = ", ".join(f"{r.name} builds {r.base.__name__}" for r in (parent, *parent.children) if r.base)
+        raise BuildError(key_path, f"nothing here builds a {component.__name__} ({builders})")
 
     def build_one(item: Any, path: str) -> Any:
         if isinstance(item, collections.abc.Mapping):
+            factory = registry.get(item["type"], f"{path}.type") if "type" in item else None
+            if inspect.isclass(factory) and not issubclass(factory, component):
+                fitting = ", ".join(registry.members_of(component)) or "(none registered)"
+                raise BuildError(f"{path}.type", f"expected a {component.__name__}, but {item['type']} is not one; "
+                                                 f"{component.__name__} types in {registry.name}: {fitting}")
             built = registry.build(item, path)
             if not isinstance(built, component):
                 raise BuildError(path, f"expected a {component.__name__}, but {item['type']!r} built a {type(built).__name__}")
@@ -296,7 +362,7 @@ def check_arguments(factory: Callable[..., Any], args: dict[str, Any], key_path:
     """``args`` checked against ``factory``'s signature and type hints, with children built.
 
     Parameters annotated with a component class get their ``type:`` nodes built
-    (see ``_registry_for`` for which registry builds them); returns the arguments
+    (see ``Registry.registry_for`` for which registry builds them); returns the arguments
     ready for the call.
     """
     name = getattr(factory, "__name__", repr(factory))
@@ -338,11 +404,31 @@ def check_arguments(factory: Callable[..., Any], args: dict[str, Any], key_path:
     return args
 
 
+def _rejects_arguments(err: Exception) -> bool:
+    """Whether a constructor's exception says its arguments are bad (vs. a bug in it).
+
+    ``ValueError`` (with ``BuildError``, ``ConfigError``, ``DataError``) is Python's way;
+    a ``RuntimeError`` raised inside torch is torch's (``nn.Conv2d(-2, 8, 3)``).
+    """
+    if isinstance(err, ValueError):
+        return True
+    if not isinstance(err, RuntimeError) or err.__traceback__ is None:
+        return False
+    innermost = err.__traceback__
+    while innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    return innermost.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "torch"
+
+
 def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
                  child_registry: Registry | None = None) -> T:
     """Call ``factory(**args)`` after ``check_arguments``; works for registered classes,
-    functions and dataclasses (config sections).  A constructor's own exception
-    becomes a ``BuildError`` naming the key path."""
+    functions and dataclasses (config sections).
+
+    A constructor that rejects its arguments (``_rejects_arguments``) becomes a
+    ``BuildError`` naming the key path; any other exception propagates unchanged,
+    with a note naming the key path (Python >= 3.11).
+    """
     name = getattr(factory, "__name__", repr(factory))
     args = check_arguments(factory, dict(args), key_path, child_registry)
     try:
@@ -350,7 +436,11 @@ def call_checked(factory: Callable[..., T], args: dict[str, Any], key_path: str,
     except BuildError:
         raise
     except Exception as err:
-        raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
+        if _rejects_arguments(err):
+            raise BuildError(key_path, f"{name} rejected its arguments: {type(err).__name__}: {err}") from err
+        if hasattr(err, "add_note"):
+            err.add_note(f"while building {key_path} ({name})")
+        raise
 
 
 def build_section(section_class: type[T], node: Any, key_path: str) -> T:
@@ -364,8 +454,14 @@ def build_section(section_class: type[T], node: Any, key_path: str) -> T:
 
 
 # The project's registries.  Members register themselves when their module is imported.
-MODELS = Registry("MODELS")  # backbones, necks, heads, RoI extractors, detectors, losses, box machinery
-TRANSFORMS = Registry("TRANSFORMS")  # box-aware image transforms
-DATASETS = Registry("DATASETS")  # annotation readers -> records
-OPTIMIZERS = Registry("OPTIMIZERS")  # torch.optim classes and wrappers
 
+#: What models are built with besides modules: anchor generators, box coders, assigners, samplers, pretrained weights.
+TASK_UTILS = Registry("TASK_UTILS", base=object)
+#: Backbones, necks, heads, RoI extractors, losses, detectors.
+MODELS = Registry("MODELS", base=torch.nn.Module, children=[TASK_UTILS])
+#: Box-aware image transforms; their base, ``Transform``, is declared in ``raydet.data.transforms.base``.
+TRANSFORMS = Registry("TRANSFORMS")
+#: Annotation readers -> records; their base, ``DetectionDataset``, is declared in ``raydet.data.datasets``.
+DATASETS = Registry("DATASETS", children=[TRANSFORMS])
+#: torch.optim classes, and functions that return an optimizer (e.g. one from another library).
+OPTIMIZERS = Registry("OPTIMIZERS", base=torch.optim.Optimizer, factories=True)

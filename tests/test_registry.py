@@ -1,6 +1,9 @@
-"""Registry: registration, checked recursive build, errors that name the key path."""
+"""Registry: registration checked against the base class, checked recursive build with children from the
+declared registries only, errors that name the key path, constructor bugs that keep their traceback."""
 from __future__ import annotations
 
+import sys
+import traceback
 from typing import Literal
 
 import pytest
@@ -11,7 +14,7 @@ from raydet.registry import BuildError, Registry, build_section
 
 @pytest.fixture
 def parts():
-    reg = Registry("PARTS")
+    reg = Registry("PARTS", base=torch.nn.Module)
 
     @reg.register()
     class Conv(torch.nn.Module):
@@ -126,13 +129,13 @@ def test_node_without_type(parts):
 
 
 def test_register_twice_needs_force():
-    reg = Registry("R")
+    reg = Registry("R", base=tuple, factories=True)
 
     @reg.register(name="A")
-    def first(x: int = 1):
+    def first(x: int = 1) -> tuple:
         return ("first", x)
 
-    def second(x: int = 1):
+    def second(x: int = 1) -> tuple:
         return ("second", x)
 
     with pytest.raises(KeyError, match="R already has 'A'"):
@@ -146,8 +149,13 @@ class Step:
     """A base class no registry holds itself (like a transform base class)."""
 
 
-def test_children_come_from_the_registry_that_holds_their_class():
-    steps, datasets = Registry("STEPS"), Registry("SETS")
+class Source:
+    """Another one (like a dataset base class)."""
+
+
+def test_children_come_from_the_declared_registry_that_builds_their_class():
+    steps = Registry("STEPS", base=Step)
+    datasets = Registry("SETS", base=object, children=[steps])
 
     @steps.register()
     class Flip(Step):
@@ -179,3 +187,166 @@ def test_build_section_parses_a_dataclass_with_the_same_checks():
         build_section(Schedule, {"max_epoch": 3}, "train")
     with pytest.raises(BuildError, match=r"train: expected a mapping, got \[1\]"):
         build_section(Schedule, [1], "train")
+
+
+def test_undeclared_registries_are_never_consulted():
+    steps = Registry("STEPS_ELSEWHERE", base=Step)  # e.g. made by another test: it must not leak into others
+
+    @steps.register()
+    class Blur(Step):
+        pass
+
+    datasets = Registry("SETS", base=Source)
+
+    @datasets.register()
+    class Folder(Source):
+        def __init__(self, pipeline: list[Step]):
+            self.pipeline = pipeline
+
+    with pytest.raises(BuildError, match=r"^data.train.pipeline: nothing here builds a Step \(SETS builds Source\)$"):
+        datasets.build({"type": "Folder", "pipeline": [{"type": "Blur"}]}, "data.train")
+
+
+class Coder:
+    """Not a module (like a box coder)."""
+
+
+class Loss(torch.nn.Module):
+    pass
+
+
+class Head(torch.nn.Module):
+    def __init__(self, coder: Coder, loss: torch.nn.Module):
+        super().__init__()
+        self.coder, self.loss = coder, loss
+
+
+def test_the_most_specific_base_builds_a_child():
+    utils = Registry("UTILS", base=object)
+    models = Registry("NETS", base=torch.nn.Module, children=[utils])
+    utils.register()(Coder)
+    models.register()(Loss)
+    models.register()(Head)
+    head = models.build({"type": "Head", "coder": {"type": "Coder"}, "loss": {"type": "Loss"}}, "model")
+    assert isinstance(head.coder, Coder) and isinstance(head.loss, Loss)
+    with pytest.raises(BuildError, match=r"model.loss.type: unknown NETS type 'Coder'"):
+        models.build({"type": "Head", "coder": {"type": "Coder"}, "loss": {"type": "Coder"}}, "model")
+
+
+class Stem(torch.nn.Module):
+    """A contract: only its subclasses may be a ``StrictNet``'s stem."""
+
+
+class ConvStem(Stem):
+    def __init__(self, width: int = 4):
+        super().__init__()
+
+
+class StrictNet(torch.nn.Module):
+    def __init__(self, stem: Stem):
+        super().__init__()
+        self.stem = stem
+
+
+def test_a_child_of_the_wrong_kind_is_refused_before_it_is_built(parts):
+    parts.register()(ConvStem)
+    parts.register()(StrictNet)
+    assert isinstance(parts.build({"type": "StrictNet", "stem": {"type": "ConvStem"}}).stem, ConvStem)
+    with pytest.raises(BuildError) as err:  # Conv would reject 'width'; the kind is what is wrong
+        parts.build({"type": "StrictNet", "stem": {"type": "Conv", "width": 3}}, "model")
+    assert str(err.value) == "model.stem.type: expected a Stem, but Conv is not one; Stem types in PARTS: ConvStem"
+
+
+def test_a_member_must_build_the_base():
+    reg = Registry("NETS", base=torch.nn.Module)
+    with pytest.raises(TypeError, match=r"NETS holds subclasses of torch.nn.modules.module.Module; .*Assigner is not one"):
+        @reg.register()
+        class Assigner:
+            pass
+
+    with pytest.raises(TypeError, match=r"NETS holds subclasses of .*Module; .*make_net is not a class"):
+        @reg.register()
+        def make_net() -> torch.nn.Module:
+            return torch.nn.Identity()
+
+    factories = Registry("OPTIMS", base=torch.optim.Optimizer, factories=True)
+    with pytest.raises(TypeError, match=r"a function in OPTIMS must be annotated to return a torch.optim.optimizer.Optimizer"):
+        @factories.register()
+        def make_sgd(params, lr: float):
+            return torch.optim.SGD(params, lr)
+
+    @factories.register()
+    def make_adam(params, lr: float) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr)
+
+    optimizer = factories.build({"type": "make_adam", "lr": 0.1}, params=[torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.Adam)
+
+
+def test_a_base_declared_later_by_the_base_class():
+    late = Registry("LATE")
+    with pytest.raises(TypeError, match=r"LATE has no base class yet; declare it with @LATE.declare_base first"):
+        late.register()(Step)
+
+    @late.declare_base
+    class Part:
+        pass
+
+    @late.register()
+    class Wheel(Part):
+        pass
+
+    assert late.base is Part and isinstance(late.build({"type": "Wheel"}), Wheel)
+    with pytest.raises(TypeError, match=r"LATE already builds .*Part; cannot make .*Step its base"):
+        late.declare_base(Step)
+
+
+class Brittle(torch.nn.Module):
+    """A component whose constructor has a bug in it for some arguments (``mode``)."""
+
+    def __init__(self, channels: int, mode: Literal["ok", "typo", "runtime", "value"] = "ok"):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 1)
+        if mode == "typo":
+            self.conv.wieght.zero_()  # the bug: AttributeError
+        if mode == "runtime":
+            raise RuntimeError("the user's own runtime error")
+        if mode == "value":
+            raise ValueError("mode 'value' is not supported with this many channels")
+
+
+class Holder(torch.nn.Module):
+    def __init__(self, part: torch.nn.Module):
+        super().__init__()
+        self.part = part
+
+
+@pytest.fixture
+def brittle():
+    reg = Registry("BRITTLE", base=torch.nn.Module)
+    reg.register()(Brittle)
+    reg.register()(Holder)
+    return reg
+
+
+def test_a_bug_in_a_constructor_keeps_its_traceback(brittle):
+    node = {"type": "Holder", "part": {"type": "Brittle", "channels": 2, "mode": "typo"}}
+    with pytest.raises(AttributeError, match="wieght") as err:
+        brittle.build(node, "model")
+    users_frames = [frame for frame in traceback.extract_tb(err.value.__traceback__) if frame.filename == __file__]
+    assert users_frames[-1].line == "self.conv.wieght.zero_()  # the bug: AttributeError"
+    if sys.version_info >= (3, 11):
+        assert err.value.__notes__ == ["while building model.part (Brittle)"]
+    with pytest.raises(RuntimeError, match="the user's own runtime error"):
+        brittle.build({"type": "Brittle", "channels": 2, "mode": "runtime"}, "model")
+
+
+def test_arguments_a_constructor_rejects_are_one_line(brittle):
+    with pytest.raises(BuildError) as err:
+        brittle.build({"type": "Holder", "part": {"type": "Brittle", "channels": 2, "mode": "value"}}, "model")
+    assert str(err.value) == ("model.part: Brittle rejected its arguments: ValueError: "
+                              "mode 'value' is not supported with this many channels")
+    with pytest.raises(BuildError) as err:  # torch's RuntimeError for a size it cannot make
+        brittle.build({"type": "Brittle", "channels": -2}, "model")
+    assert str(err.value).startswith("model: Brittle rejected its arguments: RuntimeError: ")
+    assert "negative dimension" in str(err.value)

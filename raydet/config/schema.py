@@ -103,6 +103,9 @@ class OptimizerConfig:
         if self.accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if self.grad_clip is not None:
+            keys = set(self.grad_clip)
+            if "max_norm" not in keys or not keys <= {"max_norm", "norm_type"}:
+                raise ValueError(f"grad_clip takes max_norm (required) and norm_type, got {sorted(keys)}")
             self.grad_clip = GradClip(**self.grad_clip)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ from .transforms import Compose, Transform
 from .voc import read_voc
 
 
+@DATASETS.declare_base
 class DetectionDataset:
     """Records of one split with their classes, problems and pipeline.
 

@@ -7,6 +7,7 @@ CLI's message instead of after the worker group is up.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -19,13 +20,17 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from ..builder import SECTIONS, build_model, check_top_level_keys, optimizer_for, section, seed_of, with_absolute_data_root
+from ..builder import (batch_recipe, build_datasets, build_model, check_num_classes, check_top_level_keys,
+                       data_section, optimizer_for, section, seed_of, with_absolute_data_root)
 from ..config import Config, ConfigError
+from ..config.schema import SECTIONS
+from ..data.datasets import DetectionDataset
 from ..data.problems import DataError
-from ..data.ray_ingest import build_ray_datasets
+from ..data.ray_datasets import build_ray_datasets
 from ..evaluation.coco_metric import METRIC_NAMES
 from .checkpoint import load_checkpoint
 from .recorder import start_recorder
+from .spec import TrainingSpec
 from .tracking import MlflowRun, flatten
 from .train_loop import StepHook, train_loop_per_worker
 from .trainer import NonFiniteLossError
@@ -80,6 +85,20 @@ def _non_finite_loss_in(error: BaseException) -> NonFiniteLossError | None:
         return next((failure for _, failure in sorted(error.worker_failures.items())
                      if isinstance(failure, NonFiniteLossError)), None)
     return None
+
+
+def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
+    """What every worker receives, built here from the config (``datasets``: the splits read on the driver)."""
+    settings = {key: section(config, key) for key in SECTIONS}
+    has_val = "val" in datasets
+    return TrainingSpec(
+        config_yaml=config.to_yaml(), seed=seed_of(config), runner=settings["runner"],
+        evaluation=settings["evaluation"], checkpointing=settings["checkpoint_config"], logging=settings["log_config"],
+        optim=settings["optimizer_config"], lr=settings["lr_config"], num_pictures=settings["mlflow"].num_images,
+        train=batch_recipe(config, "train"), val=batch_recipe(config, "val") if has_val else None,
+        val_dataset=datasets.get("val"),
+        build_model=functools.partial(build_model, config), build_optimizer=functools.partial(optimizer_for, config),
+    )
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
@@ -140,10 +159,13 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     except ValueError as err:
         raise ConfigError(f"{config.source_of(('scaling',))}: scaling: {err}") from None
 
-    connect_ray(num_workers, resources.get("CPU", 1))
-    datasets, data_config, summary = build_ray_datasets(config)
+    datasets = build_datasets(config)
     if "train" not in datasets:
         raise DataError(f"{config.filename}: data.train is missing: there is nothing to train on")
+    check_num_classes(config, datasets["train"].classes)
+    spec = training_spec(config, datasets)
+    connect_ray(num_workers, resources.get("CPU", 1))
+    ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
     for split, info in summary.splits.items():
         if info.num_images == 0:
             raise DataError(f"data.{split} ({info.ann_file}) has no images left to use: {info.problems.short()}")
@@ -163,7 +185,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "config": config, "work_dir": str(work_dir),
+            "spec": spec, "work_dir": str(work_dir),
             "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
             "resume_from": None if resume in (None, "auto") else str(Path(resume).resolve()),
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
@@ -177,7 +199,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             checkpoint_config=checkpoint_config,
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.get("CPU", 1))))}},
         ),
-        datasets=datasets,
+        datasets=ray_datasets,
         dataset_config=data_config,
     )
     try:

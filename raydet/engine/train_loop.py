@@ -3,7 +3,10 @@
 Each worker builds its own model (same seed, so the same initial weights;
 ``prepare_model`` wraps it in DistributedDataParallel, which broadcasts rank
 0's parameters once and all-reduces gradients after every backward pass),
-its own optimizer, and takes its share of the data (``raydet.data.ray_ingest``).
+its own optimizer, and takes its share of the data (``raydet.data.ray_stream``).
+Everything it builds from comes in a ``TrainingSpec`` the launcher made on the
+driver: typed settings, the splits' batch recipes and two factories; the loop
+never reads the config.
 The optimisation itself — accumulation, AMP, clipping, LR steps, the non-finite
 loss check — is the Ray-free ``raydet.engine.trainer.Trainer``, one epoch at a
 time; this loop adds the Ray edges around it: the worker's rank, the data
@@ -29,15 +32,14 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ..builder import build_model, data_section, optimizer_for, section, seed_of
-from ..config import Config
-from ..data.ray_ingest import iter_eval_batches, iter_train_batches
+from ..data.ray_stream import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero
 from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
+from .spec import TrainingSpec
 from .trainer import StepResult, Trainer
 
 
@@ -93,33 +95,30 @@ def replica_digest(model: torch.nn.Module) -> str:
 
 
 def train_loop_per_worker(loop_config: dict) -> dict | None:
-    """Ray Train entry point.  ``loop_config``: ``config`` (a resolved ``Config``), ``work_dir``,
+    """Ray Train entry point.  ``loop_config``: ``spec`` (the run's ``TrainingSpec``), ``work_dir``,
     ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
     ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0)
     and ``step_hooks`` (a list of ``StepHook``, called after every step; tests kill workers with them).
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``.
     """
-    config: Config = loop_config["config"]
+    spec: TrainingSpec = loop_config["spec"]
     work_dir = Path(loop_config["work_dir"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    runner, evaluation = section(config, "runner"), section(config, "evaluation")
-    checkpointing, logging_settings = section(config, "checkpoint_config"), section(config, "log_config")
-    optim_settings, lr_config = section(config, "optimizer_config"), section(config, "lr_config")
-    seed = seed_of(config)
+    runner, evaluation = spec.runner, spec.evaluation
 
-    seed_everything(seed)  # the same initial weights on every worker
-    model = build_model(config)
+    seed_everything(spec.seed)  # the same initial weights on every worker
+    model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    optimizer = optimizer_for(config, unwrap(model))
-    batches_per_epoch = len(iter_train_batches(config, 0))
-    steps_per_epoch = math.ceil(batches_per_epoch / optim_settings.accumulate)
-    scheduler = build_lr_scheduler(optimizer, lr_config, steps_per_epoch, runner.max_epochs)
-    trainer = Trainer(model, optimizer, scheduler, optim_settings, device)
+    optimizer = spec.build_optimizer(unwrap(model))
+    batches_per_epoch = len(iter_train_batches(spec.train, 0))
+    steps_per_epoch = math.ceil(batches_per_epoch / spec.optim.accumulate)
+    scheduler = build_lr_scheduler(optimizer, spec.lr, steps_per_epoch, runner.max_epochs)
+    trainer = Trainer(model, optimizer, scheduler, spec.optim, device)
 
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
@@ -134,21 +133,21 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
                            max_epochs=runner.max_epochs)
     if state.iteration:
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}")
-    has_val = data_section(config).split("val") is not None
-    collector = DetectionCollector(config, "val", rank, section(config, "mlflow").num_images) if has_val else None
+    has_val = spec.val is not None
+    collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if has_val else None
     decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
     worker = WorkerInfo(rank, world_size, work_dir, progress.flush)
     step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
 
     def after_step(step: StepResult) -> None:
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
-                      log_now=step.last_of_epoch or (step.index + 1) % logging_settings.interval == 0)
+                      log_now=step.last_of_epoch or (step.index + 1) % spec.logging.interval == 0)
         for hook in step_hooks:
             hook(step, worker)
 
     for epoch in range(state.epoch, runner.max_epochs):
-        seed_everything(seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
-        batches = iter_train_batches(config, epoch)
+        seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
+        batches = iter_train_batches(spec.train, epoch)
         progress.start_epoch(epoch, len(batches))
         state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
         for kind, count in batches.problems.counts.items():
@@ -158,15 +157,15 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         last_epoch = state.epoch == runner.max_epochs
         evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
         if evaluated:
-            metrics = collector.evaluate(unwrap(model), iter_eval_batches(config, "val"), device)
+            metrics = collector.evaluate(unwrap(model), iter_eval_batches(spec.val, "val"), device)
             if rank == 0:
                 state.metrics = metrics
                 progress.evaluation(metrics, collector.summary, state.iteration)
-        if last_epoch or state.epoch % checkpointing.interval == 0:
+        if last_epoch or state.epoch % spec.checkpointing.interval == 0:
             score = {}  # only rank 0's report carries the checkpoint, and only rank 0 holds the metrics
             if has_val and rank == 0:
                 score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0}
-            _report(state, score, trainer, config, rank, loop_config.get("checkpoint_dir"))
+            _report(state, score, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"))
 
     digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
@@ -192,7 +191,7 @@ def _restore(saved: dict, trainer: Trainer) -> TrainState:
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
 
 
-def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config: Config, rank: int,
+def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config_yaml: str, rank: int,
             checkpoint_dir: str | None) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint, scored by ``score`` (this epoch's
     evaluation, else -1 so it never counts as best).  Without a worker group (``checkpoint_dir`` set)
@@ -209,5 +208,5 @@ def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config
             directory = stack.enter_context(tempfile.TemporaryDirectory())
         save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                         scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
-                        config_yaml=config.to_yaml(), metrics=state.metrics)
+                        config_yaml=config_yaml, metrics=state.metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -6,12 +6,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..registry import MODELS
+from ..registry import TASK_UTILS
 
 TORCHVISION_PREFIX = "torchvision://"
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class Pretrained:
     """A checkpoint to initialise a module from (mmdetection's ``init_cfg: {type: Pretrained}``).
 

@@ -121,11 +121,13 @@ def test_bad_files(tmp_path, files, entry, message):
 
 def test_custom_imports_register_user_components(tmp_path, monkeypatch):
     write(tmp_path / "my_parts_for_config_test.py", """
+import torch
 from raydet.registry import MODELS
 
 @MODELS.register()
-class ConfigTestNeck:
+class ConfigTestNeck(torch.nn.Module):
     def __init__(self, width: int = 4):
+        super().__init__()
         self.width = width
 """)
     monkeypatch.syspath_prepend(str(tmp_path))

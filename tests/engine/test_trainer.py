@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from raydet.engine.optim import OptimizerConfig
+from raydet.config.schema import OptimizerConfig
 from raydet.engine.trainer import NonFiniteLossError, StepResult, Trainer
 
 CPU = torch.device("cpu")

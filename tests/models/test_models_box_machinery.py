@@ -133,6 +133,21 @@ def test_single_roi_extractor_matches_multiscale_roi_align():
     assert torch.equal(extractor(feats, rois), expected)
 
 
+def test_single_roi_extractor_pools_from_the_nearest_of_non_consecutive_strides():
+    feats = [torch.full((1, 1, 64, 64), 8.0), torch.full((1, 1, 16, 16), 32.0)]  # strides 8 and 32 of a 512 image
+    sides = [100.0, 224.0, 500.0]  # FPN levels 2, 4, 5: nearest available 3, 3 (tie: the finer), 5
+    rois = torch.tensor([[0.0, 0.0, 0.0, side, side] for side in sides])
+    extractor = SingleRoIExtractor(featmap_strides=[8, 32], output_size=2)
+    assert extractor.map_levels(rois).tolist() == [0, 0, 1]
+    assert extractor(feats, rois).amin(dim=(1, 2, 3)).tolist() == [8.0, 8.0, 32.0]  # each RoI pooled from one level
+
+
+@pytest.mark.parametrize("strides", [[8, 24], [16, 8], [8, 8], [], [0, 8]])
+def test_single_roi_extractor_rejects_strides_that_are_not_increasing_powers_of_two(strides):
+    with pytest.raises(ValueError, match=r"featmap_strides must be increasing powers of two"):
+        SingleRoIExtractor(featmap_strides=strides)
+
+
 def test_losses_against_hand_computations():
     logits, targets = torch.randn(20, 3), (torch.rand(20, 3) > 0.7).float()
     torch.testing.assert_close(FocalLoss()(logits, targets, avg_factor=4),

@@ -1,5 +1,6 @@
 """The model configs build (as ``python -m raydet.config CFG --check`` builds them); the neck can be
-switched; typos are caught with the file, the key path and the nearest name."""
+switched; typos are caught with the file, the key path and the nearest name; a head of the wrong kind
+is caught with the key path and the contract it breaks."""
 from __future__ import annotations
 
 import pytest
@@ -69,3 +70,38 @@ def test_full_coco_configs_check(config):
     checked = run_cli("raydet.config", f"configs/{config}", "--check")
     assert checked.returncode == 0, checked.stderr
     assert "config OK" in checked.stdout
+
+
+MISWIRED = [  # (config, override, the one-line message after "--set OVERRIDE: ")
+    ("retinanet_tiny", "model.bbox_head.type=RPNHead",
+     "model.bbox_head.type: expected a BaseDenseHead, but RPNHead is not one; "
+     "BaseDenseHead types in MODELS: FCOSHead, RetinaHead"),
+    ("fcos_tiny", "model.bbox_head.type=StandardRoIHead",
+     "model.bbox_head.type: expected a BaseDenseHead, but StandardRoIHead is not one; "
+     "BaseDenseHead types in MODELS: FCOSHead, RetinaHead"),
+    ("faster_rcnn_tiny", "model.roi_head.type=RetinaHead",
+     "model.roi_head.type: expected a BaseRoIHead, but RetinaHead is not one; BaseRoIHead types in MODELS: StandardRoIHead"),
+    ("faster_rcnn_tiny", "model.rpn_head.type=RetinaHead",
+     "model.rpn_head.type: expected a BaseProposalHead, but RetinaHead is not one; "
+     "BaseProposalHead types in MODELS: RPNHead"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name,override,message", MISWIRED)
+def test_a_head_of_the_wrong_kind_is_named_with_the_contract_it_breaks(name, override, message):
+    config = load_config(REPO / f"configs/_base_/models/{name}.yaml", [override])
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert str(err.value) == f"--set {override}: {message}"
+
+
+def test_config_check_rejects_a_miswired_head_in_one_line(monkeypatch, capsys):
+    from raydet.config.__main__ import main
+
+    monkeypatch.chdir(REPO)
+    code = main(["configs/_base_/models/retinanet_tiny.yaml", "--check", "--set", "model.bbox_head.type=RPNHead"])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert stderr == ("error: --set model.bbox_head.type=RPNHead: model.bbox_head.type: expected a BaseDenseHead, "
+                      "but RPNHead is not one; BaseDenseHead types in MODELS: FCOSHead, RetinaHead\n")

@@ -1,8 +1,10 @@
-"""A user's own neck, in the user's own module, named in custom_imports, trains a step."""
+"""A user's own neck, in the user's own module, named in custom_imports, trains a step; its constructor's
+complaints about its arguments are one line, its bugs keep their traceback."""
 from __future__ import annotations
 
 import sys
 import textwrap
+import traceback
 
 import pytest
 import torch
@@ -33,6 +35,19 @@ class SumNeck(nn.Module):
         while len(outs) < self.num_outs:
             outs.append(nn.functional.max_pool2d(outs[-1], 1, stride=2))
         return outs
+
+
+@MODELS.register()
+class CheckedNeck(SumNeck):
+    """A SumNeck that checks ``num_outs`` and can be frozen (with a bug in the freezing)."""
+
+    def __init__(self, in_channels: list[int], out_channels: int, num_outs: int, frozen: bool = False):
+        if num_outs < len(in_channels):
+            raise ValueError(f"num_outs ({num_outs}) must be at least the number of inputs ({len(in_channels)})")
+        super().__init__(in_channels, out_channels, num_outs)
+        if frozen:
+            for param in self.projections.paramters():  # the bug
+                param.requires_grad_(False)
 '''
 
 
@@ -90,3 +105,34 @@ def test_unimportable_custom_module_is_a_config_error(tmp_path):
                                           "custom_imports: [not_my_parts.necks]\n")
     with pytest.raises(ConfigError, match=r"custom_imports: cannot import 'not_my_parts.necks'"):
         load_config(config)
+
+
+def test_arguments_the_users_constructor_rejects_are_one_line(user_project):
+    _, config = user_project
+    with pytest.raises(ConfigError) as err:
+        build_model(load_config(config, ["model.neck.type=CheckedNeck", "model.neck.num_outs=2"]))
+    assert str(err.value) == (f"{config}: model.neck: CheckedNeck rejected its arguments: ValueError: "
+                              "num_outs (2) must be at least the number of inputs (3)")
+
+
+def test_a_bug_in_the_users_constructor_keeps_its_traceback(user_project):
+    project, config = user_project
+    with pytest.raises(AttributeError, match="paramters") as err:
+        build_model(load_config(config, ["model.neck.type=CheckedNeck", "+model.neck.frozen=true"]))
+    users_frames = [f for f in traceback.extract_tb(err.value.__traceback__) if f.filename.startswith(str(project))]
+    assert users_frames[-1].line == "for param in self.projections.paramters():  # the bug"
+    if sys.version_info >= (3, 11):
+        assert "while building model.neck (CheckedNeck)" in err.value.__notes__
+
+
+@pytest.mark.timeout(120)
+def test_a_bug_in_the_users_constructor_shows_its_traceback_on_the_command_line(user_project):
+    project, config = user_project
+    checked = run_cli("raydet.config", str(config), "--check", "--set", "model.neck.type=CheckedNeck",
+                      "+model.neck.frozen=true", env={"PYTHONPATH": str(project)})
+    assert checked.returncode == 1
+    assert f'File "{project / "my_parts" / "necks.py"}"' in checked.stderr
+    assert "for param in self.projections.paramters():  # the bug" in checked.stderr
+    assert "AttributeError" in checked.stderr
+    if sys.version_info >= (3, 11):
+        assert "while building model.neck (CheckedNeck)" in checked.stderr

@@ -6,9 +6,11 @@ import inspect
 
 import numpy as np
 
+from ...registry import TRANSFORMS
 from ..sample import Sample
 
 
+@TRANSFORMS.declare_base
 class Transform(abc.ABC):
     """A box-aware step of a data pipeline (registered in ``TRANSFORMS``).
 

@@ -11,11 +11,12 @@ from torch.nn import functional as F
 from ...registry import MODELS
 from ..conv_module import ConvModule
 from ..task_utils import AnchorGenerator, CenterSamplingAssigner, DistancePointBBoxCoder
+from .base_dense_head import BaseDenseHead
 from .dense_outputs import flatten_level, flatten_levels, select_detections
 
 
 @MODELS.register()
-class FCOSHead(nn.Module):
+class FCOSHead(BaseDenseHead):
     """Two towers of 3x3 conv + norm + ReLU; class logits on one, distances and centre-ness on the other.
 
     The variant torchvision implements (FCOS "improved", the paper's 2020
@@ -43,15 +44,14 @@ class FCOSHead(nn.Module):
                  norm: Literal["GN"] | None = "GN", num_groups: int = 32, conv_bias: bool = True,
                  prior_prob: float = 0.01, score_thr: float = 0.2, nms_pre: int = 1000, nms_iou_thr: float = 0.6,
                  max_per_img: int = 100):
-        super().__init__()
         if prior_generator.num_base_anchors != 1:
             raise ValueError("FCOS needs one prior per cell (one size and aspect_ratios: [1.0])")
-        self.num_classes = num_classes
+        super().__init__(num_classes, nms_iou_thr, max_per_img)
         self.prior_generator = prior_generator
         self.bbox_coder = bbox_coder
         self.assigner = assigner
         self.loss_cls, self.loss_bbox, self.loss_centerness = loss_cls, loss_bbox, loss_centerness
-        self.score_thr, self.nms_pre, self.nms_iou_thr, self.max_per_img = score_thr, nms_pre, nms_iou_thr, max_per_img
+        self.score_thr, self.nms_pre = score_thr, nms_pre
 
         def tower() -> nn.Sequential:
             return nn.Sequential(*(ConvModule(in_channels if i == 0 else feat_channels, feat_channels, norm=norm,

@@ -10,11 +10,12 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..conv_module import ConvModule
 from ..task_utils import IGNORED, AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner
+from .base_dense_head import BaseDenseHead
 from .dense_outputs import flatten_level, flatten_levels, select_detections
 
 
 @MODELS.register()
-class RetinaHead(nn.Module):
+class RetinaHead(BaseDenseHead):
     """Two towers of ``stacked_convs`` 3x3 convs + ReLU, then per-anchor class logits and box deltas.
 
     Training (torchvision's numerics): anchors are assigned by ``assigner``; the
@@ -41,14 +42,13 @@ class RetinaHead(nn.Module):
                  feat_channels: int = 256, stacked_convs: int = 4, norm: Literal["GN"] | None = None,
                  prior_prob: float = 0.01, score_thr: float = 0.05, nms_pre: int = 1000, nms_iou_thr: float = 0.5,
                  max_per_img: int = 300):
-        super().__init__()
-        self.num_classes = num_classes
+        super().__init__(num_classes, nms_iou_thr, max_per_img)
         self.anchor_generator = anchor_generator
         self.bbox_coder = bbox_coder
         self.assigner = assigner
         self.loss_cls = loss_cls
         self.loss_bbox = loss_bbox
-        self.score_thr, self.nms_pre, self.nms_iou_thr, self.max_per_img = score_thr, nms_pre, nms_iou_thr, max_per_img
+        self.score_thr, self.nms_pre = score_thr, nms_pre
         num_anchors = anchor_generator.num_base_anchors
         self.cls_convs = nn.Sequential(*(ConvModule(in_channels if i == 0 else feat_channels, feat_channels, norm=norm)
                                          for i in range(stacked_convs)))

@@ -7,11 +7,12 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from ...registry import MODELS
 from ..task_utils import AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner, RandomSampler
+from .base_proposal_head import BaseProposalHead
 from .dense_outputs import flatten_levels
 
 
 @MODELS.register()
-class RPNHead(nn.Module):
+class RPNHead(BaseProposalHead):
     """A shared 3x3 conv + ReLU, then 1x1 convs for objectness and box deltas per anchor.
 
     Training (torchvision's numerics): anchors are assigned, ``sampler`` draws

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from ..detection_head import DetectionHead
 from ..pretrained import Pretrained
 from ..torchvision_weights import is_torchvision_state_dict, load_torchvision_detector
 
@@ -71,7 +72,7 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
 
     @property
     @abc.abstractmethod
-    def final_head(self) -> nn.Module:
+    def final_head(self) -> DetectionHead:
         """The head that makes the detections; its ``nms_iou_thr`` and ``max_per_img`` merge TTA results."""
 
     def simple_test(self, img: Tensor, img_metas: list[dict], rescale: bool = True) -> list[dict[str, Tensor]]:

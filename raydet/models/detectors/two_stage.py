@@ -4,22 +4,25 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...registry import MODELS
+from ..dense_heads import BaseProposalHead
 from ..pretrained import Pretrained
+from ..roi_heads import BaseRoIHead
 from .base import BaseDetector
 
 
 @MODELS.register()
 class TwoStageDetector(BaseDetector):
-    """``rpn_head`` proposes boxes, ``roi_head`` classifies and refines them."""
+    """``rpn_head`` (a ``BaseProposalHead``: ``RPNHead``) proposes boxes, ``roi_head`` (a ``BaseRoIHead``:
+    ``StandardRoIHead``) classifies and refines them."""
 
-    def __init__(self, backbone: nn.Module, rpn_head: nn.Module, roi_head: nn.Module, neck: nn.Module | None = None,
-                 init_cfg: Pretrained | None = None):
+    def __init__(self, backbone: nn.Module, rpn_head: BaseProposalHead, roi_head: BaseRoIHead,
+                 neck: nn.Module | None = None, init_cfg: Pretrained | None = None):
         super().__init__(backbone, neck, init_cfg)
         self.rpn_head = rpn_head
         self.roi_head = roi_head
 
     @property
-    def final_head(self) -> nn.Module:
+    def final_head(self) -> BaseRoIHead:
         return self.roi_head
 
     def forward_train(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor],

@@ -1,6 +1,7 @@
-"""RoI heads: the second stage of two-stage detectors."""
+"""RoI heads: the second stage of two-stage detectors (``BaseRoIHead`` is its contract)."""
+from .base_roi_head import BaseRoIHead
 from .shared_2fc_bbox_head import Shared2FCBBoxHead
 from .single_roi_extractor import SingleRoIExtractor
 from .standard_roi_head import StandardRoIHead
 
-__all__ = ["Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead"]
+__all__ = ["BaseRoIHead", "Shared2FCBBoxHead", "SingleRoIExtractor", "StandardRoIHead"]

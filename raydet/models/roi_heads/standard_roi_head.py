@@ -7,10 +7,11 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from ...registry import MODELS
 from ..task_utils import MaxIoUAssigner, RandomSampler
+from .base_roi_head import BaseRoIHead
 
 
 @MODELS.register()
-class StandardRoIHead(nn.Module):
+class StandardRoIHead(BaseRoIHead):
     """Proposals -> ``bbox_roi_extractor`` -> ``bbox_head`` -> losses or detections.
 
     Training (torchvision's order): the ground-truth boxes are appended to each
@@ -23,20 +24,20 @@ class StandardRoIHead(nn.Module):
 
     Args:
         bbox_roi_extractor: e.g. ``SingleRoIExtractor``.
-        bbox_head: e.g. ``Shared2FCBBoxHead``.
+        bbox_head: e.g. ``Shared2FCBBoxHead``; its ``num_classes`` is the RoI head's.
         assigner / sampler: proposal assignment and sampling.
     """
 
     def __init__(self, bbox_roi_extractor: nn.Module, bbox_head: nn.Module, assigner: MaxIoUAssigner,
                  sampler: RandomSampler, add_gt_as_proposals: bool = True, score_thr: float = 0.05,
                  nms_iou_thr: float = 0.5, max_per_img: int = 100, min_bbox_size: float = 1e-2):
-        super().__init__()
+        super().__init__(bbox_head.num_classes, nms_iou_thr, max_per_img)
         self.bbox_roi_extractor = bbox_roi_extractor
         self.bbox_head = bbox_head
         self.assigner = assigner
         self.sampler = sampler
         self.add_gt_as_proposals = add_gt_as_proposals
-        self.score_thr, self.nms_iou_thr, self.max_per_img = score_thr, nms_iou_thr, max_per_img
+        self.score_thr = score_thr
         self.min_bbox_size = min_bbox_size
 
     @staticmethod
@@ -47,7 +48,6 @@ class StandardRoIHead(nn.Module):
 
     def forward_train(self, feats: list[Tensor], proposals: list[Tensor], img_metas: list[dict],
                       gt_bboxes: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
-        num_classes = self.bbox_head.num_classes
         sampled_boxes, sampled_labels, pos_target_deltas = [], [], []
         for boxes, gt_boxes, gt_classes in zip(proposals, gt_bboxes, gt_labels):
             if self.add_gt_as_proposals:
@@ -57,7 +57,7 @@ class StandardRoIHead(nn.Module):
             sampled = torch.where(pos_mask | neg_mask)[0]  # in proposal order, as torchvision keeps them
             boxes, assigned = boxes[sampled], assigned[sampled]
             is_pos = assigned >= 0
-            labels = torch.full_like(assigned, num_classes)  # background: num_classes
+            labels = torch.full_like(assigned, self.num_classes)  # background: num_classes
             labels[is_pos] = gt_classes[assigned[is_pos]]
             sampled_boxes.append(boxes)
             sampled_labels.append(labels)

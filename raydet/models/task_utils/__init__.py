@@ -1,4 +1,4 @@
-"""Box machinery: anchors, box coders, assigners, samplers."""
+"""Box machinery: anchors, box coders, assigners, samplers (registered in ``TASK_UTILS``)."""
 from .anchor_generator import AnchorGenerator
 from .center_sampling_assigner import CenterSamplingAssigner
 from .delta_xywh_coder import DeltaXYWHBBoxCoder

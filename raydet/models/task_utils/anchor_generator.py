@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...registry import MODELS
+from ...registry import TASK_UTILS
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class AnchorGenerator:
     """Anchors ``[H*W*A, 4] x1y1x2y2`` per feature level, tiled the way torchvision tiles them.
 

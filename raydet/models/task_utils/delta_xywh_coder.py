@@ -6,10 +6,10 @@ import math
 import torch
 from torch import Tensor
 
-from ...registry import MODELS
+from ...registry import TASK_UTILS
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class DeltaXYWHBBoxCoder:
     """Encodes a target box relative to a reference box as centre shift and log-scale.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...registry import MODELS
+from ...registry import TASK_UTILS
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class DistancePointBBoxCoder:
     """Encodes a box as the distances ``(left, top, right, bottom)`` from a prior's centre.
 

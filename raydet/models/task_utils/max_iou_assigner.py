@@ -5,13 +5,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from ...registry import MODELS
+from ...registry import TASK_UTILS
 
 NEGATIVE = -1  # below neg_iou_thr: background
 IGNORED = -2  # between the thresholds: neither positive nor negative
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class MaxIoUAssigner:
     """Max-IoU assignment: torchvision's ``Matcher`` (mmdetection's ``MaxIoUAssigner``).
 

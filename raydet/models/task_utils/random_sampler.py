@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...registry import MODELS
+from ...registry import TASK_UTILS
 from .max_iou_assigner import NEGATIVE
 
 
-@MODELS.register()
+@TASK_UTILS.register()
 class RandomSampler:
     """Random positives (up to ``num * pos_fraction``), negatives fill up to ``num``.
 
