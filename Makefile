@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check raydet tests benchmarks
 	$(VENV)/bin/python -m pytest
 
 # The demo: a tiny FCOS trained by 2 DDP workers on the built-in shapes dataset,

@@ -28,10 +28,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time

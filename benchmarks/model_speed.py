@@ -103,7 +103,8 @@ def benchmark(arch: str, size: int, batch: int, repeats: int) -> dict:
     reference, model = build_pair(arch, size)
     images, boxes, labels, img, metas = make_inputs(batch, size)
     background = DETECTORS[arch][3]
-    targets = [{"boxes": b, "labels": l + background} for b, l in zip(boxes, labels)]
+    targets = [{"boxes": image_boxes, "labels": image_labels + background}
+               for image_boxes, image_labels in zip(boxes, labels)]
     runs = {
         "train_step_s": (
             lambda: train_step(reference, lambda: reference(images, targets)),
@@ -127,8 +128,8 @@ def benchmark(arch: str, size: int, batch: int, repeats: int) -> dict:
                     elapsed = seconds(run)
                     if repeat:
                         times[who].append(elapsed)
-            transform = [seconds(lambda: reference.transform(images if training else images[:1],
-                                                             targets if training else None))
+            transform = [seconds(lambda training=training: reference.transform(images if training else images[:1],
+                                                                               targets if training else None))
                          for _ in range(repeats)]
         # the ratio of each round (run back to back) is robust to the machine's load drifting
         ratios = [ours / theirs for ours, theirs in zip(times["raydet"], times["torchvision"])]

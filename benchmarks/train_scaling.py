@@ -97,7 +97,8 @@ def main() -> None:
         "images_per_batch_per_worker": batch,
         "workers": results,
         "speedup_2_vs_1": round(results[2]["images_per_s"] / results[1]["images_per_s"], 3),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, torch {torch.__version__}, ray {ray.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, "
+                   f"torch {torch.__version__}, ray {ray.__version__}",
     }))
 
 

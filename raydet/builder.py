@@ -120,10 +120,12 @@ def _dataset_node(config: Config, split: str) -> dict:
     if node is None:
         raise ConfigError(f"{config.source_of(('data',))}: data.{split} is missing")
     if not isinstance(node, dict):
-        raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: expected a dataset mapping with 'type:', got {node!r}")
+        raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: "
+                          f"expected a dataset mapping with 'type:', got {node!r}")
     root = _absolute(data.data_root, os.getcwd())
     import_custom_modules(config)
-    return {**node, **{key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}}
+    paths = {key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}
+    return {**node, **paths}
 
 
 def build_dataset(config: Config, split: str, classes: list[str] | None = None) -> DetectionDataset:

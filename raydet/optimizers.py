@@ -45,7 +45,8 @@ def build_optimizer(model: torch.nn.Module, optimizer_node: dict, settings: Opti
                     key_path: str = "optimizer") -> torch.optim.Optimizer:
     """The optimizer of ``optimizer_node`` over ``model``'s trainable parameters."""
     if not isinstance(optimizer_node, dict) or "type" not in optimizer_node:
-        raise BuildError(key_path, f"expected a mapping with a 'type:' key naming an OPTIMIZERS member, got {optimizer_node!r}")
+        raise BuildError(key_path, f"expected a mapping with a 'type:' key naming an OPTIMIZERS member, "
+                                   f"got {optimizer_node!r}")
     weight_decay = optimizer_node.get("weight_decay", 0.0)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
         raise BuildError(f"{key_path}.weight_decay", f"expected float, got {weight_decay!r}")

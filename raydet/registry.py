@@ -114,7 +114,8 @@ class Registry:
     def declare_base(self, base: type[T]) -> type[T]:
         """Class decorator: ``base`` is what every member builds (for a registry made without one)."""
         if self.base is not None and not _same_definition(self.base, base):
-            raise TypeError(f"{self.name} already builds {_qualified(self.base)}; cannot make {_qualified(base)} its base")
+            raise TypeError(f"{self.name} already builds {_qualified(self.base)}; "
+                            f"cannot make {_qualified(base)} its base")
         self.base = base
         return base
 
@@ -151,8 +152,8 @@ class Registry:
             raise TypeError(f"{self.name} holds subclasses of {base}; {_qualified(obj)} is not a class")
         returns = _type_hints(obj).get("return") if callable(obj) else None
         if not (inspect.isclass(returns) and issubclass(returns, self.base)):
-            raise TypeError(f"a function in {self.name} must be annotated to return a {base} (-> {self.base.__name__}); "
-                            f"{_qualified(obj)} is not")
+            raise TypeError(f"a function in {self.name} must be annotated to return a {base} "
+                            f"(-> {self.base.__name__}); {_qualified(obj)} is not")
 
     def registry_for(self, cls: type) -> Registry | None:
         """The registry that builds children annotated ``cls``: this one or one of its
@@ -270,7 +271,8 @@ def describe_type(annotation: Any) -> str:
 
 def matches_type(value: Any, annotation: Any) -> bool:
     """Whether a YAML value fits a type hint (lists stand for tuples/sequences)."""
-    if annotation is Any or annotation is object or annotation is inspect.Parameter.empty or isinstance(annotation, (str, TypeVar)):
+    if (annotation is Any or annotation is object or annotation is inspect.Parameter.empty
+            or isinstance(annotation, (str, TypeVar))):
         return True
     options = _union_args(annotation)
     if options is not None:
@@ -346,7 +348,8 @@ def _build_children(value: Any, annotation: Any, key_path: str, parent: Registry
                                                  f"{component.__name__} types in {registry.name}: {fitting}")
             built = registry.build(item, path)
             if not isinstance(built, component):
-                raise BuildError(path, f"expected a {component.__name__}, but {item['type']!r} built a {type(built).__name__}")
+                raise BuildError(path, f"expected a {component.__name__}, "
+                                       f"but {item['type']!r} built a {type(built).__name__}")
             return built
         if item is None or isinstance(item, component):
             return item

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from .cli import add_config_arguments, config_from_args
-from .errors import report_user_errors
 from .config import Config, ConfigError
+from .errors import report_user_errors
 
 
 def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Config]:
@@ -42,7 +42,8 @@ def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Con
     return views
 
 
-def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int]] | None) -> tuple[dict, str]:
+def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
+                        scales: list[list[int]] | None) -> tuple[dict, str]:
     """``(metrics, pycocotools summary)`` of ``checkpoint`` on ``data.<split>``."""
     import ray
     import torch
@@ -70,7 +71,8 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     collector = DetectionCollector(dataset, rank=0)
     records = ray.put(dataset.table())
     if scales is None:
-        return collector.evaluate(model, eval_stream(batch_recipe(config, split), records), torch.device("cpu")), collector.summary
+        metrics = collector.evaluate(model, eval_stream(batch_recipe(config, split), records), torch.device("cpu"))
+        return metrics, collector.summary
     views = [eval_stream(batch_recipe(view, split), records) for view in tta_configs(config, split, scales)]
     batches = ({"img": [b["img"] for b in view_batches], "img_metas": [b["img_metas"] for b in view_batches]}
                for view_batches in zip(*views))  # the views of the same images (the plan ignores the pipeline)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 scales = [[int(v) for v in scale.split("x")] for scale in args.tta_scales.split(",")]
             except ValueError:
-                raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], got {args.tta_scales!r}") from None
+                raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], "
+                                  f"got {args.tta_scales!r}") from None
         metrics, summary = evaluate_checkpoint(config, args.checkpoint, args.split, scales)
         print(summary)
         print(json.dumps(metrics))

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--work-dir", type=Path, help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--num-workers", type=int, help="training workers (overrides scaling.num_workers)")
-    parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker (overrides scaling.use_gpu)")
+    parser.add_argument("--use-gpu", action="store_true", default=None,
+                        help="one GPU per worker (overrides scaling.use_gpu)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="'auto': continue the latest run in the work dir; PATH: start from that checkpoint")
     return parser

@@ -11,12 +11,13 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 
 def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
                     class_names: list[str], score_threshold: float = 0.3) -> torch.Tensor:
-    """``image`` uint8 ``[3,H,W]`` with ``boxes [K,4]`` (x1y1x2y2, its pixels) drawn where ``scores >= score_threshold``."""
+    """``image`` uint8 ``[3,H,W]`` with ``boxes [K,4]`` (x1y1x2y2, its pixels) drawn
+    where ``scores >= score_threshold``."""
     keep = scores >= score_threshold
     boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-    captions = [f"{class_names[int(l)] if int(l) < len(class_names) else int(l)} {float(s):.2f}"
-                for l, s in zip(labels, scores)]
-    colors = [PALETTE[int(l) % len(PALETTE)] for l in labels]
+    captions = [f"{class_names[int(label)] if int(label) < len(class_names) else int(label)} {float(s):.2f}"
+                for label, s in zip(labels, scores)]
+    colors = [PALETTE[int(label) % len(PALETTE)] for label in labels]
     return draw_bounding_boxes(image, boxes.float(), labels=captions, colors=colors, width=2)
 
 

@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO
 
 PACKAGE = REPO / "raydet"

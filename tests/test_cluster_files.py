@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 import yaml
+from helpers import REPO
 from packaging.requirements import Requirement
 
-from helpers import REPO
 from raydet.builder import check_config
 from raydet.config import load_config
 from raydet.train import build_parser

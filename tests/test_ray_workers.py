@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import write
+
 from raydet.config import load_config
 
 
@@ -23,7 +23,8 @@ class WorkerNeck(torch.nn.Module):
         self.pid = os.getpid()
 """)
     monkeypatch.syspath_prepend(str(tmp_path))  # the driver imports it from here
-    config = load_config(write(tmp_path / "c.yaml", "custom_imports: [ray_worker_parts]\nmodel: {type: WorkerNeck, channels: 6}\n"))
+    config = load_config(write(tmp_path / "c.yaml",
+                               "custom_imports: [ray_worker_parts]\nmodel: {type: WorkerNeck, channels: 6}\n"))
 
     @ray_session.remote(runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
     def build_in_worker(config):

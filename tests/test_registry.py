@@ -63,7 +63,8 @@ def test_defaults_fill_missing_arguments_only(parts):
 
 def test_unknown_type_names_key_path_and_nearest_names(parts):
     with pytest.raises(BuildError) as err:
-        parts.build({"type": "Net", "stem": {"type": "Conv", "in_channels": 3}, "blocks": [], "neck": {"type": "PAFNP", "widths": [1]}}, "model")
+        parts.build({"type": "Net", "stem": {"type": "Conv", "in_channels": 3}, "blocks": [],
+                     "neck": {"type": "PAFNP", "widths": [1]}}, "model")
     assert err.value.key_path == "model.neck.type"
     assert "unknown PARTS type 'PAFNP'" in str(err.value)
     assert "did you mean 'PAFPN'?" in str(err.value)
@@ -117,10 +118,12 @@ def test_constructor_failure_reports_key_path_not_bare_exception(parts):
 def test_child_given_as_something_else_is_an_error(parts):
     with pytest.raises(BuildError, match=r"model.stem: expected Module, got 3 \(int\)$"):
         parts.build({"type": "Net", "stem": 3, "blocks": []}, "model")
-    with pytest.raises(BuildError, match=r"model.stem: expected Module, got \{'in_channels': 3\} \(dict\) — a Module config needs a 'type:' key"):
+    with pytest.raises(BuildError, match=r"model.stem: expected Module, got \{'in_channels': 3\} \(dict\) "
+                                         r"— a Module config needs a 'type:' key"):
         parts.build({"type": "Net", "stem": {"in_channels": 3}, "blocks": []}, "model")
     with pytest.raises(BuildError, match=r"model.blocks.1: expected a Module config \(a mapping with 'type:'\), got 5"):
-        parts.build({"type": "Net", "stem": {"type": "Conv", "in_channels": 3}, "blocks": [{"type": "Conv", "in_channels": 8}, 5]}, "model")
+        parts.build({"type": "Net", "stem": {"type": "Conv", "in_channels": 3},
+                     "blocks": [{"type": "Conv", "in_channels": 8}, 5]}, "model")
 
 
 def test_node_without_type(parts):
@@ -169,7 +172,8 @@ def test_children_come_from_the_declared_registry_that_builds_their_class():
 
     built = datasets.build({"type": "Folder", "root": "/x", "pipeline": [{"type": "Flip", "p": 1.0}]}, "data.train")
     assert isinstance(built.pipeline[0], Flip) and built.pipeline[0].p == 1.0
-    with pytest.raises(BuildError, match=r"data.train.pipeline.0.type: unknown STEPS type 'Flp' \(did you mean 'Flip'\?\)"):
+    with pytest.raises(BuildError,
+                       match=r"data.train.pipeline.0.type: unknown STEPS type 'Flp' \(did you mean 'Flip'\?\)"):
         datasets.build({"type": "Folder", "root": "/x", "pipeline": [{"type": "Flp"}]}, "data.train")
 
 
@@ -183,7 +187,8 @@ def test_build_section_parses_a_dataclass_with_the_same_checks():
 
     assert build_section(Schedule, {"max_epochs": 3}, "train") == Schedule(3, "linear")
     assert build_section(Schedule, None, "train") == Schedule()
-    with pytest.raises(BuildError, match=r"train.max_epoch: Schedule has no argument 'max_epoch' \(did you mean 'max_epochs'\?\)"):
+    with pytest.raises(BuildError,
+                       match=r"train.max_epoch: Schedule has no argument 'max_epoch' \(did you mean 'max_epochs'\?\)"):
         build_section(Schedule, {"max_epoch": 3}, "train")
     with pytest.raises(BuildError, match=r"train: expected a mapping, got \[1\]"):
         build_section(Schedule, [1], "train")
@@ -259,7 +264,8 @@ def test_a_child_of_the_wrong_kind_is_refused_before_it_is_built(parts):
 
 def test_a_member_must_build_the_base():
     reg = Registry("NETS", base=torch.nn.Module)
-    with pytest.raises(TypeError, match=r"NETS holds subclasses of torch.nn.modules.module.Module; .*Assigner is not one"):
+    with pytest.raises(TypeError,
+                       match=r"NETS holds subclasses of torch.nn.modules.module.Module; .*Assigner is not one"):
         @reg.register()
         class Assigner:
             pass
@@ -270,7 +276,8 @@ def test_a_member_must_build_the_base():
             return torch.nn.Identity()
 
     factories = Registry("OPTIMS", base=torch.optim.Optimizer, factories=True)
-    with pytest.raises(TypeError, match=r"a function in OPTIMS must be annotated to return a torch.optim.optimizer.Optimizer"):
+    with pytest.raises(TypeError,
+                       match=r"a function in OPTIMS must be annotated to return a torch.optim.optimizer.Optimizer"):
         @factories.register()
         def make_sgd(params, lr: float):
             return torch.optim.SGD(params, lr)

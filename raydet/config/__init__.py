@@ -196,13 +196,15 @@ def apply_override(data: dict, override: str, sources: dict[KeyPath, str]) -> No
         last = depth == len(path) - 1
         if isinstance(node, list):
             if not isinstance(key, int) or not 0 <= key < len(node):
-                raise ConfigError(f"{origin}: {here} — {format_key_path(path[:depth]) or 'the list'} has {len(node)} items; index with 0..{len(node) - 1}")
+                raise ConfigError(f"{origin}: {here} — {format_key_path(path[:depth]) or 'the list'} "
+                                  f"has {len(node)} items; index with 0..{len(node) - 1}")
         elif isinstance(node, dict):
             if key not in node:
                 if not add_new:
                     hint = nearest_names(str(key), [str(k) for k in node])
                     suggestion = f"; did you mean {format_key_path(path[:depth] + (hint[0],))!r}?" if hint else ""
-                    raise ConfigError(f"{origin}: {here} does not exist in the config{suggestion} (write --set +{text}=... to add a new key)")
+                    raise ConfigError(f"{origin}: {here} does not exist in the config{suggestion} "
+                                      f"(write --set +{text}=... to add a new key)")
                 if not last:
                     node[key] = {}
         else:
@@ -213,7 +215,8 @@ def apply_override(data: dict, override: str, sources: dict[KeyPath, str]) -> No
                 hint = ""
                 if isinstance(value, str) and _kind(old) == "number" and _is_float_text(value):
                     hint = f" — PyYAML reads {value} as text; write it with a dot, e.g. {float(value)!r}"
-                raise ConfigError(f"{origin}: {here} is a {_kind(old)} ({old!r}) in the config, got a {_kind(value)} ({value!r}){hint}")
+                raise ConfigError(f"{origin}: {here} is a {_kind(old)} ({old!r}) in the config, "
+                                  f"got a {_kind(value)} ({value!r}){hint}")
             node[key] = value
             for recorded in [p for p in sources if p[: len(path)] == path]:
                 del sources[recorded]

@@ -2,8 +2,9 @@
 
 Importing this package registers ``CocoDataset`` / ``VOCDataset`` in
 ``DATASETS`` and the transforms in ``TRANSFORMS``.  Everything here works
-without Ray except ``raydet.data.ray_ingest`` (the Ray Data / Ray Train edge),
-which is imported only by the processes that use it.
+without Ray except ``raydet.data.ray_datasets`` (driver side) and
+``raydet.data.ray_stream`` (worker side), the Ray Data / Ray Train edge,
+imported only by the processes that use them.
 """
 from .coco_writer import detections_to_coco, records_to_coco, write_json
 from .collate import Batch, collate, pack_batch, unpack_batch

@@ -1,4 +1,4 @@
-"""The training engine: one-epoch trainer, per-worker loop, optimizer, LR schedule, checkpoints, tracking, launcher.
+"""The training engine: one-epoch trainer, per-worker loop, LR schedule, checkpoints, evaluation, tracking, launcher.
 
-Only ``launcher`` and ``train_loop`` talk to Ray; the rest is plain PyTorch.
+Only ``launcher``, ``train_loop`` and ``recorder`` talk to Ray; the rest is plain PyTorch.
 """

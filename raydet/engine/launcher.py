@@ -20,8 +20,18 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from ..builder import (batch_recipe, build_datasets, build_model, check_num_classes, check_top_level_keys,
-                       data_section, optimizer_for, section, seed_of, with_absolute_data_root)
+from ..builder import (
+    batch_recipe,
+    build_datasets,
+    build_model,
+    check_num_classes,
+    check_top_level_keys,
+    data_section,
+    optimizer_for,
+    section,
+    seed_of,
+    with_absolute_data_root,
+)
 from ..config import Config, ConfigError
 from ..config.schema import SECTIONS
 from ..data.datasets import DetectionDataset
@@ -145,7 +155,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             raise ConfigError(f"--resume auto looks for runs in a local storage_path, not {storage_path}; "
                               "pass the checkpoint itself: --resume s3://…/checkpoint_…/checkpoint.pt")
         run_name = find_latest_run(Path(storage_path), base_name)
-        print(f"--resume auto: {'continuing ' + run_name if run_name else 'no earlier run with a checkpoint; starting anew'}")
+        found = "continuing " + run_name if run_name else "no earlier run with a checkpoint; starting anew"
+        print(f"--resume auto: {found}")
     run_name = run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}"
 
     resources = dict(scaling.resources_per_worker or {"CPU": 1})
@@ -214,7 +225,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             raise non_finite from error
         raise
     returned = result.return_value or {}
-    best = result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints else result.checkpoint
+    best = (result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints
+            else result.checkpoint)
     metrics = returned.get("metrics", {})
     final = {
         **{name: metrics.get(name, -1.0) for name in METRIC_NAMES},

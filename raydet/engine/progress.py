@@ -2,9 +2,10 @@
 
 Every rank calls ``step`` after every batch; at a log step the loss averages
 are all-reduced over the workers (a collective: every rank logs at the same
-iterations), and rank 0 prints::
+iterations), and rank 0 prints (one line, wrapped here)::
 
-    Epoch [1/12][50/500]  lr 2.000e-02  eta 0:10:02  31.5 img/s  time 0.254 s/it (data 0.012)  loss_cls 0.5123  loss_bbox 0.3010  loss 0.8133
+    Epoch [1/12][50/500]  lr 2.000e-02  eta 0:10:02  31.5 img/s  time 0.254 s/it (data 0.012)
+        loss_cls 0.5123  loss_bbox 0.3010  loss 0.8133
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ class ProgressLog:
         self._window_start = time.perf_counter()
 
     def _device(self) -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        return (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+                else torch.device("cpu"))
 
     def evaluation(self, metrics: dict[str, float], summary: str, iteration: int) -> None:
         self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}] evaluation: "

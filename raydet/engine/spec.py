@@ -12,8 +12,14 @@ from typing import Callable
 
 import torch
 
-from ..config.schema import (CheckpointSettings, EvaluationSettings, LogSettings, LrConfig, OptimizerConfig,
-                             RunnerSettings)
+from ..config.schema import (
+    CheckpointSettings,
+    EvaluationSettings,
+    LogSettings,
+    LrConfig,
+    OptimizerConfig,
+    RunnerSettings,
+)
 from ..data.datasets import DetectionDataset
 from ..data.decode import BatchRecipe
 

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Protocol, Sized
 
 import torch
 
-from .distributed import is_distributed
 from ..config.schema import OptimizerConfig
 from ..errors import UserError
+from .distributed import is_distributed
 
 
 class NonFiniteLossError(UserError):

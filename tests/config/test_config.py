@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from helpers import write
+
 from raydet.config import Config, ConfigError, config_from_yaml, load_config
 
 
@@ -64,7 +64,8 @@ def test_overrides_set_index_and_add(tree):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.nek.type=FPN", "model.nek does not exist in the config; did you mean 'model.neck'? (write --set +model.nek.type=... to add a new key)"),
+    ("model.nek.type=FPN", "model.nek does not exist in the config; did you mean 'model.neck'? "
+                           "(write --set +model.nek.type=... to add a new key)"),
     ("pipeline.2.prob=1", "pipeline.2 — pipeline has 2 items; index with 0..1"),
     ("pipeline.x=1", "pipeline.x — pipeline has 2 items"),
     ("epochs.x=1", "epochs is a number, not a mapping or a list"),
@@ -104,12 +105,18 @@ def test_config_pickles_with_its_sources(tree):
 
 @pytest.mark.parametrize("files,entry,message", [
     ({}, "missing.yaml", "config file not found: {tmp}/missing.yaml"),
-    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: [a.yaml]\n"}, "a.yaml", "cyclic _base_: {tmp}/a.yaml -> {tmp}/b.yaml -> {tmp}/a.yaml"),
-    ({"a.yaml": "_base_: nothere.yaml\n"}, "a.yaml", "{tmp}/a.yaml: _base_ file 'nothere.yaml' not found (looked for {tmp}/nothere.yaml)"),
-    ({"a.yaml": "model:\n  type: X\n  depth: [1, 2\n"}, "a.yaml", "{tmp}/a.yaml:4:1: malformed YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence that starts at line 3, column 10)"),
-    ({"a.yaml": "model:\n  type: X\n   depth: 1\n"}, "a.yaml", "{tmp}/a.yaml:3:9: malformed YAML: mapping values are not allowed here"),
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: [a.yaml]\n"}, "a.yaml",
+     "cyclic _base_: {tmp}/a.yaml -> {tmp}/b.yaml -> {tmp}/a.yaml"),
+    ({"a.yaml": "_base_: nothere.yaml\n"}, "a.yaml",
+     "{tmp}/a.yaml: _base_ file 'nothere.yaml' not found (looked for {tmp}/nothere.yaml)"),
+    ({"a.yaml": "model:\n  type: X\n  depth: [1, 2\n"}, "a.yaml",
+     "{tmp}/a.yaml:4:1: malformed YAML: expected ',' or ']', but got '<stream end>' "
+     "(while parsing a flow sequence that starts at line 3, column 10)"),
+    ({"a.yaml": "model:\n  type: X\n   depth: 1\n"}, "a.yaml",
+     "{tmp}/a.yaml:3:9: malformed YAML: mapping values are not allowed here"),
     ({"a.yaml": "- 1\n- 2\n"}, "a.yaml", "{tmp}/a.yaml: a config must be a mapping of keys to values, got a list"),
-    ({"a.yaml": "_base_: {x: 1}\n"}, "a.yaml", "{tmp}/a.yaml: _base_ must be a file name or a list of file names, got {{'x': 1}}"),
+    ({"a.yaml": "_base_: {x: 1}\n"}, "a.yaml",
+     "{tmp}/a.yaml: _base_ must be a file name or a list of file names, got {{'x': 1}}"),
 ])
 def test_bad_files(tmp_path, files, entry, message):
     for name, text in files.items():
@@ -140,8 +147,11 @@ class ConfigTestNeck(torch.nn.Module):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("custom_imports: [no_such_module_xyz]\n", "custom_imports: cannot import 'no_such_module_xyz' (No module named 'no_such_module_xyz'); make sure its folder is on PYTHONPATH (on a cluster: inside the --working-dir)"),
-    ("custom_imports: no_such_module_xyz\n", "custom_imports: expected a list of module names, got 'no_such_module_xyz'"),
+    ("custom_imports: [no_such_module_xyz]\n",
+     "custom_imports: cannot import 'no_such_module_xyz' (No module named 'no_such_module_xyz'); "
+     "make sure its folder is on PYTHONPATH (on a cluster: inside the --working-dir)"),
+    ("custom_imports: no_such_module_xyz\n",
+     "custom_imports: expected a list of module names, got 'no_such_module_xyz'"),
 ])
 def test_bad_custom_imports(tmp_path, text, message):
     cfg_file = write(tmp_path / "c.yaml", text)

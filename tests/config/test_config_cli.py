@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from helpers import run_cli, write
 
 USER_MODULE = """
@@ -67,13 +66,16 @@ def test_check_builds_the_model(project):
 @pytest.mark.parametrize("args,message", [
     (["missing.yaml"], "error: config file not found: {p}/missing.yaml"),
     (["cfg.yaml", "--set", "model.neck.type=CliTestNek"],
-     "error: --set model.neck.type=CliTestNek: model.neck.type: unknown MODELS type 'CliTestNek' (did you mean 'CliTestNeck'?)"),
+     "error: --set model.neck.type=CliTestNek: model.neck.type: unknown MODELS type 'CliTestNek' "
+     "(did you mean 'CliTestNeck'?)"),
     (["cfg.yaml", "--set", "model.neck.channels=4.5"],
      "error: --set model.neck.channels=4.5: model.neck.channels: expected int, got 4.5 (float)"),
     (["cfg.yaml", "--set", "+model.neck.chanels=4"],
-     "error: --set +model.neck.chanels=4: model.neck.chanels: CliTestNeck has no argument 'chanels' (did you mean 'channels'?)"),
+     "error: --set +model.neck.chanels=4: model.neck.chanels: CliTestNeck has no argument 'chanels' "
+     "(did you mean 'channels'?)"),
     (["cfg.yaml", "--set", "model.neck.chanels=4"],
-     "error: --set model.neck.chanels=4: model.neck.chanels does not exist in the config; did you mean 'model.neck.channels'?"),
+     "error: --set model.neck.chanels=4: model.neck.chanels does not exist in the config; "
+     "did you mean 'model.neck.channels'?"),
     (["cfg.yaml", "--set", "model.depth=deep"],
      "error: --set model.depth=deep: model.depth is a number (3) in the config, got a text ('deep')"),
     (["cfg.yaml", "--set", "+modle={}"],
@@ -110,4 +112,5 @@ def test_unknown_type_in_a_base_file_names_that_file(project, monkeypatch, capsy
     write(project / "typo.yaml", "_base_: typo_base.yaml\ncustom_imports: [cli_test_parts]\n")
     code, stderr = raydet_check_here(project, monkeypatch, capsys, "typo.yaml")
     assert code == 2
-    assert stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: model.neck.type: unknown MODELS type 'CliTestNek'")
+    assert stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: "
+                             "model.neck.type: unknown MODELS type 'CliTestNek'")

@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 from mlflow.tracking import MlflowClient
 
+from raydet.config.schema import LrConfig, MlflowSettings
 from raydet.engine.checkpoint import load_checkpoint, save_checkpoint
-from raydet.config.schema import LrConfig
 from raydet.engine.lr_schedule import build_lr_scheduler
-from raydet.config.schema import MlflowSettings
 from raydet.engine.tracking import MlflowRun, flatten
 
 
@@ -28,13 +27,15 @@ def test_checkpoint_round_trip(tmp_path):
     fresh.load_state_dict(state["model"])
     for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
-    assert torch.equal(state["optimizer"]["state"][0]["momentum_buffer"], optimizer.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(state["optimizer"]["state"][0]["momentum_buffer"],
+                       optimizer.state_dict()["state"][0]["momentum_buffer"])
     assert state["scheduler"]["last_epoch"] == 1
 
 
 def test_flatten_config():
     assert flatten({"model": {"neck": {"type": "FPN", "in_channels": [8, 16]}}, "seed": 0, "x": {}}) == {
-        "model.neck.type": "FPN", "model.neck.in_channels.0": "8", "model.neck.in_channels.1": "16", "seed": "0", "x": "{}",
+        "model.neck.type": "FPN", "model.neck.in_channels.0": "8", "model.neck.in_channels.1": "16",
+        "seed": "0", "x": "{}",
     }
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import DEMO_CONFIG, quick_overrides
-
 from helpers import REPO
 
 RAY = str(Path(sys.executable).with_name("ray"))

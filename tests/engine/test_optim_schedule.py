@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from raydet.config.schema import LrConfig
+from raydet.config.schema import LrConfig, OptimizerConfig
 from raydet.engine.lr_schedule import build_lr_scheduler
-from raydet.config.schema import OptimizerConfig
 from raydet.optimizers import build_optimizer
 from raydet.registry import BuildError
 
@@ -40,7 +39,8 @@ def test_default_decays_everything_and_skips_frozen_parameters():
 
 
 def test_bad_optimizer_argument_names_the_key():
-    with pytest.raises(BuildError, match=r"optimizer.momentm: SGD has no argument 'momentm' \(did you mean 'momentum'\?\)"):
+    with pytest.raises(BuildError,
+                       match=r"optimizer.momentm: SGD has no argument 'momentm' \(did you mean 'momentum'\?\)"):
         build_optimizer(small_net(), {"type": "SGD", "lr": 0.1, "momentm": 0.9}, OptimizerConfig())
 
 

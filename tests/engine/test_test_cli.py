@@ -23,7 +23,8 @@ from raydet.test import main, tta_configs
 def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
     views = tta_configs(config, "test", [[320, 256], [400, 320]])
-    steps = [(v["data"]["test"]["pipeline"][0]["img_scale"], v["data"]["test"]["pipeline"][1]["flip_ratio"]) for v in views]
+    steps = [(v["data"]["test"]["pipeline"][0]["img_scale"], v["data"]["test"]["pipeline"][1]["flip_ratio"])
+             for v in views]
     assert steps == [([320, 256], 0.0), ([320, 256], 1.0), ([400, 320], 0.0), ([400, 320], 1.0)]
     assert config["data"]["test"]["pipeline"][1]["flip_ratio"] == 0.0  # the original is untouched
 
@@ -61,7 +62,8 @@ def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, 
     expected_tta = metrics_in_this_process(model, tta_configs(config, "test", [[320, 256], [256, 192]]))
     assert expected_plain["bbox_mAP_50"] > 0 and expected_tta["bbox_mAP_50"] > 0  # else the comparison means nothing
     overrides = ["--set", *quick_overrides(small_shapes)]
-    assert main([str(DEMO_CONFIG), str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "plain.json"), *overrides]) == 0
+    assert main([str(DEMO_CONFIG), str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "plain.json"),
+                 *overrides]) == 0
     assert main([str(DEMO_CONFIG), str(tmp_path), "--aug-test", "--tta-scales", "320x256,256x192",
                  "--out", str(tmp_path / "tta.json"), *overrides]) == 0
     for name, expected in (("plain.json", expected_plain), ("tta.json", expected_tta)):

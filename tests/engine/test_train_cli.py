@@ -1,11 +1,11 @@
-"""``python -m raydet.train`` on bad input: one line, exit code 2 (no worker started, or the run stopped by a NaN loss)."""
+"""``python -m raydet.train`` on bad input: one line, exit code 2
+(no worker started, or the run stopped by a NaN loss)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 from engine_helpers import DEMO_CONFIG, quick_overrides
-
 from helpers import run_cli
 
 

@@ -111,7 +111,8 @@ def test_grad_clip_bounds_the_norm_at_step_time(max_norm):
     trainer = make_trainer(LinearDetector(), grad_clip=None if max_norm is None else {"max_norm": max_norm})
     norms: list[float] = []
     trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: norms.append(
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in trainer.model.parameters()])).item()))
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
+                                              for p in trainer.model.parameters()])).item()))
     trainer.run_epoch([make_batch(4, seed=3, target_scale=50.0), make_batch(4, seed=4, target_scale=50.0)],
                       epoch=0, iteration=0)
     assert len(norms) == 2

@@ -11,10 +11,10 @@ from engine_helpers import DEMO_CONFIG, quick_overrides
 from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
+from raydet import test as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import launch
-from raydet import test as test_cli
 
 ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
 
@@ -90,14 +90,16 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
     run = client.get_run(outcome.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.params["model.type"] == "FCOS"
     assert run.data.metrics["val/bbox_mAP_50"] == final["bbox_mAP_50"]
-    assert {"config.yaml", "final_metrics.json", "predictions.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "final_metrics.json", "predictions.png"} <= artifacts
     assert (tmp_path / "wd" / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # python -m raydet.test scores the best checkpoint the same, and test-time augmentation keeps it working
     overrides = ["--set", f"data.data_root={demo_shapes.name}"]
-    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", "--out", str(tmp_path / "plain.json"),
-                      *overrides]) == 0
-    assert json.loads((tmp_path / "plain.json").read_text())["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-4)
+    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val",
+                      "--out", str(tmp_path / "plain.json"), *overrides]) == 0
+    plain_metrics = json.loads((tmp_path / "plain.json").read_text())
+    assert plain_metrics["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-4)
     assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", "--aug-test", "--tta-scales",
                       "320x320,384x384", "--out", str(tmp_path / "tta.json"), *overrides]) == 0
     assert json.loads((tmp_path / "tta.json").read_text())["bbox_mAP_50"] >= 0.5

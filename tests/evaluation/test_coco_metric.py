@@ -23,7 +23,8 @@ def detection(image_id, category_id, bbox, score=0.9):
 
 
 def test_perfect_detections_score_one(gt):
-    results = [detection(1, 7, [10, 10, 100, 50]), detection(1, 9, [120, 120, 40, 40]), detection(2, 7, [50, 60, 100, 100])]
+    results = [detection(1, 7, [10, 10, 100, 50]), detection(1, 9, [120, 120, 40, 40]),
+               detection(2, 7, [50, 60, 100, 100])]
     metrics, summary = coco_bbox_metrics(gt, results, [1, 2])
     assert set(metrics) == set(METRIC_NAMES)
     assert metrics["bbox_mAP"] == metrics["bbox_mAP_50"] == metrics["bbox_mAP_75"] == 1.0
@@ -48,7 +49,8 @@ def test_a_missed_image_lowers_recall(gt):
 
 
 def test_loose_boxes_pass_at_50_but_not_75(gt):
-    results = [detection(1, 7, [10, 10, 100, 70]), detection(1, 9, [120, 120, 40, 56]), detection(2, 7, [50, 60, 100, 140])]  # IoU 0.71 each
+    results = [detection(1, 7, [10, 10, 100, 70]), detection(1, 9, [120, 120, 40, 56]),
+               detection(2, 7, [50, 60, 100, 140])]  # IoU 0.71 each
     metrics, _ = coco_bbox_metrics(gt, results, [1, 2])
     assert metrics["bbox_mAP_50"] == 1.0
     assert metrics["bbox_mAP_75"] == 0.0

@@ -13,8 +13,16 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou, sigmoid_focal_loss
 
 from raydet.models.losses import CrossEntropyLoss, FocalLoss, GIoULoss, IoULoss, L1Loss, SmoothL1Loss
 from raydet.models.roi_heads import SingleRoIExtractor
-from raydet.models.task_utils import (IGNORED, NEGATIVE, AnchorGenerator, CenterSamplingAssigner, DeltaXYWHBBoxCoder,
-                                      DistancePointBBoxCoder, MaxIoUAssigner, RandomSampler)
+from raydet.models.task_utils import (
+    IGNORED,
+    NEGATIVE,
+    AnchorGenerator,
+    CenterSamplingAssigner,
+    DeltaXYWHBBoxCoder,
+    DistancePointBBoxCoder,
+    MaxIoUAssigner,
+    RandomSampler,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,8 +4,8 @@ is caught with the key path and the contract it breaks."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import REPO, run_cli
+
 from raydet.builder import build_model, check_config
 from raydet.config import ConfigError, load_config
 from raydet.models.necks import PAFPN
@@ -19,10 +19,10 @@ FULL_CONFIGS = ["faster_rcnn/faster_rcnn_r50_fpn_1x_coco.yaml", "retinanet/retin
 @pytest.mark.timeout(120)
 def test_config_cli_checks_a_model_and_reports_a_typo():
     path = "configs/_base_/models/faster_rcnn_r50_fpn.yaml"
-    checked = run_cli("raydet.config", path, "--set", "model.neck.type=PAFPN", "--check")
+    checked = run_cli("raydet.check", path, "--set", "model.neck.type=PAFPN")
     assert checked.returncode == 0, checked.stderr
     assert "model: FasterRCNN built (" in checked.stdout and "config OK" in checked.stdout
-    typo = run_cli("raydet.config", path, "--set", "model.neck.type=PAFNP", "--check")
+    typo = run_cli("raydet.check", path, "--set", "model.neck.type=PAFNP")
     assert typo.returncode == 2
     assert "model.neck.type: unknown MODELS type 'PAFNP' (did you mean 'PAFPN'?)" in typo.stderr
     assert "Traceback" not in typo.stderr
@@ -67,7 +67,7 @@ def test_misspelled_argument_names_the_file_and_key():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("config", FULL_CONFIGS)
 def test_full_coco_configs_check(config):
-    checked = run_cli("raydet.config", f"configs/{config}", "--check")
+    checked = run_cli("raydet.check", f"configs/{config}")
     assert checked.returncode == 0, checked.stderr
     assert "config OK" in checked.stdout
 
@@ -80,7 +80,8 @@ MISWIRED = [  # (config, override, the one-line message after "--set OVERRIDE: "
      "model.bbox_head.type: expected a BaseDenseHead, but StandardRoIHead is not one; "
      "BaseDenseHead types in MODELS: FCOSHead, RetinaHead"),
     ("faster_rcnn_tiny", "model.roi_head.type=RetinaHead",
-     "model.roi_head.type: expected a BaseRoIHead, but RetinaHead is not one; BaseRoIHead types in MODELS: StandardRoIHead"),
+     "model.roi_head.type: expected a BaseRoIHead, but RetinaHead is not one; "
+     "BaseRoIHead types in MODELS: StandardRoIHead"),
     ("faster_rcnn_tiny", "model.rpn_head.type=RetinaHead",
      "model.rpn_head.type: expected a BaseProposalHead, but RetinaHead is not one; "
      "BaseProposalHead types in MODELS: RPNHead"),
@@ -97,10 +98,10 @@ def test_a_head_of_the_wrong_kind_is_named_with_the_contract_it_breaks(name, ove
 
 
 def test_config_check_rejects_a_miswired_head_in_one_line(monkeypatch, capsys):
-    from raydet.config.__main__ import main
+    from raydet.check import main
 
     monkeypatch.chdir(REPO)
-    code = main(["configs/_base_/models/retinanet_tiny.yaml", "--check", "--set", "model.bbox_head.type=RPNHead"])
+    code = main(["configs/_base_/models/retinanet_tiny.yaml", "--set", "model.bbox_head.type=RPNHead"])
     stderr = capsys.readouterr().err
     assert code == 2
     assert stderr == ("error: --set model.bbox_head.type=RPNHead: model.bbox_head.type: expected a BaseDenseHead, "

@@ -8,8 +8,8 @@ import traceback
 
 import pytest
 import torch
-
 from helpers import REPO, run_cli, write
+
 from raydet.builder import build_model
 from raydet.config import ConfigError, load_config
 
@@ -95,7 +95,7 @@ def test_users_neck_trains_a_step(user_project):
 @pytest.mark.timeout(60)
 def test_users_neck_checks_from_the_command_line(user_project):
     project, config = user_project
-    checked = run_cli("raydet.config", str(config), "--check", env={"PYTHONPATH": str(project)})
+    checked = run_cli("raydet.check", str(config), env={"PYTHONPATH": str(project)})
     assert checked.returncode == 0, checked.stderr
     assert "model: RetinaNet built" in checked.stdout
 
@@ -128,7 +128,7 @@ def test_a_bug_in_the_users_constructor_keeps_its_traceback(user_project):
 @pytest.mark.timeout(120)
 def test_a_bug_in_the_users_constructor_shows_its_traceback_on_the_command_line(user_project):
     project, config = user_project
-    checked = run_cli("raydet.config", str(config), "--check", "--set", "model.neck.type=CheckedNeck",
+    checked = run_cli("raydet.check", str(config), "--set", "model.neck.type=CheckedNeck",
                       "+model.neck.frozen=true", env={"PYTHONPATH": str(project)})
     assert checked.returncode == 1
     assert f'File "{project / "my_parts" / "necks.py"}"' in checked.stderr

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from torchvision_reference import assert_same_detections, converted_pair, preprocess
 
 MIN_SIZE, MAX_SIZE = 128, 256

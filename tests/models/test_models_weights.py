@@ -8,14 +8,17 @@ import torch
 import torchvision
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision_reference import REPO
 
 from raydet.builder import build_model
 from raydet.config import load_config
 from raydet.models import Pretrained
 from raydet.models.backbones import ResNet
-from raydet.models.torchvision_weights import (COCO_CATEGORY_IDS, convert_torchvision_state_dict,
-                                               load_torchvision_detector)
-from torchvision_reference import REPO
+from raydet.models.torchvision_weights import (
+    COCO_CATEGORY_IDS,
+    convert_torchvision_state_dict,
+    load_torchvision_detector,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +50,8 @@ def test_pretrained_handles_wrappers_and_prefixes(tmp_path):
 
 def test_torchvision_names_resolve_to_published_urls_without_downloading():
     assert Pretrained("torchvision://resnet50").url() == torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
-    assert Pretrained("torchvision://resnet50.IMAGENET1K_V2").url() == torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
+    assert Pretrained("torchvision://resnet50.IMAGENET1K_V2").url() == \
+        torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
     assert Pretrained("torchvision://retinanet_resnet50_fpn").url() == \
         torchvision.models.detection.RetinaNet_ResNet50_FPN_Weights.COCO_V1.url
     assert Pretrained("/some/file.pth").url() is None
@@ -84,7 +88,8 @@ def test_coco_91_outputs_map_to_80_classes():
 def test_other_classes_keep_fresh_class_layers(tmp_path):
     reference = small_torchvision_retinanet(91)
     torch.save(reference.state_dict(), tmp_path / "retinanet_coco.pth")
-    model = raydet_retinanet_r18(3, f"model.init_cfg={{type: Pretrained, checkpoint: {tmp_path / 'retinanet_coco.pth'}}}")
+    checkpoint = tmp_path / "retinanet_coco.pth"
+    model = raydet_retinanet_r18(3, f"model.init_cfg={{type: Pretrained, checkpoint: {checkpoint}}}")
     fresh_logits = model.bbox_head.retina_cls.weight.detach().clone()
     model.init_weights()
     assert torch.equal(model.bbox_head.retina_cls.weight, fresh_logits)

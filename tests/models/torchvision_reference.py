@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NUM_CLASSES = 5
 
-ARCHS = {  # arch: (torchvision builder, raydet base config, key path of num_classes, torchvision has a background class)
+# arch: (torchvision builder, raydet base config, key path of num_classes, torchvision has a background class)
+ARCHS = {
     "retinanet": (torchvision.models.detection.retinanet_resnet50_fpn, "retinanet_r50_fpn.yaml", "bbox_head", False),
     "fcos": (torchvision.models.detection.fcos_resnet50_fpn, "fcos_r50_fpn.yaml", "bbox_head", False),
     "fasterrcnn": (torchvision.models.detection.fasterrcnn_resnet50_fpn, "faster_rcnn_r50_fpn.yaml",
@@ -32,7 +33,8 @@ ARCHS = {  # arch: (torchvision builder, raydet base config, key path of num_cla
 }
 
 
-def torchvision_model(arch: str, min_size: int, max_size: int, num_classes: int = NUM_CLASSES, seed: int = 0) -> torch.nn.Module:
+def torchvision_model(arch: str, min_size: int, max_size: int, num_classes: int = NUM_CLASSES,
+                      seed: int = 0) -> torch.nn.Module:
     """torchvision's ``arch`` with seeded random weights (``weights=None``: BatchNorm, all layers trainable).
 
     The class outputs are re-drawn so that there are detections of several classes
@@ -78,7 +80,8 @@ def converted_pair(arch: str, min_size: int, max_size: int) -> tuple[torch.nn.Mo
 
 
 def preprocess(images: list[torch.Tensor], min_size: int, max_size: int,
-               gt_bboxes: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[dict], list[torch.Tensor] | None]:
+               gt_bboxes: list[torch.Tensor] | None = None,
+               ) -> tuple[torch.Tensor, list[dict], list[torch.Tensor] | None]:
     """torchvision's eval pre-processing of ``images`` ``[3, h, w]`` in 0..1 -> raydet's Batch.
 
     Returns ``img [B, 3, H, W]``, ``img_metas`` and, given original-frame ``gt_bboxes``,
@@ -125,4 +128,5 @@ def assert_same_detections(expected: dict, actual: dict, label_offset: int = 0,
                 del unmatched[position]
                 break
         else:
-            raise AssertionError(f"no raydet detection matches torchvision's {box.tolist()} {float(score):.6f} {int(label)}")
+            raise AssertionError(f"no raydet detection matches torchvision's "
+                                 f"{box.tolist()} {float(score):.6f} {int(label)}")

@@ -70,7 +70,8 @@ class FCOSHead(BaseDenseHead):
         nn.init.constant_(self.conv_cls.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Per level: class logits ``[B, K, H, W]``, distances ``[B, 4, H, W]`` (>= 0), centre-ness logits ``[B, 1, H, W]``."""
+        """Per level: class logits ``[B, K, H, W]``, distances ``[B, 4, H, W]`` (>= 0),
+        centre-ness logits ``[B, 1, H, W]``."""
         cls_scores, bbox_preds, centernesses = [], [], []
         for x in feats:
             cls_scores.append(self.conv_cls(self.cls_convs(x)))

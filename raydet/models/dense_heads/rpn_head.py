@@ -73,7 +73,8 @@ class RPNHead(BaseProposalHead):
     def simple_test(self, feats: list[Tensor], img_metas: list[dict]) -> list[Tensor]:
         """Proposals ``[P_i, 4]`` per image (test settings)."""
         objectness, deltas = self(feats)
-        return self.proposals(objectness, deltas, self.priors(feats), img_metas, self.nms_pre_test, self.max_per_img_test)
+        return self.proposals(objectness, deltas, self.priors(feats), img_metas,
+                              self.nms_pre_test, self.max_per_img_test)
 
     def loss(self, objectness: list[Tensor], deltas: list[Tensor], anchors: Tensor,
              gt_bboxes: list[Tensor]) -> dict[str, Tensor]:

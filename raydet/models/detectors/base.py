@@ -83,7 +83,8 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
                 result["boxes"] = boxes_to_original(result["boxes"], meta)
         return results
 
-    def aug_test(self, imgs: list[Tensor], img_metas: list[list[dict]], rescale: bool = True) -> list[dict[str, Tensor]]:
+    def aug_test(self, imgs: list[Tensor], img_metas: list[list[dict]],
+                 rescale: bool = True) -> list[dict[str, Tensor]]:
         """Test-time augmentation: ``imgs[a]`` is the whole batch under augmentation ``a``
         (a scale, possibly flipped), ``img_metas[a]`` its metas.
 

@@ -33,7 +33,8 @@ class FPN(nn.Module):
         super().__init__()
         num_inputs = len(in_channels) - start_level
         if num_inputs < 1 or num_outs < num_inputs:
-            raise ValueError(f"num_outs ({num_outs}) must be >= the {num_inputs} inputs used from start_level {start_level}")
+            raise ValueError(f"num_outs ({num_outs}) must be >= the {num_inputs} inputs used "
+                             f"from start_level {start_level}")
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs

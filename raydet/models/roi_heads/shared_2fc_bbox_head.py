@@ -47,7 +47,8 @@ class Shared2FCBBoxHead(nn.Module):
             x = torch.relu(fc(x))
         return self.fc_cls(x), self.fc_reg(x)
 
-    def loss(self, cls_score: Tensor, bbox_pred: Tensor, labels: Tensor, pos_target_deltas: Tensor) -> dict[str, Tensor]:
+    def loss(self, cls_score: Tensor, bbox_pred: Tensor, labels: Tensor,
+             pos_target_deltas: Tensor) -> dict[str, Tensor]:
         """``labels [R]`` (``num_classes`` = background); ``pos_target_deltas [P, 4]`` for the
         RoIs with ``labels < num_classes``, in order."""
         num_sampled = max(1, labels.numel())

@@ -66,7 +66,8 @@ class StandardRoIHead(BaseRoIHead):
         cls_score, bbox_pred = self.bbox_head(self.bbox_roi_extractor(feats, rois))
         return self.bbox_head.loss(cls_score, bbox_pred, torch.cat(sampled_labels), torch.cat(pos_target_deltas))
 
-    def simple_test(self, feats: list[Tensor], proposals: list[Tensor], img_metas: list[dict]) -> list[dict[str, Tensor]]:
+    def simple_test(self, feats: list[Tensor], proposals: list[Tensor],
+                    img_metas: list[dict]) -> list[dict[str, Tensor]]:
         """Detections per image in its resized frame (``img_shape``), clipped to it."""
         rois = self.to_rois(proposals)
         cls_score, bbox_pred = self.bbox_head(self.bbox_roi_extractor(feats, rois))

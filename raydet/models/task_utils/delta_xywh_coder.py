@@ -61,5 +61,6 @@ class DeltaXYWHBBoxCoder:
         pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
         half_w = 0.5 * (torch.exp(dw) * widths[:, None])
         half_h = 0.5 * (torch.exp(dh) * heights[:, None])
-        decoded = torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2)
+        decoded = torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h,
+                               pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2)
         return decoded.flatten(1)

@@ -30,7 +30,9 @@ class DistancePointBBoxCoder:
         ctr_x = 0.5 * (priors[..., 0] + priors[..., 2])
         ctr_y = 0.5 * (priors[..., 1] + priors[..., 3])
         distances = torch.stack(
-            (ctr_x - gt_boxes[..., 0], ctr_y - gt_boxes[..., 1], gt_boxes[..., 2] - ctr_x, gt_boxes[..., 3] - ctr_y), dim=-1
+            (ctr_x - gt_boxes[..., 0], ctr_y - gt_boxes[..., 1],
+             gt_boxes[..., 2] - ctr_x, gt_boxes[..., 3] - ctr_y),
+            dim=-1,
         )
         return distances / self._sizes(priors) if self.normalize_by_size else distances
 
@@ -43,5 +45,7 @@ class DistancePointBBoxCoder:
         if self.normalize_by_size:
             distances = distances * self._sizes(priors)
         return torch.stack(
-            (ctr_x - distances[..., 0], ctr_y - distances[..., 1], ctr_x + distances[..., 2], ctr_y + distances[..., 3]), dim=-1
+            (ctr_x - distances[..., 0], ctr_y - distances[..., 1],
+             ctr_x + distances[..., 2], ctr_y + distances[..., 3]),
+            dim=-1,
         )
