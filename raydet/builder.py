@@ -13,9 +13,11 @@ optimizers, never engine/.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -151,7 +153,8 @@ def build_dataset(config: Config, split: str, classes: list[str] | None = None) 
 
 def _takes_classes(node: dict) -> bool:
     """Whether ``node``'s dataset type takes a ``classes`` list (and infers one when it is not given)."""
-    return node.get("type") in DATASETS and "classes" in inspect.signature(DATASETS.get(node["type"])).parameters
+    kind = node.get("type")
+    return isinstance(kind, str) and kind in DATASETS and "classes" in inspect.signature(DATASETS.get(kind)).parameters
 
 
 def _needs_training_classes(config: Config, split: str) -> bool:
@@ -204,18 +207,36 @@ def num_classes_nodes(node: Any, path: tuple = ("model",)) -> list[tuple[tuple, 
     return found
 
 
-def check_num_classes(config: Config, classes: list[str]) -> None:
-    """Every ``num_classes`` in ``model`` must be the training split's number of classes."""
+def check_num_classes(config: Config, classes: list[str], split: str = "train") -> None:
+    """Every ``num_classes`` in ``model`` must be the number of ``classes`` (those of ``data.<split>``)."""
     for path, value in num_classes_nodes(config.get("model")):
         if value != len(classes):
             raise ConfigError(
-                f"{config.source_of(path)}: {format_key_path(path)} is {value} but data.train has {len(classes)} "
+                f"{config.source_of(path)}: {format_key_path(path)} is {value} but data.{split} has {len(classes)} "
                 f"classes ({', '.join(classes)}); set it to {len(classes)}")
 
 
 def batch_recipe(config: Config, split: str) -> BatchRecipe:
-    """How ``data.<split>``'s planned batches are decoded: its pipeline, the data section, the seed."""
-    return BatchRecipe(build_pipeline(config, split), data_section(config), seed_of(config))
+    """How ``data.<split>``'s planned batches are decoded: its pipeline, the data section's settings
+    (without the dataset nodes: those are the builder's business), the seed."""
+    settings = dataclasses.replace(data_section(config), train=None, val=None, test=None)
+    return BatchRecipe(build_pipeline(config, split), settings, seed_of(config))
+
+
+def _only(config: Config, keys: tuple[str, ...]) -> Config:
+    """A config holding only the top-level ``keys`` (with where each came from)."""
+    return Config({key: config[key] for key in keys if key in config}, config.filename,
+                  {path: origin for path, origin in config.sources.items() if path and path[0] in keys})
+
+
+def model_factory(config: Config) -> Callable[[], torch.nn.Module]:
+    """``() -> model``, carrying only the ``model`` node (and ``custom_imports``): for building on a worker."""
+    return functools.partial(build_model, _only(config, ("custom_imports", "model")))
+
+
+def optimizer_factory(config: Config) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
+    """``model -> optimizer``, carrying only the ``optimizer`` and ``optimizer_config`` nodes."""
+    return functools.partial(optimizer_for, _only(config, ("custom_imports", "optimizer", "optimizer_config")))
 
 
 def _is_elsewhere(config: Config, split: str) -> bool:
@@ -248,9 +269,13 @@ def check_data(config: Config) -> list[str]:
     for split, dataset in datasets.items():
         lines_of[split] = [f"data.{split}: {type(dataset).__name__} {dataset.summary()}",
                            *(f"    {line}" for line in dataset.problems.lines())]
+    lines = [line for split in present for line in lines_of[split]]
     if "train" in datasets and "model" in config:
         check_num_classes(config, datasets["train"].classes)
-    return [line for split in present for line in lines_of[split]]
+    elif "train" in elsewhere:
+        lines.append("data: classes across splits and the model's num_classes not checked: data.train's "
+                     "annotations are not on this machine")
+    return lines
 
 
 def build_pipeline(config: Config, split: str) -> Compose:

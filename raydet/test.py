@@ -59,7 +59,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
     if split not in datasets:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = datasets[split]
-    check_num_classes(config, dataset.classes)
+    check_num_classes(config, dataset.classes, split)
     model = build_model(config)
     try:
         model.load_state_dict(load_checkpoint(checkpoint)["model"])

@@ -3,6 +3,8 @@ units, model code without Ray, data and models below the builder, the builder be
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,32 @@ def test_data_and_models_never_reach_up_to_the_builder_engine_or_command_lines()
 
 def test_the_builder_never_imports_the_engine():
     assert importers(("raydet.engine",), PACKAGE / "builder.py") == []
+
+
+def test_ray_free_modules_do_not_import_ray_even_indirectly():
+    """Imported in a fresh interpreter, the Ray-free parts leave ``ray`` out of ``sys.modules``."""
+    modules = ["raydet.data.decode", "raydet.engine.trainer", "raydet.builder", "raydet.config.schema", "raydet.models"]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def config_imports_beyond_the_schema(under: Path) -> list[str]:
+    """Files under ``under`` importing ``raydet.builder`` or any of ``raydet.config`` but its schema."""
+    found = []
+    for path in under.rglob("*.py"):
+        for module in imported_modules(path):
+            if module.startswith("raydet.builder") or (module.startswith("raydet.config")
+                                                       and not module.startswith("raydet.config.schema")):
+                found.append(f"{path.relative_to(REPO)}: {module}")
+    return sorted(found)
+
+
+def test_only_the_launcher_reads_the_config_in_the_engine_and_data_models_use_only_its_schema():
+    engine = [line for line in config_imports_beyond_the_schema(PACKAGE / "engine")
+              if not line.startswith("raydet/engine/launcher.py")]
+    assert engine == []
+    assert config_imports_beyond_the_schema(PACKAGE / "data") == []
+    assert config_imports_beyond_the_schema(PACKAGE / "models") == []

@@ -75,7 +75,8 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
             continue
         where += f" (id {image['id']})"
         if image["id"] in images:
-            problems.add("duplicate_image_id", where, f"id {image['id']} is also used by {images[image['id']]['file_name']!r}")
+            problems.add("duplicate_image_id", where,
+                         f"id {image['id']} is also used by {images[image['id']]['file_name']!r}")
             continue
         if not _is_int(image.get("width")) or not _is_int(image.get("height")):
             problems.add("malformed_file", where, "image entry needs int 'width' and 'height'")
@@ -103,13 +104,15 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
             problems.add("invalid_box", where, f"bbox {bbox!r} is not [x, y, w, h]")
             continue
         image = images[ann["image_id"]]
-        box = check_box([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]], image["height"], image["width"], where, problems)
+        box = check_box([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]], image["height"], image["width"],
+                        where, problems)
         if box is not None:
             annotations.append({**ann, "id": len(annotations) + 1, "bbox_xyxy": box})
 
     # pycocotools builds the per-image and per-category index (it prints progress: silence it).
     coco = COCO()
-    coco.dataset = {"images": list(images.values()), "annotations": annotations, "categories": list(categories.values())}
+    coco.dataset = {"images": list(images.values()), "annotations": annotations,
+                    "categories": list(categories.values())}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
 

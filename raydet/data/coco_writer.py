@@ -31,13 +31,15 @@ def records_to_coco(records: Iterable[Record], classes: Sequence[str], cat_ids: 
     """Records -> a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
 
     ``file_name`` is the path relative to ``img_prefix`` (the base name without
-    one; ``<image_id>.jpg`` for a record that carries its encoded image); ``ignore`` boxes are written with ``iscrowd: 1`` (COCO evaluation treats
+    one; ``<image_id>.jpg`` for a record that carries its encoded image); ``ignore``
+    boxes are written with ``iscrowd: 1`` (COCO evaluation treats
     them as regions where detections are neither rewarded nor penalised);
     ``area`` is the box area.
     """
     images, annotations = [], []
     for record in records:
-        images.append({"id": int(record["image_id"]), "file_name": _file_name(record["path"], img_prefix, record["image_id"]),
+        images.append({"id": int(record["image_id"]),
+                       "file_name": _file_name(record["path"], img_prefix, record["image_id"]),
                        "height": int(record["height"]), "width": int(record["width"])})
         for box, label, ignore in zip(record["boxes"], record["labels"], record["ignore"]):
             x, y, w, h = _xywh(box)

@@ -80,7 +80,8 @@ def pack_batch(batch: Batch) -> dict[str, np.ndarray]:
         "img_shape": meta_array("img_shape", np.int64, 2),
         "pad_shape": meta_array("pad_shape", np.int64, 2),
         "scale_factor": meta_array("scale_factor", np.float64, 4),
-        "flip_code": np.array([FLIP_DIRECTIONS.index(m["flip_direction"] if m["flip"] else None) for m in metas], np.int8),
+        "flip_code": np.array([FLIP_DIRECTIONS.index(m["flip_direction"] if m["flip"] else None) for m in metas],
+                              np.int8),
     }
     if "gt_bboxes" in batch:
         packed["gt_counts"] = np.array([len(b) for b in batch["gt_bboxes"]], np.int64)

@@ -12,9 +12,9 @@ import pyarrow as pa
 
 from ..registry import DATASETS
 from .coco import read_coco
+from .decode import prepare_sample
 from .problems import OnBadRecord, ProblemReport
 from .records import ReadResult, Record, records_to_table
-from .decode import prepare_sample
 from .sample import Sample
 from .transforms import Compose, Transform
 from .voc import read_voc
@@ -68,7 +68,8 @@ class DetectionDataset:
         num_boxes = sum(len(r["boxes"]) for r in self.records)
         num_ignored = sum(int(r["ignore"].sum()) for r in self.records)
         empty = sum(1 for r in self.records if not (~r["ignore"]).any())
-        filtered = f", {self.num_without_boxes_filtered} without boxes left out" if self.num_without_boxes_filtered else ""
+        filtered = (f", {self.num_without_boxes_filtered} without boxes left out"
+                    if self.num_without_boxes_filtered else "")
         return (f"{len(self):,} images ({empty} without boxes{filtered}), {num_boxes:,} boxes ({num_ignored} ignored), "
                 f"{len(self.classes)} classes; {self.problems.short()}")
 

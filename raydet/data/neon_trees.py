@@ -93,7 +93,8 @@ def extract_sources(wheel: Path, dest: Path) -> None:
 
 def find_sources(source: str | Path | None, download_to: Path) -> Path:
     """The folder holding ``SOURCE_FILES``: ``source``, else the shared folder, else a fresh download."""
-    candidates = [Path(source)] if source else [Path.cwd() / SHARED_SOURCE, Path(__file__).resolve().parents[2] / SHARED_SOURCE]
+    candidates = ([Path(source)] if source
+                  else [Path.cwd() / SHARED_SOURCE, Path(__file__).resolve().parents[2] / SHARED_SOURCE])
     for folder in candidates:
         if all((folder / name).is_file() for name in SOURCE_FILES):
             return folder
@@ -113,7 +114,8 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def tile_boxes(record: Record, top: int, left: int, size: int, min_visible: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tile_boxes(record: Record, top: int, left: int, size: int,
+               min_visible: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A record's boxes inside one tile: ``(boxes [K,4] in tile pixels, labels [K], ignore [K])``."""
     boxes = record["boxes"] - np.array([left, top, left, top], np.float32)
     clipped = np.clip(boxes, 0, size)
@@ -144,7 +146,8 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
     written = {}
     for split, (region_top, region_bottom) in regions.items():
         if region_bottom - region_top < tile_size:
-            raise DataError(f"the {split} region is {region_bottom - region_top} px high, less than one {tile_size} px tile")
+            raise DataError(f"the {split} region is {region_bottom - region_top} px high, "
+                            f"less than one {tile_size} px tile")
         records = []
         for top in tile_starts(region_bottom - region_top, tile_size, stride):
             for left in tile_starts(width, tile_size, stride):
@@ -162,14 +165,16 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
     shutil.copyfile(sources / f"{SOAP}.png", out / "images" / f"{SOAP}.png")
     soap_record = {**soap.records[0], "path": str(out / "images" / f"{SOAP}.png"), "image_id": 1}
     written["soap_061"] = out / "annotations" / "soap_061.json"
-    write_json(records_to_coco([soap_record], soap.classes, soap.cat_ids, img_prefix=str(out / "images")), written["soap_061"])
+    write_json(records_to_coco([soap_record], soap.classes, soap.cat_ids, img_prefix=str(out / "images")),
+               written["soap_061"])
 
-    for name, target in (("LICENSE.deepforest", "LICENSE.deepforest"), ("AUTHORS.deepforest.md", "AUTHORS.deepforest.md")):
+    for name, target in (("LICENSE.deepforest", "LICENSE.deepforest"),
+                         ("AUTHORS.deepforest.md", "AUTHORS.deepforest.md")):
         if (sources / name).is_file():
             shutil.copyfile(sources / name, out / target)
     (out / "README.md").write_text(
         f"# neon_trees\n\n{ATTRIBUTION}\nPrepared by `python -m raydet.data.prepare neon_trees`: {tile_size} px tiles "
-        f"every {stride} px of {YELL}.png; rows {split_row}..{height} are the validation region; boxes clipped to tiles "
-        f"(under {min_visible:.0%} visible: iscrowd). {SOAP}.png is annotations/soap_061.json.\n"
+        f"every {stride} px of {YELL}.png; rows {split_row}..{height} are the validation region; "
+        f"boxes clipped to tiles (under {min_visible:.0%} visible: iscrowd). {SOAP}.png is annotations/soap_061.json.\n"
     )
     return written

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     shapes.add_argument("--num-val", type=int, default=60)
     neon = commands.add_parser("neon_trees", help="NEON aerial tree crowns (DeepForest sample data, MIT licence)")
     neon.add_argument("--out", required=True, help="output folder")
-    neon.add_argument("--source", help="folder with the DeepForest files (default: ../shared/data/neon_trees, else download)")
+    neon.add_argument("--source", help="folder with the DeepForest files "
+                                       "(default: ../shared/data/neon_trees, else download)")
     args = parser.parse_args(argv)
 
     def body() -> None:

@@ -170,7 +170,8 @@ def _runner() -> ray.actor.ActorHandle:
     job = ray.get_runtime_context().get_job_id()
     if job not in _RUNNERS:
         node = ray.get_runtime_context().get_node_id()
-        _RUNNERS[job] = _StreamRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+        same_node = NodeAffinitySchedulingStrategy(node, soft=True)
+        _RUNNERS[job] = _StreamRunner.options(scheduling_strategy=same_node).remote()
     return _RUNNERS[job]
 
 
@@ -178,7 +179,8 @@ def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
     """A block of packed batches (one row each) -> ``(step, Batch, problems)`` per row."""
     accessor = BlockAccessor.for_block(block)
     for row in range(accessor.num_rows()):
-        packed = {key: value[0] for key, value in BlockAccessor.for_block(accessor.slice(row, row + 1)).to_numpy().items()}
+        columns = BlockAccessor.for_block(accessor.slice(row, row + 1)).to_numpy()
+        packed = {key: value[0] for key, value in columns.items()}
         problems = json.loads(str(packed.pop("problems")))
         yield int(packed.pop("step")), unpack_batch(packed), problems
 
@@ -265,14 +267,17 @@ class BatchStream:
             for _ in range(repeats):
                 yield batch
         if owed:
-            raise DataError(f"every image in this worker's {len(self.plan)} batches was unusable: {self.problems.short()}")
+            raise DataError(f"every image in this worker's {len(self.plan)} batches was unusable: "
+                            f"{self.problems.short()}")
 
 
 def _decode_planned_batches(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray,
-                            seeds: np.ndarray, pipeline: Compose, size_divisor: int, with_gt: bool) -> dict[str, np.ndarray]:
+                            seeds: np.ndarray, pipeline: Compose, size_divisor: int,
+                            with_gt: bool) -> dict[str, np.ndarray]:
     """Ray Data task body: planned step -> one packed, collated batch (bad images skipped and listed)."""
     (step,) = rows["id"]
-    batch, problems = decode_planned_batch(ray.get(records_ref), plan[step], seeds[step], pipeline, size_divisor, with_gt)
+    batch, problems = decode_planned_batch(ray.get(records_ref), plan[step], seeds[step], pipeline, size_divisor,
+                                           with_gt)
     packed = pack_batch(batch)
     packed["step"] = np.int64(step)
     packed["problems"] = np.array(json.dumps(problems.to_dict()))

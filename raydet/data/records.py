@@ -74,7 +74,8 @@ def check_box(box: list, height: int, width: int, where: str, report: ProblemRep
         return None
     cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
     if cx2 <= cx1 or cy2 <= cy1:
-        report.add("box_outside_image", where, f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {width}x{height} image")
+        report.add("box_outside_image", where,
+                   f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {width}x{height} image")
         return None
     if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
         report.add("box_clipped", where, f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] clipped to the {width}x{height} image")

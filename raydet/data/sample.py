@@ -72,7 +72,8 @@ def load_sample(record: Record, problems: ProblemReport | None = None) -> Sample
     sample = Sample(
         img=img, boxes=boxes,
         labels=torch.from_numpy(record["labels"].copy()), ignore=torch.from_numpy(record["ignore"].copy()),
-        image_id=int(record["image_id"]), ori_shape=(height, width), img_shape=(height, width), pad_shape=(height, width),
+        image_id=int(record["image_id"]),
+        ori_shape=(height, width), img_shape=(height, width), pad_shape=(height, width),
     )
     if (height, width) != (record["height"], record["width"]):
         sample.keep_boxes((sample.boxes[:, 2] > sample.boxes[:, 0]) & (sample.boxes[:, 3] > sample.boxes[:, 1]))

@@ -91,7 +91,8 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, tu
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def generate_shapes(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 240, num_val: int = 60) -> dict[str, Path]:
+def generate_shapes(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 240,
+                    num_val: int = 60) -> dict[str, Path]:
     """Write the shapes dataset to ``out_dir``; the same seed always gives the same files.
 
     Returns:
@@ -107,8 +108,8 @@ def generate_shapes(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 
             for index in range(count):
                 image, objects = draw_image(rng)
                 path = out / "images" / f"{split}_{index:06d}.png"
-                pngs.append(png_writers.submit(torchvision.io.write_png, torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-                                               str(path), compression_level=1))
+                chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+                pngs.append(png_writers.submit(torchvision.io.write_png, chw, str(path), compression_level=1))
                 records.append(make_record(index + 1, str(path), image.shape[0], image.shape[1],
                                            boxes=[box for _, box in objects], labels=[label for label, _ in objects]))
             written[split] = out / "annotations" / f"{split}.json"

@@ -106,7 +106,8 @@ def read_voc(ann_file: str, img_prefix: str, problems: ProblemReport, classes: l
     if not files:
         raise DataError(f"{ann_file}: empty annotations: no .xml files")
     label_of = {name: i for i, name in enumerate(classes)} if classes is not None else None
-    parsed = [_parse(xml, folder, image_id, label_of, problems, check_files) for image_id, (xml, folder) in enumerate(files)]
+    parsed = [_parse(xml, folder, image_id, label_of, problems, check_files)
+              for image_id, (xml, folder) in enumerate(files)]
     parsed = [p for p in parsed if p is not None]
     if not parsed:
         raise DataError(f"{ann_file}: no usable images ({problems.short()})")

@@ -1,8 +1,8 @@
 """Training checkpoints: one ``checkpoint.pt`` holding everything needed to resume.
 
 Loaded with ``torch.load(weights_only=True)``: a checkpoint from somewhere else
-cannot run code.  The resolved config travels inside as YAML text, so
-``python -m raydet.test`` can rebuild the model from a checkpoint alone.
+cannot run code.  The resolved config travels inside as YAML text: a record of
+what was trained (``python -m raydet.test`` builds the model from its CFG argument).
 """
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ CLI's message instead of after the worker group is up.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -27,6 +26,8 @@ from ..builder import (
     check_num_classes,
     check_top_level_keys,
     data_section,
+    model_factory,
+    optimizer_factory,
     optimizer_for,
     section,
     seed_of,
@@ -43,7 +44,6 @@ from .recorder import start_recorder
 from .spec import TrainingSpec
 from .tracking import MlflowRun, flatten
 from .train_loop import StepHook, train_loop_per_worker
-from .trainer import NonFiniteLossError
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
@@ -87,16 +87,6 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str
     return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
 
 
-def _non_finite_loss_in(error: BaseException) -> NonFiniteLossError | None:
-    """The ``NonFiniteLossError`` that ended a run, if that is what did (the lowest rank's), else None."""
-    if isinstance(error, NonFiniteLossError):  # num_workers 0: the loop ran in this process
-        return error
-    if isinstance(error, ray.train.WorkerGroupError):
-        return next((failure for _, failure in sorted(error.worker_failures.items())
-                     if isinstance(failure, NonFiniteLossError)), None)
-    return None
-
-
 def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
     """What every worker receives, built here from the config (``datasets``: the splits read on the driver)."""
     settings = {key: section(config, key) for key in SECTIONS}
@@ -107,7 +97,7 @@ def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> Trai
         optim=settings["optimizer_config"], lr=settings["lr_config"], num_pictures=settings["mlflow"].num_images,
         train=batch_recipe(config, "train"), val=batch_recipe(config, "val") if has_val else None,
         val_dataset=datasets.get("val"),
-        build_model=functools.partial(build_model, config), build_optimizer=functools.partial(optimizer_for, config),
+        build_model=model_factory(config), build_optimizer=optimizer_factory(config),
     )
 
 
@@ -127,7 +117,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
-        NonFiniteLossError: training stopped at a NaN or inf loss (taken out of Ray's ``WorkerGroupError``).
+        NonFiniteLossError: training stopped at a NaN or inf loss (every worker stopped at that iteration).
     """
     started = time.time()
     config = with_absolute_data_root(config)
@@ -170,16 +160,16 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     except ValueError as err:
         raise ConfigError(f"{config.source_of(('scaling',))}: scaling: {err}") from None
 
+    if data_section(config).split("train") is None:
+        raise ConfigError(f"{config.source_of(('data',))}: data.train is missing: there is nothing to train on")
     datasets = build_datasets(config)
-    if "train" not in datasets:
-        raise DataError(f"{config.filename}: data.train is missing: there is nothing to train on")
+    for split, dataset in datasets.items():
+        if len(dataset) == 0:
+            raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
     check_num_classes(config, datasets["train"].classes)
     spec = training_spec(config, datasets)
     connect_ray(num_workers, resources.get("CPU", 1))
     ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
-    for split, info in summary.splits.items():
-        if info.num_images == 0:
-            raise DataError(f"data.{split} ({info.ann_file}) has no images left to use: {info.problems.short()}")
 
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "config.yaml").write_text(config.to_yaml())
@@ -218,13 +208,13 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise
-    except BaseException as error:
+    except BaseException:
         tracker.end("FAILED")
-        non_finite = _non_finite_loss_in(error)
-        if non_finite is not None and non_finite is not error:
-            raise non_finite from error
         raise
     returned = result.return_value or {}
+    if "non_finite_loss" in returned:
+        tracker.end("FAILED")
+        raise returned["non_finite_loss"]
     best = (result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints
             else result.checkpoint)
     metrics = returned.get("metrics", {})

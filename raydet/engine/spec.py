@@ -3,7 +3,8 @@
 The launcher builds a ``TrainingSpec`` on the driver (through ``raydet.builder``,
 the only reader of a ``Config``) and Ray Train ships it to every worker.  The
 model and the optimizer are built on each worker — after seeding, so every
-replica starts from the same weights — by the two factories it carries.
+replica starts from the same weights — by the two factories it carries; each
+holds only its own config node and hands it to the builder there.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class TrainingSpec:
     """Everything ``train_loop_per_worker`` needs.
 
     Attributes:
-        config_yaml: the resolved config, saved in every checkpoint (``raydet.test`` rebuilds the model from it).
+        config_yaml: the resolved config, saved in every checkpoint (a record of what was trained).
         seed: the config's seed.
         runner / evaluation / checkpointing / logging / optim / lr: the config's plain sections.
         num_pictures: val images drawn with their detections into ``predictions.png``.

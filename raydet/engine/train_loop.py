@@ -40,7 +40,7 @@ from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
 from .spec import TrainingSpec
-from .trainer import StepResult, Trainer
+from .trainer import NonFiniteLossError, StepResult, Trainer
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0)
     and ``step_hooks`` (a list of ``StepHook``, called after every step; tests kill workers with them).
 
-    Returns (on rank 0) what the driver writes to ``final_metrics.json``.
+    Returns (on rank 0) what the driver writes to ``final_metrics.json``, or ``{"non_finite_loss":
+    NonFiniteLossError}`` when a NaN/inf loss stopped the run (returned, not raised: Ray Train would
+    restart the workers from the last checkpoint, only to meet the same loss again).
     """
     spec: TrainingSpec = loop_config["spec"]
     work_dir = Path(loop_config["work_dir"])
@@ -149,7 +151,13 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
         batches = iter_train_batches(spec.train, epoch)
         progress.start_epoch(epoch, len(batches))
-        state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
+        try:
+            state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
+        except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
+            if rank != 0:
+                return None
+            progress.flush()
+            return {"non_finite_loss": stop}
         for kind, count in batches.problems.counts.items():
             decode_problems[kind] = decode_problems.get(kind, 0) + count
         state.epoch = epoch + 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sized
 
 import torch
+import torch.distributed as dist
 
 from ..config.schema import OptimizerConfig
 from ..errors import UserError
@@ -29,12 +30,13 @@ class NonFiniteLossError(UserError):
     Attributes:
         iteration: the batch's number over all epochs, 1-based (as in the log).
         epoch: the 0-based epoch it belongs to.
-        terms: ``{loss name: value}`` of the terms that were NaN or inf.
+        terms: ``{loss name: value}`` of this worker's terms that were NaN or inf (empty when only
+            another worker's were).
     """
 
     def __init__(self, iteration: int, epoch: int, terms: dict[str, float]):
         self.iteration, self.epoch, self.terms = iteration, epoch, terms
-        named = ", ".join(f"{name}={value}" for name, value in terms.items())
+        named = ", ".join(f"{name}={value}" for name, value in terms.items()) or "on another worker"
         super().__init__(
             f"non-finite loss at iteration {iteration} (epoch {epoch + 1}): {named}; training stopped before this "
             "batch changed the weights. Try a lower optimizer.lr or a longer lr_config.warmup_iters, "
@@ -193,12 +195,18 @@ class Trainer:
 def check_finite(loss_terms: dict[str, torch.Tensor], iteration: int, epoch: int) -> None:
     """Raise ``NonFiniteLossError`` naming the terms of ``loss_terms`` (scalar tensors) that are NaN or inf.
 
-    One host-device synchronisation per call (a single ``.item()`` over all terms).
+    Under DDP the verdict is all-reduced, so every rank stops at the same iteration (instead of the
+    others waiting in the next gradient all-reduce for the one that stopped); a rank whose own terms
+    are finite raises naming none.  Costs one host-device synchronisation per call, plus one scalar
+    all-reduce under DDP.
     """
     if not loss_terms:
         return
     values = torch.stack([value.detach().float().reshape(()) for value in loss_terms.values()])
-    if torch.isfinite(values).all().item():
+    all_finite = torch.isfinite(values).all().to(torch.int32)
+    if is_distributed():
+        dist.all_reduce(all_finite, op=dist.ReduceOp.MIN)
+    if all_finite.item():
         return
     bad = {key: value for key, value in zip(loss_terms, values.tolist()) if not math.isfinite(value)}
     raise NonFiniteLossError(iteration, epoch, bad)

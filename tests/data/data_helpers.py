@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import REPO
 
 NEON = REPO / "../shared/data/neon_trees"

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-
 from data_helpers import coco_json, write_png
 from helpers import run_cli, write
+
 from raydet.data import CocoDataset, VOCDataset
 from raydet.data.problems import DataError
 
@@ -15,7 +15,8 @@ def _image(tmp_path, name="a.png", h=30, w=40, **extra):
 
 
 def _ann(image_id=1, bbox=(1, 1, 10, 10), category_id=1, **extra):
-    return {"id": extra.pop("id", 1), "image_id": image_id, "category_id": category_id, "bbox": list(bbox), "iscrowd": 0, **extra}
+    return {"id": extra.pop("id", 1), "image_id": image_id, "category_id": category_id, "bbox": list(bbox),
+            "iscrowd": 0, **extra}
 
 
 def _read(tmp_path, images, annotations, policy="skip"):
@@ -25,12 +26,14 @@ def _read(tmp_path, images, annotations, policy="skip"):
 
 # (kind, images, annotations, what survives: {image_id: number of boxes})
 CASES = {
-    "invalid_box": (lambda p: [_image(p)], [_ann(bbox=(5, 5, 0, 4)), _ann(bbox=(5, 5, -3, 4), id=2), _ann(id=3)], {1: 1}),
+    "invalid_box": (lambda p: [_image(p)],
+                    [_ann(bbox=(5, 5, 0, 4)), _ann(bbox=(5, 5, -3, 4), id=2), _ann(id=3)], {1: 1}),
     "box_outside_image": (lambda p: [_image(p)], [_ann(bbox=(50, 5, 10, 10)), _ann(id=2)], {1: 1}),
     "unknown_category": (lambda p: [_image(p)], [_ann(category_id=42), _ann(id=2)], {1: 1}),
     "unknown_image": (lambda p: [_image(p)], [_ann(image_id=99), _ann(id=2)], {1: 1}),
     "duplicate_image_id": (lambda p: [_image(p), _image(p, "b.png")], [_ann()], {1: 1}),
-    "missing_image": (lambda p: [_image(p), {"id": 2, "file_name": "gone.png", "height": 9, "width": 9}], [_ann()], {1: 1}),
+    "missing_image": (lambda p: [_image(p), {"id": 2, "file_name": "gone.png", "height": 9, "width": 9}],
+                      [_ann()], {1: 1}),
     "empty_image": (lambda p: [_image(p), {**_image(p, "z.png", id=2), "height": 0}], [_ann()], {1: 1}),
     "malformed_file": (lambda p: [_image(p), {"id": "two", "file_name": "b.png"}], [_ann()], {1: 1}),
 }
@@ -55,7 +58,8 @@ def test_each_bad_record_kind_is_skipped_counted_and_named(tmp_path, kind):
     assert {r["image_id"]: len(r["boxes"]) for r in dataset.records} == survivors
     assert dataset.problems.counts == {kind: len(WHERE[kind])}, dataset.problems  # each bad record, no other kind
     examples = dataset.problems.examples[kind]
-    assert [example.split(": ")[:2] for example in examples] == [[str(tmp_path / "ann.json"), where] for where in WHERE[kind]]
+    ann_file = str(tmp_path / "ann.json")
+    assert [example.split(": ")[:2] for example in examples] == [[ann_file, where] for where in WHERE[kind]]
     with pytest.raises(DataError, match=kind):
         _read(tmp_path, images(tmp_path), annotations, policy="error")
 
@@ -95,7 +99,8 @@ def test_empty_annotations_are_an_error(tmp_path):
 @pytest.mark.timeout(30)
 def test_malformed_xml_is_skipped_with_file_line_and_column_and_the_rest_kept(tmp_path):
     write_png(tmp_path / "ok.png", 20, 20)
-    write(tmp_path / "xmls" / "a.xml", "<annotation><filename>ok.png</filename><size><width>20</width><height>20</height></size>"
+    write(tmp_path / "xmls" / "a.xml",
+          "<annotation><filename>ok.png</filename><size><width>20</width><height>20</height></size>"
           "<object><name>t</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
     write(tmp_path / "xmls" / "b.xml", "<annotation>\n<filename>ok.png</filename>\n<size></annotation>")
     dataset = VOCDataset(str(tmp_path / "xmls"), str(tmp_path))

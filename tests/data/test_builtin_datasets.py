@@ -7,9 +7,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from data_helpers import NEON, needs_neon
 from helpers import run_cli
+
 from raydet.data import CocoDataset
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts
 from raydet.data.problems import DataError
@@ -48,7 +48,8 @@ def test_shapes_include_images_without_objects(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_prepare_cli_writes_shapes(tmp_path):
-    result = run_cli("raydet.data.prepare", "shapes", "--out", str(tmp_path), "--num-train", "5", "--num-val", "2", "--seed", "3")
+    result = run_cli("raydet.data.prepare", "shapes", "--out", str(tmp_path),
+                     "--num-train", "5", "--num-val", "2", "--seed", "3")
     assert result.returncode == 0, result.stderr
     assert "train: 5 images" in result.stdout and (tmp_path / "annotations/val.json").is_file()
 
@@ -80,7 +81,8 @@ def test_neon_trees_tiles_split_by_region_with_clipped_boxes_and_licence(tmp_pat
         assert (record["boxes"] >= 0).all() and (record["boxes"] <= 400).all()
     kept = sum(int((~r["ignore"]).sum()) for r in train.records + val.records)
     assert kept > 574  # overlapping tiles see some crowns twice
-    assert "MIT" in (tmp_path / "LICENSE.deepforest").read_text() and "DeepForest" in (tmp_path / "README.md").read_text()
+    assert "MIT" in (tmp_path / "LICENSE.deepforest").read_text()
+    assert "DeepForest" in (tmp_path / "README.md").read_text()
 
 
 @pytest.mark.timeout(30)

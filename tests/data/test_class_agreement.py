@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.io
-
 from helpers import REPO, run_cli, write
+
 from raydet.builder import build_datasets, check_config
 from raydet.config import ConfigError, load_config
 from raydet.data.problems import DataError
@@ -84,7 +84,7 @@ def test_num_classes_must_match_the_training_classes(shapes_dir):
     config = load_config(DEMO, [f"data.data_root={shapes_dir}", "model.bbox_head.num_classes=2"])
     with pytest.raises(ConfigError) as err:
         check_config(config)
-    assert str(err.value) == (f"--set model.bbox_head.num_classes=2: model.bbox_head.num_classes is 2 but data.train "
+    assert str(err.value) == ("--set model.bbox_head.num_classes=2: model.bbox_head.num_classes is 2 but data.train "
                               "has 3 classes (rectangle, ellipse, triangle); set it to 3")
     assert any(line.startswith("model: FCOS built") for line in
                check_config(load_config(DEMO, [f"data.data_root={shapes_dir}"])))

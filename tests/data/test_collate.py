@@ -15,7 +15,8 @@ pytestmark = pytest.mark.timeout(30)
 def sample(image_id, height, width, boxes, ignore) -> Sample:
     pipeline = Compose([Resize(img_scale=[200, 100]), RandomFlip(flip_ratio=1.0), Normalize([0, 0, 0], [1, 1, 1]),
                         Pad(size_divisor=32)])
-    raw = Sample(img=torch.full((3, height, width), 7, dtype=torch.uint8), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+    raw = Sample(img=torch.full((3, height, width), 7, dtype=torch.uint8),
+                 boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                  labels=torch.arange(len(boxes)), ignore=torch.tensor(ignore, dtype=torch.bool), image_id=image_id,
                  ori_shape=(height, width), img_shape=(height, width), pad_shape=(height, width))
     return pipeline(raw, np.random.default_rng(0))

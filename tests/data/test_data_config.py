@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import write
+
 from raydet.builder import build_dataset, build_pipeline, check_config
 from raydet.config import ConfigError, load_config
 from raydet.data.transforms import Resize
@@ -45,7 +45,8 @@ data:
 def test_pipelines_build_without_reading_annotations(tmp_path):
     config = load_config(write(tmp_path / "c.yaml", """
 data:
-  train: {type: CocoDataset, ann_file: /nowhere.json, img_prefix: /nowhere, pipeline: [{type: Resize, img_scale: [64, 64]}]}
+  train: {type: CocoDataset, ann_file: /nowhere.json, img_prefix: /nowhere,
+          pipeline: [{type: Resize, img_scale: [64, 64]}]}
 """))
     (resize,) = build_pipeline(config, "train").transforms
     assert isinstance(resize, Resize) and resize.img_scale == [64, 64]

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import ray
 import torch
-
 from data_helpers import shapes_config
+
 from raydet.builder import batch_recipe, build_dataset, build_datasets, data_section
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
 
@@ -42,7 +42,8 @@ def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shape
     assert next_epoch != stream_ids(first)
     assert set(sum(next_epoch, [])) == set(sum(stream_ids(first), [])) == set(range(1, 17))  # every image, each epoch
     for batch in first:
-        assert batch["img"].dtype == torch.float32 and batch["img"].shape[-1] % 32 == 0 and batch["img"].shape[-2] % 32 == 0
+        assert batch["img"].dtype == torch.float32
+        assert batch["img"].shape[-1] % 32 == 0 and batch["img"].shape[-2] % 32 == 0
         landscape = {m["ori_shape"][1] > m["ori_shape"][0] for m in batch["img_metas"]}
         assert len(landscape) == 1  # one aspect-ratio group per batch
         assert len(batch["gt_bboxes"]) == len(batch["gt_labels"]) == len(batch["img_metas"])
@@ -79,7 +80,8 @@ def test_corrupt_image_mid_epoch_is_skipped_with_a_warning_and_the_step_count_ho
     ids = sum(stream_ids(batches), [])
     assert 5 not in ids and set(ids) == set(range(1, 17)) - {5}
     planned = int((stream.plan == 4).sum())  # record 4 is image id 5; a group's fill-up may repeat it
-    assert stream.problems.counts == {"corrupt_image": planned} and "image 5" in stream.problems.examples["corrupt_image"][0]
+    assert stream.problems.counts == {"corrupt_image": planned}
+    assert "image 5" in stream.problems.examples["corrupt_image"][0]
     assert any("corrupt_image" in record.message for record in caplog.records)
     if per_gpu == 1:
         assert stream.repeated_batches == planned  # its batch was empty: a neighbour was yielded twice
@@ -106,7 +108,8 @@ def test_build_ray_datasets_returns_records_unsplit_and_a_summary(ray_session, s
     assert set(datasets) == {"train", "val"} and datasets["train"].count() == 16
     assert data_config._datasets_to_split == []
     assert "data.train: CocoDataset" in capsys.readouterr().out
-    assert summary.metrics()["data/val/images"] == 6 and summary.splits["train"].classes == ["rectangle", "ellipse", "triangle"]
+    assert summary.metrics()["data/val/images"] == 6
+    assert summary.splits["train"].classes == ["rectangle", "ellipse", "triangle"]
     sizes = summary.splits["train"].group_sizes
     assert sum(sizes) == 16 and summary.train_steps_per_epoch(1) == sum(-(-n // 4) for n in sizes)
     assert summary.train_steps_per_epoch(2) == -(-summary.train_steps_per_epoch(1) // 2)

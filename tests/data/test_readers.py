@@ -8,15 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport
 from raydet.data.records import records_to_table, table_to_records
 from raydet.data.voc import read_voc
+
 
 @needs_neon
 @pytest.mark.timeout(60)
@@ -46,7 +47,8 @@ def test_voc_reader_on_soap_with_two_classes_and_a_given_class_order():
 
 VOC_XML = """<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>
 {objects}</annotation>"""
-VOC_OBJECT = "<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+VOC_OBJECT = ("<object><name>{name}</name><difficult>{difficult}</difficult>"
+              "<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
 
 
 def voc_xml(path, name, w, h, objects):
@@ -61,8 +63,10 @@ def test_voc_devkit_layout_and_difficult_boxes_become_ignore(tmp_path):
     for image_id in ("000005", "000007"):
         write_png(year / "JPEGImages" / f"{image_id}.jpg", 40, 60)
     voc_xml(year / "Annotations" / "000005.xml", "000005.jpg", 60, 40, [
-        dict(name="dog", difficult=0, x1=1, y1=2, x2=30, y2=20), dict(name="cat", difficult=1, x1=5, y1=5, x2=50, y2=35)])
-    voc_xml(year / "Annotations" / "000007.xml", "000007.jpg", 60, 40, [dict(name="cat", difficult=0, x1=0, y1=0, x2=10, y2=10)])
+        dict(name="dog", difficult=0, x1=1, y1=2, x2=30, y2=20),
+        dict(name="cat", difficult=1, x1=5, y1=5, x2=50, y2=35)])
+    voc_xml(year / "Annotations" / "000007.xml", "000007.jpg", 60, 40, [
+        dict(name="cat", difficult=0, x1=0, y1=0, x2=10, y2=10)])
     (year / "ImageSets" / "Main").mkdir(parents=True)
     (year / "ImageSets" / "Main" / "trainval.txt").write_text("000007\n000005\n")
     result = read_voc(str(year / "ImageSets/Main/trainval.txt"), str(year), ProblemReport())
@@ -103,11 +107,13 @@ def test_coco_reader_maps_sparse_category_ids_to_sorted_labels_and_crowd_to_igno
 @pytest.mark.timeout(30)
 def test_records_to_coco_json_to_records_round_trip(tmp_path):
     original = CocoDataset(str(_coco_files(tmp_path)), str(tmp_path / "img"))
-    write_json(records_to_coco(original.records, original.classes, original.cat_ids, str(tmp_path / "img")), tmp_path / "out.json")
+    write_json(records_to_coco(original.records, original.classes, original.cat_ids, str(tmp_path / "img")),
+               tmp_path / "out.json")
     again = CocoDataset(str(tmp_path / "out.json"), str(tmp_path / "img"))
     assert (again.classes, again.cat_ids) == (original.classes, original.cat_ids)
     for a, b in zip(original.records, again.records, strict=True):
-        assert (a["image_id"], a["path"], a["height"], a["width"]) == (b["image_id"], b["path"], b["height"], b["width"])
+        assert ((a["image_id"], a["path"], a["height"], a["width"])
+                == (b["image_id"], b["path"], b["height"], b["width"]))
         for key in ("boxes", "labels", "ignore"):
             np.testing.assert_array_equal(a[key], b[key])
     # and through the Arrow table the Ray edge ships

@@ -4,13 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from data_helpers import jpeg_with_orientation, write_png
+
+from raydet.data.collate import collate
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
 from raydet.data.sample import Sample
-from raydet.data.transforms import (Compose, Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize,
-                                    boxes_to_original)
-from raydet.data.collate import collate
+from raydet.data.transforms import (
+    Compose,
+    Normalize,
+    Pad,
+    PhotoMetricDistortion,
+    RandomCrop,
+    RandomFlip,
+    Resize,
+    boxes_to_original,
+)
 from raydet.registry import TRANSFORMS, BuildError
 
 pytestmark = pytest.mark.timeout(30)
@@ -106,7 +114,8 @@ def test_pad_to_divisor_and_fixed_size_keep_boxes():
 
 
 def test_random_crop_clips_boxes_and_drops_empty_ones_with_their_labels_and_flags():
-    sample = make_sample(100, 100, boxes=((0, 0, 20, 20), (40, 40, 60, 60), (80, 80, 100, 100)), ignore=(False, True, False))
+    sample = make_sample(100, 100, boxes=((0, 0, 20, 20), (40, 40, 60, 60), (80, 80, 100, 100)),
+                         ignore=(False, True, False))
     cropped = RandomCrop(crop_size=[50, 50], allow_negative_crop=True)
     rng = np.random.default_rng(3)
     for _ in range(20):

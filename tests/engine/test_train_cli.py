@@ -21,6 +21,16 @@ def test_unbuildable_model_fails_before_ray_starts(small_shapes, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_num_classes_that_do_not_match_the_data_fail_before_ray_starts(small_shapes, tmp_path):
+    out = run_cli("raydet.train", str(DEMO_CONFIG), "--work-dir", str(tmp_path / "wd"), "--set",
+                  *quick_overrides(small_shapes), "model.bbox_head.num_classes=2")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: --set model.bbox_head.num_classes=2: model.bbox_head.num_classes is 2 but "
+                                  "data.train has 3 classes (rectangle, ellipse, triangle); set it to 3")
+    assert "Ray instance" not in out.stdout + out.stderr
+
+
+@pytest.mark.timeout(120)
 def test_dataset_without_usable_images_says_so(tmp_path):
     images = [{"id": i, "file_name": f"missing_{i}.png", "width": 64, "height": 64} for i in (1, 2)]
     annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0}]

@@ -167,6 +167,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _gather_to_file(result: dict, rank: int, results_file: str) -> None:
+    """Every rank's ``result``, in rank order, written by rank 0 as JSON; then the group is closed."""
+    gathered = [None, None]
+    dist.all_gather_object(gathered, result)
+    if rank == 0:
+        with open(results_file, "w") as f:
+            json.dump(gathered, f)
+    dist.destroy_process_group()
+
+
 def _accumulate_under_ddp(rank: int, port: int, results_file: str) -> None:
     """Two ranks, accumulate 2 over 4 batches each: count DDP's gradient all-reduces."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -182,12 +192,7 @@ def _accumulate_under_ddp(rank: int, port: int, results_file: str) -> None:
     trainer = make_trainer(model, accumulate=2)
     trainer.run_epoch([make_batch(4, seed=100 * rank + i) for i in range(4)], epoch=0, iteration=0)
     weights = [p.detach().tolist() for p in model.parameters()]
-    gathered = [None, None]
-    dist.all_gather_object(gathered, {"all_reduces": len(all_reduces), "weights": weights})
-    if rank == 0:
-        with open(results_file, "w") as f:
-            json.dump(gathered, f)
-    dist.destroy_process_group()
+    _gather_to_file({"all_reduces": len(all_reduces), "weights": weights}, rank, results_file)
 
 
 @pytest.mark.slow
@@ -200,3 +205,34 @@ def test_accumulation_under_ddp_all_reduces_once_per_group(tmp_path):
     ranks = json.loads(results_file.read_text())
     assert [r["all_reduces"] for r in ranks] == [2, 2]
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def _non_finite_on_one_rank(rank: int, port: int, results_file: str) -> None:
+    """Two ranks; only rank 1's third batch has a NaN target: what each rank raised, and where."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    trainer = make_trainer(torch.nn.parallel.DistributedDataParallel(LinearDetector()))
+    batches = [make_batch(4, seed=10 * rank + i) for i in range(4)]
+    if rank == 1:
+        batches[2]["target"][0, 0] = math.nan
+    steps: list[int] = []
+    try:
+        trainer.run_epoch(batches, epoch=0, iteration=0, after_step=lambda step: steps.append(step.iteration))
+        outcome = {"raised": None}
+    except NonFiniteLossError as err:
+        outcome = {"raised": str(err), "iteration": err.iteration, "terms": list(err.terms)}
+    outcome["steps"] = steps
+    _gather_to_file(outcome, rank, results_file)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_non_finite_loss_on_one_ddp_rank_stops_every_rank_at_that_iteration(tmp_path):
+    """The verdict is all-reduced: no rank goes on to wait in a gradient all-reduce the other never joins."""
+    results_file = tmp_path / "nan.json"
+    mp.spawn(_non_finite_on_one_rank, args=(_free_port(), str(results_file)), nprocs=2)
+    rank0, rank1 = json.loads(results_file.read_text())
+    assert rank0["steps"] == rank1["steps"] == [1, 2]
+    assert rank0["iteration"] == rank1["iteration"] == 3
+    assert rank1["terms"] == ["loss_x"] and rank0["terms"] == []
+    assert "iteration 3 (epoch 1): on another worker" in rank0["raised"]

@@ -1,4 +1,4 @@
-"""The model configs build (as ``python -m raydet.config CFG --check`` builds them); the neck can be
+"""The model configs build (as ``python -m raydet.check CFG`` builds them); the neck can be
 switched; typos are caught with the file, the key path and the nearest name; a head of the wrong kind
 is caught with the key path and the contract it breaks."""
 from __future__ import annotations

@@ -39,7 +39,8 @@ class RandomCrop(Transform):
         max_tries: windows tried before giving up.
     """
 
-    def __init__(self, crop_size: list[float], crop_type: Literal["absolute", "relative", "relative_range"] = "absolute",
+    def __init__(self, crop_size: list[float],
+                 crop_type: Literal["absolute", "relative", "relative_range"] = "absolute",
                  allow_negative_crop: bool = False, max_tries: int = 10):
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"crop_size must be [height, width] > 0, got {crop_size!r}")
