@@ -239,7 +239,7 @@ def optimizer_factory(config: Config) -> Callable[[torch.nn.Module], torch.optim
     return functools.partial(optimizer_for, _only(config, ("custom_imports", "optimizer", "optimizer_config")))
 
 
-def _is_elsewhere(config: Config, split: str) -> bool:
+def is_elsewhere(config: Config, split: str) -> bool:
     """Whether ``data.<split>``'s annotation file is a local path missing here (it lives on the cluster)."""
     ann_file = _dataset_node(config, split).get("ann_file")
     return isinstance(ann_file, str) and not is_uri(ann_file) and not os.path.exists(ann_file)
@@ -251,7 +251,7 @@ def check_data(config: Config) -> list[str]:
     on this machine (it lives on the cluster) has its arguments and pipeline checked without reading it."""
     data = data_section(config)
     present = [split for split in SPLITS if data.split(split) is not None]
-    elsewhere = {split for split in present if _is_elsewhere(config, split)}
+    elsewhere = {split for split in present if is_elsewhere(config, split)}
     lines_of: dict[str, list[str]] = {}
     for split in elsewhere:
         node = _dataset_node(config, split)
@@ -288,6 +288,9 @@ def build_pipeline(config: Config, split: str) -> Compose:
 
 def check_top_level_keys(config: Config) -> None:
     for key in config:
+        if key in ("search", "tune"):
+            raise ConfigError(f"{config.source_of((key,))}: {key}: is a sweep section: run this file with "
+                              "python -m raydet.tune (python -m raydet.train trains one config)")
         if key not in TOP_LEVEL_KEYS:
             known = ", ".join(TOP_LEVEL_KEYS)
             raise ConfigError(
@@ -296,8 +299,9 @@ def check_top_level_keys(config: Config) -> None:
             )
 
 
-def check_config(config: Config) -> list[str]:
-    """Build every buildable node of ``config``; one summary line per node."""
+def check_config(config: Config, data: bool = True) -> list[str]:
+    """Build every buildable node of ``config`` (the datasets, reading their annotations, only with
+    ``data``); one summary line per node."""
     check_top_level_keys(config)
     seed_of(config)
     lines = []
@@ -311,6 +315,6 @@ def check_config(config: Config) -> list[str]:
     for key in SECTIONS:
         if key in config:
             lines.append(f"{key}: {section(config, key)}")
-    if "data" in config:
+    if data and "data" in config:
         lines.extend(check_data(config))
     return lines

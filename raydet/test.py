@@ -67,7 +67,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
         raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
                           f"{str(err).splitlines()[0]})") from None
     model.eval()
-    connect_ray(num_workers=0, cpus_per_worker=0)
+    connect_ray(0)
     collector = DetectionCollector(dataset, rank=0)
     records = ray.put(dataset.table())
     if scales is None:

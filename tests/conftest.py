@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray session for the whole test run."""
+"""Shared fixtures: one Ray session for the whole test run, the shapes datasets."""
 from __future__ import annotations
 
 import os
@@ -41,3 +41,15 @@ def make_shapes(tmp_path_factory) -> Callable[..., Path]:
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def small_shapes(make_shapes) -> Path:
+    """48 train / 16 val shapes images: enough for a few real iterations and an evaluation."""
+    return make_shapes(seed=1, num_train=48, num_val=16)
+
+
+@pytest.fixture(scope="session")
+def demo_shapes(make_shapes) -> Path:
+    """The demo's dataset: 240 train / 60 val shapes images (seed 0)."""
+    return make_shapes()

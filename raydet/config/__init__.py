@@ -17,10 +17,11 @@ builds everything without training (``--print``: prints the resolved config).
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -184,12 +185,20 @@ def apply_override(data: dict, override: str, sources: dict[KeyPath, str]) -> No
     text, eq, raw_value = override.partition("=")
     if not eq or not text.lstrip("+"):
         raise ConfigError(f"{origin}: an override looks like key.path=value")
-    add_new = text.startswith("+")
-    path = parse_key_path(text.lstrip("+"))
     try:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin}: the value is not valid YAML: {getattr(err, 'problem', err)}") from None
+    set_key(data, text.lstrip("+"), value, origin, sources, add_new=text.startswith("+"), from_command_line=True)
+
+
+def set_key(data: dict, key_path: str, value: Any, origin: str, sources: dict[KeyPath, str],
+            add_new: bool = False, from_command_line: bool = False) -> None:
+    """Set ``key_path`` of ``data`` to ``value`` in place (a mapping replaces the node whole) and record
+    ``origin`` as its source.  The key must exist (unless ``add_new``) and keep its kind (number,
+    text, bool, list, mapping) unless either value is null; errors start with ``origin`` (and tell how to
+    add a new key ``from_command_line``)."""
+    path = parse_key_path(key_path)
     node: Any = data
     for depth, key in enumerate(path):
         here = format_key_path(path[: depth + 1])
@@ -203,8 +212,8 @@ def apply_override(data: dict, override: str, sources: dict[KeyPath, str]) -> No
                 if not add_new:
                     hint = nearest_names(str(key), [str(k) for k in node])
                     suggestion = f"; did you mean {format_key_path(path[:depth] + (hint[0],))!r}?" if hint else ""
-                    raise ConfigError(f"{origin}: {here} does not exist in the config{suggestion} "
-                                      f"(write --set +{text}=... to add a new key)")
+                    how = f" (write --set +{key_path}=... to add a new key)" if from_command_line else ""
+                    raise ConfigError(f"{origin}: {here} does not exist in the config{suggestion}{how}")
                 if not last:
                     node[key] = {}
         else:
@@ -217,12 +226,23 @@ def apply_override(data: dict, override: str, sources: dict[KeyPath, str]) -> No
                     hint = f" — PyYAML reads {value} as text; write it with a dot, e.g. {float(value)!r}"
                 raise ConfigError(f"{origin}: {here} is a {_kind(old)} ({old!r}) in the config, "
                                   f"got a {_kind(value)} ({value!r}){hint}")
-            node[key] = value
+            node[key] = _without_delete(value)
             for recorded in [p for p in sources if p[: len(path)] == path]:
                 del sources[recorded]
             sources[path] = origin
             return
         node = node[key]
+
+
+def with_values(config: Config, values: dict[str, Any], origin: Callable[[str], str]) -> Config:
+    """A copy of ``config`` with each ``key.path -> value`` of ``values`` set as ``set_key`` sets it
+    (a mapping replaces the node whole, as ``_delete_: true`` would); ``origin(key_path)`` is the
+    source recorded for it and the start of any error message."""
+    data = copy.deepcopy(dict(config))
+    sources = dict(config.sources)
+    for key_path, value in values.items():
+        set_key(data, key_path, copy.deepcopy(value), origin(key_path), sources)
+    return Config(data, config.filename, sources)
 
 
 # --------------------------------------------------------------------------- public API

@@ -31,3 +31,12 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
         return
     for buffer in module.buffers():
         dist.broadcast(buffer.data, src=0)
+
+
+def mean_over_workers(value: torch.Tensor) -> float:
+    """The mean of a scalar tensor over all ranks (its own value without a process group)."""
+    if not is_distributed():
+        return float(value)
+    value = value.detach().float().reshape(1).clone()
+    dist.all_reduce(value)
+    return float(value) / dist.get_world_size()

@@ -8,10 +8,11 @@ CLI's message instead of after the worker group is up.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +44,7 @@ from .checkpoint import load_checkpoint
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .tracking import MlflowRun, flatten
-from .train_loop import StepHook, train_loop_per_worker
+from .train_loop import CHECKPOINT_SCORE, StepHook, train_loop_per_worker
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
@@ -58,19 +59,40 @@ class TrainOutcome:
     mlflow_run_id: str
 
 
-def connect_ray(num_workers: int, cpus_per_worker: float) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run started by another tool (a sweep's trial) is named, recorded and watched.
+
+    Attributes:
+        name: the Ray Train run's name (its folder under the storage path: the same name
+            continues the same run) and the MLflow run's name.
+        mlflow_tags: added to the MLflow run's tags (e.g. ``mlflow.parentRunId``).
+        mlflow_params: added to the MLflow run's params.
+        callbacks: ``ray.train.UserCallback``s (e.g. one that forwards reports to Tune).
+        controller_failure_limit: Ray Train controller failures tolerated (e.g. a worker group that
+            did not start in time); -1: unlimited.
+    """
+
+    name: str
+    mlflow_tags: dict[str, str] = field(default_factory=dict)
+    mlflow_params: dict[str, str] = field(default_factory=dict)
+    callbacks: tuple[ray.train.UserCallback, ...] = ()
+    controller_failure_limit: int = -1
+
+
+def connect_ray(cpus: float) -> None:
     """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
 
-    A local Ray gets at least two logical CPUs more than the training workers
-    take, so Ray Data's decode tasks are never starved (on a 2-core laptop
-    with 2 workers, Ray would otherwise hang waiting for a free CPU).
+    A local Ray gets at least two logical CPUs more than the ``cpus`` the training
+    workers (or a sweep's trials) take, so Ray Data's decode tasks are never starved
+    (on a 2-core laptop with 2 workers, Ray would otherwise hang waiting for a free CPU).
     """
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
-    needed = int(num_workers * cpus_per_worker + 0.999) + 2
+    needed = math.ceil(cpus - 1e-9) + 2
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
 
 
@@ -102,7 +124,8 @@ def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> Trai
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
-           use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = ()) -> TrainOutcome:
+           use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = (),
+           options: RunOptions | None = None) -> TrainOutcome:
     """Train ``config``; write the work directory; return the final metrics.
 
     Args:
@@ -114,6 +137,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             new run from that checkpoint's weights, optimizer and schedule.
         num_workers, use_gpu: override ``scaling``.
         step_hooks: called on every worker after every training step (tests inject failures with them).
+        options: the run's name, MLflow tags and params, and Ray Train callbacks, when another tool
+            (a sweep) starts it; otherwise the run is named ``<run_name or work dir>-<time>``.
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
@@ -125,7 +150,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     check_top_level_keys(config)  # then everything the workers will build, here, first
     seed_of(config)
     settings = {key: section(config, key) for key in SECTIONS}
-    scaling, evaluation, mlflow_settings = settings["scaling"], settings["evaluation"], settings["mlflow"]
+    scaling, mlflow_settings = settings["scaling"], settings["mlflow"]
     num_workers = scaling.num_workers if num_workers is None else num_workers
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
     optimizer_for(config, build_model(config))
@@ -147,7 +172,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         run_name = find_latest_run(Path(storage_path), base_name)
         found = "continuing " + run_name if run_name else "no earlier run with a checkpoint; starting anew"
         print(f"--resume auto: {found}")
-    run_name = run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}"
+    options = options or RunOptions(name=run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}")
+    run_name = options.name
 
     resources = dict(scaling.resources_per_worker or {"CPU": 1})
     has_val = (config.get("data") or {}).get("val") is not None
@@ -156,7 +182,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
                                                  resources_per_worker=resources)
         checkpoint_config = ray.train.CheckpointConfig(
             num_to_keep=settings["checkpoint_config"].max_keep_ckpts,
-            checkpoint_score_attribute=evaluation.save_best if has_val else None, checkpoint_score_order="max")
+            checkpoint_score_attribute=CHECKPOINT_SCORE if has_val else None, checkpoint_score_order="max")
     except ValueError as err:
         raise ConfigError(f"{config.source_of(('scaling',))}: scaling: {err}") from None
 
@@ -168,7 +194,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
     check_num_classes(config, datasets["train"].classes)
     spec = training_spec(config, datasets)
-    connect_ray(num_workers, resources.get("CPU", 1))
+    connect_ray(num_workers * resources.get("CPU", 1))
     ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -177,9 +203,10 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         log.write("\n".join(summary.lines()) + "\n")
     tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
     tracker = MlflowRun.create(tracking_uri, mlflow_settings.experiment_name, run_name,
-                               tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir)},
+                               tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir),
+                                     **options.mlflow_tags},
                                artifact_location=artifact_location)
-    tracker.log_params(flatten(dict(config)))
+    tracker.log_params({**flatten(dict(config)), **options.mlflow_params})
     tracker.log_text(config.to_yaml(), "config.yaml")
     tracker.log_metrics({k.replace("/", "."): v for k, v in summary.metrics().items()}, step=0)
 
@@ -196,7 +223,9 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
+                                                   controller_failure_limit=options.controller_failure_limit),
+            callbacks=list(options.callbacks),
             checkpoint_config=checkpoint_config,
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.get("CPU", 1))))}},
         ),
@@ -215,7 +244,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     if "non_finite_loss" in returned:
         tracker.end("FAILED")
         raise returned["non_finite_loss"]
-    best = (result.get_best_checkpoint(evaluation.save_best, "max") if has_val and result.best_checkpoints
+    best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if has_val and result.best_checkpoints
             else result.checkpoint)
     metrics = returned.get("metrics", {})
     final = {

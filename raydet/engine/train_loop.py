@@ -13,8 +13,11 @@ time; this loop adds the Ray edges around it: the worker's rank, the data
 stream, buffer broadcast, evaluation, checkpoints and progress records.
 Every ``evaluation.interval`` epochs all workers predict their share of
 ``data.val``; rank 0 gathers the detections and computes COCO metrics.
-Checkpoints go through ``ray.train.report``; after a failure Ray Train restarts
-the workers and ``ray.train.get_checkpoint()`` hands back the latest one.
+After every evaluation and every checkpoint epoch the workers call
+``ray.train.report`` with the epoch, the epoch's mean training loss and that
+epoch's metrics (what a Tune sweep's scheduler compares); checkpoints ride on
+those reports.  After a failure Ray Train restarts the workers and
+``ray.train.get_checkpoint()`` hands back the latest one.
 """
 from __future__ import annotations
 
@@ -34,13 +37,16 @@ import torch
 
 from ..data.ray_stream import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import broadcast_buffers, gather_to_rank_zero
+from .distributed import broadcast_buffers, gather_to_rank_zero, mean_over_workers
 from .evaluation import DetectionCollector
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
 from .spec import TrainingSpec
 from .trainer import NonFiniteLossError, StepResult, Trainer
+
+#: The reported value Ray Train ranks checkpoints by: the epoch's ``evaluation.save_best`` metric, -1 without one.
+CHECKPOINT_SCORE = "checkpoint_score"
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
 
     def after_step(step: StepResult) -> None:
+        nonlocal loss_sum, loss_steps
+        loss_sum = loss_sum + sum(value.float() for key, value in step.losses.items() if "loss" in key)
+        loss_steps += 1
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
                       log_now=step.last_of_epoch or (step.index + 1) % spec.logging.interval == 0)
         for hook in step_hooks:
@@ -151,6 +160,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
         batches = iter_train_batches(spec.train, epoch)
         progress.start_epoch(epoch, len(batches))
+        loss_sum, loss_steps = torch.zeros((), device=device), 0  # the epoch's summed loss terms, for its report
         try:
             state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
         except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
@@ -164,16 +174,20 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         broadcast_buffers(unwrap(model))  # one set of BatchNorm statistics: the one rank 0 checkpoints
         last_epoch = state.epoch == runner.max_epochs
         evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
+        metrics: dict[str, float] = {}
         if evaluated:
             metrics = collector.evaluate(unwrap(model), iter_eval_batches(spec.val, "val"), device)
             if rank == 0:
                 state.metrics = metrics
                 progress.evaluation(metrics, collector.summary, state.iteration)
-        if last_epoch or state.epoch % spec.checkpointing.interval == 0:
-            score = {}  # only rank 0's report carries the checkpoint, and only rank 0 holds the metrics
-            if has_val and rank == 0:
-                score = {evaluation.save_best: state.metrics[evaluation.save_best] if evaluated else -1.0}
-            _report(state, score, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"))
+        checkpointed = last_epoch or state.epoch % spec.checkpointing.interval == 0
+        if evaluated or checkpointed:
+            reported = {"epoch": state.epoch, "iteration": state.iteration,
+                        "loss": mean_over_workers(loss_sum / max(loss_steps, 1)), **metrics}
+            if checkpointed and has_val and rank == 0:  # only rank 0's report carries the checkpoint and metrics
+                reported[CHECKPOINT_SCORE] = metrics.get(evaluation.save_best, -1.0)
+            _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
+                    with_checkpoint=checkpointed)
 
     digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
@@ -199,13 +213,12 @@ def _restore(saved: dict, trainer: Trainer) -> TrainState:
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
 
 
-def _report(state: TrainState, score: dict[str, float], trainer: Trainer, config_yaml: str, rank: int,
-            checkpoint_dir: str | None) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the checkpoint, scored by ``score`` (this epoch's
-    evaluation, else -1 so it never counts as best).  Without a worker group (``checkpoint_dir`` set)
-    Ray keeps no copy, so the checkpoint is written there to stay."""
-    metrics = {"epoch": state.epoch, "iteration": state.iteration, **state.metrics, **score}
-    if rank != 0:
+def _report(state: TrainState, metrics: dict[str, float], trainer: Trainer, config_yaml: str, rank: int,
+            checkpoint_dir: str | None, with_checkpoint: bool) -> None:
+    """Every rank reports ``metrics`` (a barrier); rank 0 attaches the checkpoint when ``with_checkpoint``.
+    Without a worker group (``checkpoint_dir`` set) Ray keeps no copy, so the checkpoint is written
+    there to stay."""
+    if rank != 0 or not with_checkpoint:
         ray.train.report(metrics)
         return
     with contextlib.ExitStack() as stack:

@@ -1,0 +1,220 @@
+"""The driver side of a sweep: Ray, the MLflow parent run, the ``Tuner``, the results in the work directory.
+
+``run_sweep`` is what ``python -m raydet.tune`` calls.  One trial = one
+``raydet.tune.trial.run_trial`` = one whole raydet training (a ``TorchTrainer``).
+The trial function itself holds a tenth of a CPU on this (the driver's) node,
+where the trials' work directories and the default MLflow store are; its
+workers take ``tune.trial``'s resources anywhere in the cluster.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from ..builder import data_section, section
+from ..config import ConfigError
+from ..engine.launcher import connect_ray
+from ..engine.tracking import MlflowRun
+from .asha import ResumableASHA
+from .results import TrialRow, best_row, format_table, trial_row, write_csv
+from .space import SearchSpace
+from .sweep import Sweep, check_sweep, require_optuna
+from .trial import run_trial, trial_work_dir
+
+#: CPUs the trial function holds (it waits on its TorchTrainer; its workers hold their own resources).
+TRIAL_FUNCTION_CPUS = 0.1
+#: Tune's experiment folder inside the work directory (``--resume`` restores it).
+EXPERIMENT = "tune"
+#: What ``--resume`` needs that Tune does not keep: the MLflow parent run.
+STATE_FILE = "sweep.json"
+#: ASHA's rungs, kept for ``--resume``.
+SCHEDULER_STATE_FILE = "scheduler_state.pkl"
+
+
+@dataclass
+class SweepOutcome:
+    """A finished sweep: its rows, the best one, where things are."""
+
+    rows: list[TrialRow]
+    best: TrialRow | None
+    work_dir: Path
+    interrupted: bool
+    mlflow_uri: str
+    mlflow_run_id: str
+
+
+def trial_demand(sweep: Sweep) -> dict[str, float]:
+    """The resources one running trial holds: its workers, its Ray Data decoding (one task), its function."""
+    scaling = section(sweep.base, "scaling")
+    per_worker = dict(scaling.resources_per_worker or {"CPU": 1})
+    if scaling.use_gpu:
+        per_worker.setdefault("GPU", 1)
+    demand = {key: value * max(scaling.num_workers, 1) for key, value in per_worker.items()}
+    demand["CPU"] = demand.get("CPU", 0) + data_section(sweep.base).decode_num_cpus + TRIAL_FUNCTION_CPUS
+    return demand
+
+
+def trials_that_fit(cluster: dict[str, float], demand: dict[str, float]) -> int:
+    """How many trials of ``demand`` the ``cluster``'s resources hold at once (at least 1)."""
+    fits = [math.floor(cluster.get(key, 0) / need + 1e-9) for key, need in demand.items() if need > 0]
+    return max(1, min(fits, default=1))
+
+
+def param_space(space: SearchSpace, grid: bool) -> dict[str, Any]:
+    """Tune's search space: ``choice`` / ``grid`` over their ``keys()`` (``grid=True``: every ``choice`` enumerated)."""
+    params = {}
+    for d in space.dimensions:
+        if d.discrete:
+            params[d.path] = ray.tune.grid_search(d.keys()) if d.kind == "grid" or grid else ray.tune.choice(d.keys())
+        elif d.kind == "quniform":
+            params[d.path] = ray.tune.quniform(*d.args)
+        else:
+            params[d.path] = getattr(ray.tune, d.kind)(*d.args)
+    return params
+
+
+def _search_algorithm(sweep: Sweep, concurrency: int):
+    """The searcher; Optuna is limited to ``concurrency`` by Tune, the variant generator by itself."""
+    settings = sweep.settings
+    if settings.searcher == "optuna":
+        require_optuna()
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=settings.seed)
+    return BasicVariantGenerator(max_concurrent=concurrency, random_state=settings.seed)
+
+
+def _tuner(sweep: Sweep, trainable, concurrency: int, work_dir: Path) -> ray.tune.Tuner:
+    settings = sweep.settings
+    scheduler = None
+    if sweep.scheduler is not None:
+        # stop_last_trials=False: a trial that reaches max_t ends by itself (writing its final metrics)
+        scheduler = ResumableASHA(str(work_dir / SCHEDULER_STATE_FILE), time_attr="epoch", max_t=sweep.max_epochs,
+                                  grace_period=sweep.scheduler.grace_period,
+                                  reduction_factor=sweep.scheduler.reduction_factor, stop_last_trials=False)
+    return ray.tune.Tuner(
+        trainable,
+        param_space=param_space(sweep.space, grid=settings.searcher == "grid"),
+        tune_config=ray.tune.TuneConfig(
+            metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
+            scheduler=scheduler, search_alg=_search_algorithm(sweep, concurrency),
+            max_concurrent_trials=concurrency if settings.searcher == "optuna" else None,
+        ),
+        run_config=ray.tune.RunConfig(name=EXPERIMENT, storage_path=str(work_dir)),
+    )
+
+
+def expected_trials(sweep: Sweep) -> int:
+    """How many trials the sweep runs: ``num_samples`` times every grid combination (Optuna: ``num_samples``)."""
+    settings = sweep.settings
+    if settings.searcher == "optuna":
+        return settings.num_samples
+    enumerated = [len(d.args) for d in sweep.space.dimensions
+                  if d.kind == "grid" or (d.kind == "choice" and settings.searcher == "grid")]
+    return settings.num_samples * math.prod(enumerated)
+
+
+def _unfinished_trials(experiment: Path) -> set[str]:
+    """The trials Tune's saved state holds as not ended (a sweep interrupted by Ctrl+C leaves them)."""
+    analysis = ray.tune.ExperimentAnalysis(str(experiment))
+    return {trial.trial_id for trial in analysis.trials if trial.status not in ("TERMINATED", "ERROR")}
+
+
+def _trial_id(result: ray.tune.Result) -> str:
+    if result.metrics.get("trial_id"):
+        return result.metrics["trial_id"]
+    found = re.search(r"[0-9a-f]{5}_\d{5}", Path(result.path).name)
+    return found.group(0) if found else Path(result.path).name
+
+
+def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcome:
+    """Run (or with ``resume``, continue) ``sweep``; write ``results.csv`` and ``best_config.yaml``.
+
+    Raises:
+        ConfigError: a bad sweep (before any trial starts), or a work dir that holds a
+            different state than ``resume`` expects.
+    """
+    work_dir = work_dir.resolve()
+    experiment = work_dir / EXPERIMENT
+    state_file = work_dir / STATE_FILE
+    check_sweep(sweep)
+    if resume and not (state_file.is_file() and ray.tune.Tuner.can_restore(str(experiment))):
+        raise ConfigError(f"--resume: {work_dir} holds no sweep to continue; run without --resume to start one")
+    if not resume and experiment.exists():
+        raise ConfigError(f"{work_dir} already holds a sweep: continue it with --resume, or choose another --work-dir")
+
+    demand = trial_demand(sweep)
+    wanted = sweep.settings.max_concurrent_trials or 1
+    connect_ray(demand.get("CPU", 1) * wanted)
+    concurrency = sweep.settings.max_concurrent_trials or trials_that_fit(ray.cluster_resources(), demand)
+    mlflow_settings = section(sweep.base, "mlflow")
+    tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        parent = MlflowRun(tracking_uri, json.loads(state_file.read_text())["parent_run_id"])
+    else:
+        parent = MlflowRun.create(tracking_uri, mlflow_settings.experiment_name, sweep.name,
+                                  tags={"raydet.sweep": sweep.config.filename, "raydet.work_dir": str(work_dir)},
+                                  artifact_location=artifact_location)
+        parent.log_params({
+            **{f"search.{d.path}": f"{d.kind} {list(d.args)}" for d in sweep.space.dimensions},
+            **{f"tune.{key}": value for key, value in vars(sweep.settings).items()
+               if key not in ("scheduler", "trial")},
+            "tune.scheduler": str(sweep.scheduler), "tune.max_concurrent_trials": str(concurrency),
+        })
+        parent.log_text(sweep.config.to_yaml(), "sweep.yaml")
+        state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "sweep": sweep.config.filename}) + "\n")
+    print(f"sweep {sweep.name}: up to {concurrency} trial(s) at once, each holding "
+          + ", ".join(f"{value:g} {key}" for key, value in demand.items()))
+
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(run_trial, sweep=sweep, work_dir=str(work_dir), tracking_uri=tracking_uri,
+                                 parent_run_id=parent.run_id),
+        {"CPU": TRIAL_FUNCTION_CPUS, f"node:{ray.util.get_node_ip_address()}": 0.001},
+    )
+    tuner = (ray.tune.Tuner.restore(str(experiment), trainable, resume_errored=True) if resume
+             else _tuner(sweep, trainable, concurrency, work_dir))
+    started = time.time()
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        parent.end("KILLED")
+        raise
+    unfinished = _unfinished_trials(experiment)
+    rows = [trial_row(sweep, _trial_id(result), {d.path: result.config[d.path] for d in sweep.space.dimensions},
+                      result.metrics, result.error, trial_work_dir(work_dir, _trial_id(result)),
+                      interrupted=_trial_id(result) in unfinished)
+            for result in grid]
+    interrupted = bool(unfinished) or len(grid) < expected_trials(sweep)
+    best = best_row(rows, sweep.settings.mode)
+    write_csv(rows, sweep, work_dir / "results.csv")
+    parent.log_artifact(work_dir / "results.csv")
+    if best is not None:
+        header = (f"# The best trial ({best.trial_id}, {sweep.settings.metric} {best.metric:.4f}) of the sweep "
+                  f"{sweep.config.filename}\n# Train it: python -m raydet.train best_config.yaml\n")
+        (work_dir / "best_config.yaml").write_text(header + sweep.trial_config(best.sampled).to_yaml())
+        parent.log_artifact(work_dir / "best_config.yaml")
+        parent.log_metrics({f"best_{sweep.settings.metric}": best.metric}, step=0)
+    parent.log_metrics({"wall_time_s": round(time.time() - started, 1)}, step=0)
+    _end_unfinished_children(parent, "KILLED")  # trials stopped early end without closing their run
+    parent.end("KILLED" if interrupted else "FINISHED")
+    print("\n" + format_table(rows, sweep, best))
+    return SweepOutcome(rows, best, work_dir, interrupted, tracking_uri, parent.run_id)
+
+
+def _end_unfinished_children(parent: MlflowRun, status: str) -> None:
+    """Close the child runs of ``parent`` still marked RUNNING (trials stopped by the scheduler or interrupted)."""
+    experiment_id = parent.client.get_run(parent.run_id).info.experiment_id
+    children = parent.client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'")
+    for child in children:
+        parent.client.set_terminated(child.info.run_id, status)

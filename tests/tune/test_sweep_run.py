@@ -1,0 +1,129 @@
+"""A real sweep on the test session's Ray instance: Tune trials that are whole Ray Train runs, ASHA stopping
+the weak one, Ctrl+C, ``--resume``, the results, the best config and MLflow's parent and child runs."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import REPO, run_cli, write
+
+DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
+
+# Registered only in processes that import it: the trials must import it themselves (custom_imports).
+SWEEP_PARTS = '''
+from raydet.models.necks.fpn import FPN
+from raydet.registry import MODELS
+
+
+@MODELS.register()
+class SweepTestFPN(FPN):
+    """FPN under a name only this module registers."""
+'''
+
+
+def sweep_yaml(data_root) -> str:
+    """The demo sweep shortened: 2 epochs on 48 images, 1 worker, one trial at a time, the learning rate on a grid
+    whose second value (1e-7) cannot lower the loss, so ASHA stops that trial after its first epoch."""
+    return f"""_base_: {DEMO_SWEEP}
+custom_imports: [sweep_test_parts]
+model:
+  neck: {{type: SweepTestFPN}}
+search:
+  _delete_: true
+  optimizer.lr: {{grid: [0.004, 1.0e-7, 0.003]}}
+tune:
+  metric: loss
+  mode: min
+  num_samples: 1
+  scheduler: {{type: ASHA, grace_period: 1, reduction_factor: 2}}
+  max_concurrent_trials: 1
+  trial: {{num_workers: 1}}
+runner: {{max_epochs: 2}}
+evaluation: {{interval: 1}}
+checkpoint_config: {{interval: 2}}
+lr_config: {{step: [2], warmup_iters: 5}}
+data: {{data_root: {data_root}, samples_per_gpu: 4}}
+log_config: {{interval: 4}}
+mlflow: {{num_images: 0}}
+"""
+
+
+def read_rows(work) -> dict[str, dict[str, str]]:
+    with open(work / "results.csv") as file:
+        return {row["trial_id"]: row for row in csv.DictReader(file)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, small_shapes, tmp_path):
+    write(tmp_path / "sweep_test_parts.py", SWEEP_PARTS)  # beside the sweep: Ray puts the driver's folder on the path
+    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
+    work = tmp_path / "work"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,  # one Ray instance per host
+           "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "raydet.tune", str(sweep), "--work-dir", str(work)]
+
+    # Ctrl+C as soon as the second trial has started: the first one has finished by then.
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None:
+        if len(list(work.glob("trials/*/config.yaml"))) >= 2:
+            break
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=180)
+    assert first.returncode == 1, out[-4000:]
+    assert (f"the sweep was interrupted: continue it with python -m raydet.tune {sweep} --work-dir {work} "
+            "--resume") in out
+    rows = read_rows(work)
+    done, stopped = sorted(rows)
+    assert (rows[done]["optimizer.lr"], rows[done]["status"], rows[done]["epochs"]) == ("0.004", "finished", "2")
+    assert (rows[stopped]["optimizer.lr"], rows[stopped]["status"]) == ("1e-07", "interrupted")
+
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=500)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    rows = read_rows(work)
+    assert len(rows) == 3
+    done_again, stopped_again, after = sorted(rows)
+    assert (done_again, stopped_again) == (done, stopped)
+    assert (rows[done]["status"], rows[done]["epochs"]) == ("finished", "2")  # not run again:
+    assert (work / "trials" / done / "train.log").read_text().count("Epoch [2/2] evaluation") == 1
+    assert (rows[stopped]["status"], rows[stopped]["epochs"]) == ("stopped early", "1")  # ASHA, after epoch 1
+    # the trial after the stopped one got a worker group (its placement group was freed) and trained
+    assert rows[after]["optimizer.lr"] == "0.003" and rows[after]["status"] != "error"
+    assert int(rows[after]["epochs"]) >= 1 and float(rows[after]["loss"]) < float(rows[stopped]["loss"])
+
+    best = min((row for row in rows.values() if row["status"] == "finished"), key=lambda row: float(row["loss"]))
+    assert f"*  {best['trial_id']}" in resumed.stdout  # the printed table marks the best trial
+    assert f"best trial {best['trial_id']}: loss " in resumed.stdout
+    assert best["checkpoint"].endswith("checkpoint.pt") and os.path.isfile(best["checkpoint"])
+    best_config = work / "best_config.yaml"
+    assert f"lr: {best['optimizer.lr']}" in best_config.read_text()
+    checked = run_cli("raydet.check", str(best_config), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("config OK"), checked.stderr
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = [run for run in runs if run.info.run_name == "sweep"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} >= {"results.csv", "best_config.yaml",
+                                                                             "sweep.yaml"}
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    status_of = {}
+    for child in children:
+        status_of.setdefault(child.data.tags["raydet.trial_id"], []).append(child.info.status)
+        assert child.data.params["search.optimizer.lr"] in ("0.004", "1e-07", "0.003")
+    assert status_of[done] == ["FINISHED"]
+    assert sorted(status_of[stopped]) == ["KILLED", "KILLED"]  # interrupted, then stopped by ASHA
+    assert "RUNNING" not in status_of[after]
+    finished_child = next(c for c in children if c.data.tags["raydet.trial_id"] == done)
+    assert [m.step for m in client.get_metric_history(finished_child.info.run_id, "val/bbox_mAP")] == [12, 24]
