@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,13 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def own_lines(output: str) -> list[str]:
+    """The non-blank lines a command printed itself: Ray's lines streamed from its processes (``(… pid=…)``)
+    and progress-bar redraws (``\\r``, ANSI escapes) are dropped; they may arrive after the command's last line."""
+    lines = (ANSI_ESCAPE.sub("", line).strip() for line in re.split(r"[\r\n]+", output))
+    return [line for line in lines if line and "pid=" not in line]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from engine_helpers import DEMO_CONFIG, quick_overrides
-from helpers import run_cli
+from helpers import own_lines, run_cli
 
 
 @pytest.mark.timeout(120)
@@ -43,7 +43,7 @@ def test_dataset_without_usable_images_says_so(tmp_path):
                   "data.test.img_prefix=.", timeout=100)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
-    last = out.stderr.strip().splitlines()[-1]
+    last = own_lines(out.stderr)[-1]
     assert last.startswith("error: data.train") and "no usable images" in last and "missing_image" in last
     assert not (tmp_path / "wd" / "ray_results").exists()  # no worker ever started
 
@@ -57,8 +57,8 @@ def test_nan_loss_stops_the_run_with_one_error_line(small_shapes, tmp_path):
                   *quick_overrides(small_shapes), "scaling.num_workers=1", "optimizer.type=SGD", "optimizer.lr=1.0e+20",
                   "optimizer_config.grad_clip=null", "lr_config.warmup=null", timeout=380)
     assert out.returncode == 2, out.stderr[-3000:]
-    raydet_lines = [line for line in out.stderr.strip().splitlines() if "pid=" not in line]
+    raydet_lines = own_lines(out.stderr)
     assert not any("Traceback" in line for line in raydet_lines), out.stderr[-3000:]
-    last = raydet_lines[-1]  # Ray streams its processes' lines asynchronously: one may still arrive after it
+    last = raydet_lines[-1]
     assert last.startswith("error: non-finite loss at iteration 2 (epoch 1): "), last
     assert "loss_cls=nan" in last and "optimizer.lr" in last and "grad_clip" in last
