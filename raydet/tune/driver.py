@@ -190,10 +190,12 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
         parent.end("KILLED")
         raise
     unfinished = _unfinished_trials(experiment)
-    rows = [trial_row(sweep, _trial_id(result), {d.path: result.config[d.path] for d in sweep.space.dimensions},
-                      result.metrics, result.error, trial_work_dir(work_dir, _trial_id(result)),
-                      interrupted=_trial_id(result) in unfinished)
-            for result in grid]
+    rows = []
+    for result in grid:
+        trial_id = _trial_id(result)
+        rows.append(trial_row(sweep, trial_id, {d.path: result.config[d.path] for d in sweep.space.dimensions},
+                              result.metrics, result.error, trial_work_dir(work_dir, trial_id),
+                              interrupted=trial_id in unfinished))
     interrupted = bool(unfinished) or len(grid) < expected_trials(sweep)
     best = best_row(rows, sweep.settings.mode)
     write_csv(rows, sweep, work_dir / "results.csv")

@@ -57,11 +57,15 @@ class Dimension:
     def discrete(self) -> bool:
         return self.kind in DISCRETE
 
+    def _labels(self) -> list[str]:
+        """Each list entry's label: a component's ``type`` (``#i`` when two share it), else its value's text."""
+        types = [value.get("type") if isinstance(value, dict) else None for value in self.args]
+        return [_label(value, types, index) for index, value in enumerate(self.args)]
+
     def keys(self) -> list[Any]:
         """What a searcher picks from for a ``choice`` / ``grid``: each value's label when those are unique
         (readable in Tune's tables and in Optuna), else its index."""
-        labels = [_label(value, [v.get("type") if isinstance(v, dict) else None for v in self.args], index)
-                  for index, value in enumerate(self.args)]
+        labels = self._labels()
         return labels if len(set(labels)) == len(labels) else list(range(len(self.args)))
 
     def value(self, sampled: Any) -> Any:
@@ -75,8 +79,7 @@ class Dimension:
     def label(self, sampled: Any) -> str:
         """A short text for tables: a component's ``type`` (``#i`` when two share it), a value in YAML flow style."""
         if self.discrete:
-            index = self.keys().index(sampled)
-            return _label(self.args[index], [v.get("type") if isinstance(v, dict) else None for v in self.args], index)
+            return self._labels()[self.keys().index(sampled)]
         return _label(self.value(sampled), [], 0)
 
     def extremes(self) -> list[Any]:
