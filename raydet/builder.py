@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import torch
 
+from . import storage
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
 from .config.schema import SECTIONS, SPLITS, TOP_LEVEL_KEYS, DataSection
 from .data.datasets import DetectionDataset
 from .data.decode import BatchRecipe
-from .data.image_io import is_uri, join_path
 from .data.problems import DataError
 from .data.transforms import Compose
 from .optimizers import build_optimizer
@@ -97,8 +97,7 @@ def data_section(config: Config) -> DataSection:
 
 def _absolute(path: str, root: str) -> str:
     """``path`` joined to ``root`` unless it is absolute or a URI; local results made absolute."""
-    joined = join_path(root, path)
-    return joined if is_uri(joined) else os.path.abspath(joined)
+    return storage.absolute(storage.join(root, path))
 
 
 def with_absolute_data_root(config: Config) -> Config:
@@ -242,7 +241,7 @@ def optimizer_factory(config: Config) -> Callable[[torch.nn.Module], torch.optim
 def is_elsewhere(config: Config, split: str) -> bool:
     """Whether ``data.<split>``'s annotation file is a local path missing here (it lives on the cluster)."""
     ann_file = _dataset_node(config, split).get("ann_file")
-    return isinstance(ann_file, str) and not is_uri(ann_file) and not os.path.exists(ann_file)
+    return isinstance(ann_file, str) and not storage.is_uri(ann_file) and not os.path.exists(ann_file)
 
 
 def check_data(config: Config) -> list[str]:

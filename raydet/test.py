@@ -2,7 +2,8 @@
 
 COCO metrics of a checkpoint on ``data.<split>``, decoded by Ray Data on a local
 Ray (or the cluster in ``RAY_ADDRESS``).  ``CHECKPOINT`` is a ``checkpoint.pt``
-(e.g. ``best_checkpoint`` of ``final_metrics.json``) or its directory.
+(e.g. ``best_checkpoint`` of ``final_metrics.json``) or its folder, a local
+path or a URI (``s3://…``, ``gs://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize``, each also flipped horizontally; the model's ``aug_test``
@@ -14,8 +15,8 @@ import argparse
 import copy
 import json
 import sys
-from pathlib import Path
 
+from . import storage
 from .cli import add_config_arguments, config_from_args
 from .config import Config, ConfigError
 from .errors import report_user_errors
@@ -63,6 +64,8 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
     model = build_model(config)
     try:
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint not found: {checkpoint}") from None
     except Exception as err:
         raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
                           f"{str(err).splitlines()[0]})") from None
@@ -82,17 +85,17 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raydet.test", description="COCO metrics of a checkpoint.")
     add_config_arguments(parser)
-    parser.add_argument("checkpoint", help="checkpoint.pt (or its directory)")
+    parser.add_argument("checkpoint", help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…)")
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--aug-test", action="store_true", help="multi-scale + flip test-time augmentation")
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test, LONGxSHORT separated by commas")
-    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--out", help="write the metrics as JSON here (a path or a URI)")
     args = parser.parse_args(argv)
 
     def body() -> None:
         config = config_from_args(args)
-        if not Path(args.checkpoint).exists():
+        if not storage.exists(args.checkpoint):
             raise ConfigError(f"checkpoint not found: {args.checkpoint}")
         scales = None
         if args.aug_test:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary)
         print(json.dumps(metrics))
         if args.out:
-            args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+            storage.write_text(args.out, json.dumps(metrics, indent=2) + "\n")
 
     return report_user_errors(body)
 

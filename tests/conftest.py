@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray session for the whole test run, the shapes datasets."""
+"""Shared fixtures: one Ray cluster for the whole test run, an S3 endpoint, the shapes datasets."""
 from __future__ import annotations
 
 import os
@@ -6,24 +6,62 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from ray_nodes import NODE_SLOT, LocalCluster, free_port
 
 # Before Ray starts: one thread per worker process, and fast ray.train.report.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-
+# The test clusters use Ray's token authentication, with a token of their own (not ~/.ray/auth_token).
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = os.urandom(32).hex()
+# S3 for every process of the session, Ray's workers included: the `s3_server` fixture serves this endpoint.
+# Fake credentials, so no test can reach a real bucket.
+os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS_KEY_ID="testing",
+                  AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_SESSION_TOKEN", None)
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for every test that needs it.
+def ray_cluster():
+    """The session's Ray cluster: a head node started with ``ray start`` on loopback (more nodes join it in
+    the multi-node tests).  Its address is exported as ``RAY_ADDRESS``, so the CLIs the tests start join it:
+    one Ray instance on the host.
 
     4 logical CPUs on a 2-core machine: Ray Train / Tune take some and Ray Data
     tasks still find room (with exactly 2 they starve and the job hangs).
     """
+    cluster = LocalCluster(num_cpus=4, env=dict(os.environ), resources={NODE_SLOT: 1})
+    os.environ["RAY_ADDRESS"] = cluster.address
+    try:
+        yield cluster
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    """This process connected to the session's Ray cluster."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    ray.init(address=ray_cluster.address, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on the session's ``AWS_ENDPOINT_URL``; yields a boto3 S3 client for it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield boto3.client("s3")
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ import json
 
 from pycocotools.coco import COCO
 
-from .image_io import join_path, local_file_problem
+from .. import storage
+from .image_io import local_file_problem
 from .problems import DataError, ProblemReport
 from .records import ReadResult, check_box, make_record
 
@@ -21,10 +22,11 @@ from .records import ReadResult, check_box, make_record
 def load_json(path: str) -> object:
     """Parse a json file; ``DataError`` naming the file, line and column when it is malformed."""
     try:
-        with open(path, "rb") as stream:
-            return json.loads(stream.read())
+        return json.loads(storage.read_bytes(path))
     except FileNotFoundError:
         raise DataError(f"annotation file not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"cannot read annotation file {path}: {storage.describe(err)}") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
     except UnicodeDecodeError as err:
@@ -121,7 +123,7 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
     records = []
     for image_id in sorted(coco.getImgIds()):
         image = coco.imgs[image_id]
-        path = join_path(img_prefix, image["file_name"])
+        path = storage.join(img_prefix, image["file_name"])
         missing = local_file_problem(path) if check_files else None
         if missing is not None:
             problems.add(missing.kind, f"{ann_file}: image {image_id}", str(missing))

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .image_io import is_uri
+from .. import storage
 from .records import Record
 
 
@@ -19,7 +19,7 @@ def _xywh(box: Sequence[float]) -> list[float]:
 def _file_name(path: str | bytes, img_prefix: str | None, image_id: int) -> str:
     if isinstance(path, bytes):
         return f"{image_id}.jpg"
-    if img_prefix and not is_uri(path) and not is_uri(img_prefix):
+    if img_prefix and not storage.is_uri(path) and not storage.is_uri(img_prefix):
         return os.path.relpath(path, img_prefix)
     if img_prefix and path.startswith(img_prefix.rstrip("/") + "/"):
         return path[len(img_prefix.rstrip("/")) + 1:]
@@ -80,7 +80,5 @@ def _numpy(value: Any) -> Any:
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as compact json, creating the folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as stream:
-        json.dump(obj, stream, separators=(",", ":"))
+    """Write ``obj`` as compact json (a path or a URI), creating the folder."""
+    storage.write_text(path, json.dumps(obj, separators=(",", ":")))

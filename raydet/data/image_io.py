@@ -1,20 +1,19 @@
 """Reading and decoding images: local paths or URIs in, RGB uint8 ``[3, H, W]`` tensors out.
 
-URIs (``s3://``, ``gs://``, ``hdfs://``, ``file://`` …) are read through
-``pyarrow.fs`` (credentials come from the usual environment of each process);
-anything else is a local path.  Decoding is ``torchvision.io.decode_image``:
+Paths and URIs (``s3://``, ``gs://``, ``file://`` …) are read through
+``raydet.storage``.  Decoding is ``torchvision.io.decode_image``:
 grayscale, palette, RGBA and 16-bit images all become RGB uint8, and the EXIF
 orientation of JPEGs is applied.
 """
 from __future__ import annotations
 
-import functools
 import os
-import posixpath
 
 import torch
 import torchvision.io
 import torchvision.transforms.v2.functional as F
+
+from .. import storage
 
 
 class ImageError(Exception):
@@ -25,50 +24,14 @@ class ImageError(Exception):
         self.kind = kind
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def join_path(prefix: str, name: str) -> str:
-    """``prefix/name`` for local paths and URIs; ``name`` alone if it is absolute or a URI."""
-    if not prefix or is_uri(name) or os.path.isabs(name):
-        return name
-    if is_uri(prefix):
-        return posixpath.join(prefix, name)
-    return os.path.join(prefix, name)
-
-
-@functools.lru_cache(maxsize=32)
-def _filesystem(root: str):
-    """One ``pyarrow.fs`` filesystem per ``scheme://authority`` (creating one can cost a network call)."""
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(root + "/")[0]
-
-
-def _open_uri(uri: str):
-    scheme, rest = uri.split("://", 1)
-    authority, _, key = rest.partition("/")
-    # Object stores name files "bucket/key"; file:// and hdfs:// name them by absolute path.
-    inner = "/" + key if scheme in ("file", "hdfs", "viewfs") else rest
-    return _filesystem(f"{scheme}://{authority}").open_input_file(inner)
-
-
 def read_bytes(path: str) -> bytes:
     """The bytes of a local file or a URI; ``ImageError`` when missing or empty."""
     try:
-        if is_uri(path):
-            with _open_uri(path) as stream:
-                data = stream.read()
-        else:
-            with open(path, "rb") as stream:
-                data = stream.read()
+        data = storage.read_bytes(path)
     except FileNotFoundError:
         raise ImageError("missing_image", f"image file not found: {path}") from None
     except OSError as err:
-        if "not found" in str(err).lower() or "does not exist" in str(err).lower():
-            raise ImageError("missing_image", f"image file not found: {path}") from None
-        raise ImageError("corrupt_image", f"cannot read {path}: {err}") from None
+        raise ImageError("corrupt_image", f"cannot read {path}: {storage.describe(err)}") from None
     if not data:
         raise ImageError("empty_image", f"image file is empty (0 bytes): {path}")
     return data
@@ -103,7 +66,7 @@ def local_file_problem(path: str | bytes) -> ImageError | None:
 
     URIs and in-record bytes are not checked here (they are checked when decoded).
     """
-    if isinstance(path, bytes) or is_uri(path):
+    if isinstance(path, bytes) or storage.is_uri(path):
         return None
     try:
         size = os.stat(path).st_size

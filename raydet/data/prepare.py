@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from .. import storage
 from ..errors import report_user_errors
 from .neon_trees import prepare_neon_trees
 from .shapes import generate_shapes
@@ -17,8 +18,7 @@ from .shapes import generate_shapes
 
 def _describe(written: dict) -> None:
     for split, path in written.items():
-        with open(path) as stream:
-            data = json.load(stream)
+        data = json.loads(storage.read_bytes(path))
         print(f"{split}: {len(data['images'])} images, {len(data['annotations'])} boxes -> {path}")
 
 

@@ -16,29 +16,31 @@ sorted list of annotation ids.
 """
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 
-from .image_io import ImageError, join_path, load_rgb, local_file_problem
+from .. import storage
+from .image_io import ImageError, load_rgb, local_file_problem
 from .problems import DataError, ProblemReport
 from .records import ReadResult, check_box, make_record
 
 
 def _annotation_files(ann_file: str, img_prefix: str) -> list[tuple[str, str]]:
     """``(xml path, image folder)`` pairs, sorted by annotation id."""
-    if os.path.isdir(ann_file):
-        names = sorted(n for n in os.listdir(ann_file) if n.endswith(".xml"))
-        return [(os.path.join(ann_file, n), img_prefix) for n in names]
+    if storage.is_dir(ann_file):
+        names = [n for n in storage.list_dir(ann_file) if n.endswith(".xml")]
+        return [(storage.join(ann_file, n), img_prefix) for n in names]
     if ann_file.endswith(".xml"):
-        if not os.path.isfile(ann_file):
+        if not storage.is_file(ann_file):
             raise DataError(f"annotation file not found: {ann_file}")
         return [(ann_file, img_prefix)]
     try:
-        with open(ann_file) as stream:
-            ids = sorted({line.strip() for line in stream if line.strip()})
+        ids = sorted({line.strip() for line in storage.read_text(ann_file).splitlines() if line.strip()})
     except FileNotFoundError:
         raise DataError(f"annotation file not found: {ann_file}") from None
-    return [(os.path.join(img_prefix, "Annotations", f"{i}.xml"), join_path(img_prefix, "JPEGImages")) for i in ids]
+    except OSError as err:
+        raise DataError(f"cannot read annotation file {ann_file}: {storage.describe(err)}") from None
+    return [(storage.join(img_prefix, "Annotations", f"{i}.xml"), storage.join(img_prefix, "JPEGImages"))
+            for i in ids]
 
 
 def _number(node: ET.Element | None, tag: str) -> float:
@@ -52,9 +54,12 @@ def _parse(xml_path: str, image_folder: str, image_id: int, label_of: dict[str, 
            problems: ProblemReport, check_files: bool) -> tuple[dict, list[tuple[str, list, bool]]] | None:
     """One xml -> (image info, objects as (name, box, difficult)); None when the file is unusable."""
     try:
-        root = ET.parse(xml_path).getroot()
+        root = ET.fromstring(storage.read_bytes(xml_path))
     except FileNotFoundError:
         problems.add("malformed_file", xml_path, "annotation file not found")
+        return None
+    except OSError as err:
+        problems.add("malformed_file", xml_path, f"cannot read: {storage.describe(err)}")
         return None
     except ET.ParseError as err:
         line, column = err.position
@@ -64,7 +69,7 @@ def _parse(xml_path: str, image_folder: str, image_id: int, label_of: dict[str, 
     if not filename:
         problems.add("malformed_file", xml_path, "no <filename>")
         return None
-    path = join_path(image_folder, filename.strip())
+    path = storage.join(image_folder, filename.strip())
     missing = local_file_problem(path) if check_files else None
     if missing is not None:
         problems.add(missing.kind, xml_path, str(missing))

@@ -15,9 +15,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .. import storage
 from ..data.coco_writer import detections_to_coco, records_to_coco
 from ..data.datasets import CocoDataset, DetectionDataset
-from ..data.image_io import load_rgb, read_bytes
+from ..data.image_io import load_rgb
 from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
 from ..visualization import draw_detections, grid_png
 from .distributed import gather_to_rank_zero
@@ -68,7 +69,7 @@ class DetectionCollector:
     def _ground_truth(self):
         if self._coco_gt is None:
             if isinstance(self.dataset, CocoDataset):
-                gt = json.loads(read_bytes(self.dataset.ann_file))
+                gt = json.loads(storage.read_bytes(self.dataset.ann_file))
             else:
                 gt = records_to_coco(self.dataset.records, self.dataset.classes, self.dataset.cat_ids)
             self._coco_gt = coco_from_dict(gt)

@@ -20,6 +20,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from .. import storage
 from ..builder import (
     batch_recipe,
     build_datasets,
@@ -40,7 +41,7 @@ from ..data.datasets import DetectionDataset
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
 from ..evaluation.coco_metric import METRIC_NAMES
-from .checkpoint import load_checkpoint
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .tracking import MlflowRun, flatten
@@ -96,17 +97,26 @@ def connect_ray(cpus: float) -> None:
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
 
 
-def find_latest_run(storage_path: Path, name: str) -> str | None:
-    """The newest run directory ``storage_path/<name>-<time>`` that holds a checkpoint, for ``--resume auto``."""
+def find_latest_run(storage_path: str, name: str) -> str | None:
+    """The newest run folder ``storage_path/<name>-<time>`` that holds a checkpoint, for ``--resume auto``
+    (``storage_path``: a local folder or a URI)."""
     pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}")
-    runs = [p for p in storage_path.glob(f"{name}-*") if pattern.fullmatch(p.name) and any(p.glob("checkpoint_*"))]
-    return max(runs, key=lambda p: p.name).name if runs else None
+    try:
+        runs = [run for run in storage.list_dir(storage_path) if pattern.fullmatch(run)]
+    except FileNotFoundError:
+        return None
+    for run in sorted(runs, reverse=True):
+        if any(entry.startswith("checkpoint_") for entry in storage.list_dir(storage.join(storage_path, run))):
+            return run
+    return None
 
 
 def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str:
     """The ``checkpoint.pt`` of a reported checkpoint, as a path (or a URI on remote storage)."""
-    path = os.path.join(checkpoint.path, "checkpoint.pt")
-    return f"{storage_path.split('://')[0]}://{path}" if "://" in storage_path else path
+    path = storage.join(checkpoint.path, CHECKPOINT_FILE)
+    if storage.is_uri(storage_path) and not storage.is_uri(path):  # Ray keeps "bucket/key" without the scheme
+        return f"{storage_path.split('://')[0]}://{path}"
+    return path
 
 
 def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
@@ -155,21 +165,19 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
     optimizer_for(config, build_model(config))
     if resume not in (None, "auto"):
+        resume = storage.absolute(resume)  # the workers run elsewhere
         try:
             load_checkpoint(resume)
+        except FileNotFoundError:
+            raise ConfigError(f"--resume {resume}: checkpoint not found") from None
         except Exception as err:
             raise ConfigError(f"--resume {resume}: not a raydet checkpoint ({type(err).__name__}: {err})") from None
 
-    storage_path = scaling.storage_path or str(work_dir / "ray_results")
-    if "://" not in storage_path:
-        storage_path = os.path.abspath(storage_path)
+    storage_path = storage.absolute(scaling.storage_path or work_dir / "ray_results")
     base_name = mlflow_settings.run_name or work_dir.name
     run_name = None
     if resume == "auto":
-        if "://" in storage_path:
-            raise ConfigError(f"--resume auto looks for runs in a local storage_path, not {storage_path}; "
-                              "pass the checkpoint itself: --resume s3://…/checkpoint_…/checkpoint.pt")
-        run_name = find_latest_run(Path(storage_path), base_name)
+        run_name = find_latest_run(storage_path, base_name)
         found = "continuing " + run_name if run_name else "no earlier run with a checkpoint; starting anew"
         print(f"--resume auto: {found}")
     options = options or RunOptions(name=run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}")
@@ -215,9 +223,9 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         train_loop_config={
             "spec": spec, "work_dir": str(work_dir),
             "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
-            "resume_from": None if resume in (None, "auto") else str(Path(resume).resolve()),
+            "resume_from": None if resume == "auto" else resume,
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
-            "checkpoint_dir": os.path.join(storage_path, run_name) if num_workers == 0 else None,
+            "checkpoint_dir": storage.join(storage_path, run_name) if num_workers == 0 else None,
             "step_hooks": list(step_hooks),
         },
         scaling_config=scaling_config,
@@ -254,10 +262,14 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         "wall_time_s": round(time.time() - started, 1),
         "best_checkpoint": _checkpoint_file(best, storage_path) if best is not None else None,
         "replicas_identical": returned.get("replicas_identical"),
+        "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
     }
     (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    run_folder = storage.join(storage_path, run_name)  # beside the checkpoints: outlives the driver's machine
+    storage.write_text(storage.join(run_folder, "final_metrics.json"), json.dumps(final, indent=2) + "\n")
+    storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())
     tracker.log_artifact(work_dir / "final_metrics.json")
     tracker.log_metrics({"wall_time_s": final["wall_time_s"]}, step=final["iters"] or 0)
     tracker.end("FINISHED")

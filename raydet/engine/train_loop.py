@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
 
+from .. import storage
 from ..data.ray_stream import iter_eval_batches, iter_train_batches
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero, mean_over_workers
@@ -191,6 +193,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
 
     digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
     problems_per_rank = gather_to_rank_zero([decode_problems])
+    nodes = gather_to_rank_zero([ray.get_runtime_context().get_node_id()])  # where each rank ran, in rank order
     if rank != 0:
         return None
     if collector is not None and collector.pictured:
@@ -201,7 +204,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         for kind, count in counts.items():
             total_problems[kind] = total_problems.get(kind, 0) + count
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
-            "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems}
+            "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems, "worker_nodes": nodes}
 
 
 def _restore(saved: dict, trainer: Trainer) -> TrainState:
@@ -222,12 +225,11 @@ def _report(state: TrainState, metrics: dict[str, float], trainer: Trainer, conf
         ray.train.report(metrics)
         return
     with contextlib.ExitStack() as stack:
-        if checkpoint_dir:
-            directory = Path(checkpoint_dir) / f"checkpoint_epoch_{state.epoch:04d}"
-            directory.mkdir(parents=True, exist_ok=True)
+        if checkpoint_dir:  # a local folder or a URI
+            directory = storage.join(checkpoint_dir, f"checkpoint_epoch_{state.epoch:04d}")
         else:
             directory = stack.enter_context(tempfile.TemporaryDirectory())
         save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                         scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
                         config_yaml=config_yaml, metrics=state.metrics)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))

@@ -1,11 +1,12 @@
-"""Where pretrained weights come from: a local file, an http(s) URL or ``torchvision://NAME``."""
+"""Where pretrained weights come from: a local file or URI (``s3://…``), an http(s) URL or ``torchvision://NAME``."""
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import torch
 from torch import Tensor
 
+from .. import storage
 from ..registry import TASK_UTILS
 
 TORCHVISION_PREFIX = "torchvision://"
@@ -16,10 +17,10 @@ class Pretrained:
     """A checkpoint to initialise a module from (mmdetection's ``init_cfg: {type: Pretrained}``).
 
     Args:
-        checkpoint: a local path; an ``http(s)://`` URL (downloaded once into torch's
-            hub cache, ``$TORCH_HOME``); or ``torchvision://NAME[.WEIGHTS]`` for a
-            torchvision model's published weights — ``torchvision://resnet50`` is
-            ``ResNet50_Weights.IMAGENET1K_V1``, ``torchvision://retinanet_resnet50_fpn``
+        checkpoint: a local path or a storage URI (``s3://…``, ``gs://…``); an
+            ``http(s)://`` URL (downloaded once into torch's hub cache, ``$TORCH_HOME``);
+            or ``torchvision://NAME[.WEIGHTS]`` for a torchvision model's published weights —
+            ``torchvision://resnet50`` is ``ResNet50_Weights.IMAGENET1K_V1``, ``torchvision://retinanet_resnet50_fpn``
             its ``COCO_V1`` weights.
         prefix: keep only the keys under this prefix, without it
             (``prefix: backbone.`` takes a backbone out of a whole detector).
@@ -49,10 +50,12 @@ class Pretrained:
         if url is not None:
             state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True)
         else:
-            path = Path(self.checkpoint).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            path = storage.absolute(self.checkpoint)
+            try:
+                data = storage.read_bytes(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"pretrained checkpoint not found: {path}") from None
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         for wrapper in ("state_dict", "model"):
             if isinstance(state.get(wrapper), dict):
                 state = state[wrapper]

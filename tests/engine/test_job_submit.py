@@ -3,71 +3,32 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from engine_helpers import DEMO_CONFIG, quick_overrides
 from helpers import REPO
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ray_nodes import RAY, LocalCluster
 
 
 @pytest.fixture
 def ray_head():
-    """A one-node Ray cluster on loopback; yields the dashboard (job server) address; stops only what it started."""
-    gcs_port, dashboard_port = free_port(), free_port()
-    # Ray's fixed default ports (the agent's 52365 …) are taken by the test session's own Ray: pick free ones.
-    own_ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "ray-client-server-port")]
-    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must stay short
-    # As from an activated virtualenv: a job's `python` is this environment's.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=4",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats", *own_ports],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
-    )
-    address = f"http://127.0.0.1:{dashboard_port}"
+    """A one-node Ray cluster of its own, with a job server; yields the job server's address."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    cluster = LocalCluster(num_cpus=4, env=env, dashboard=True)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if head.poll() is not None:
-                raise RuntimeError(f"ray start failed:\n{head.stdout.read()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", dashboard_port)) == 0:
-                    break
-            time.sleep(1)
-        else:
-            raise TimeoutError("the Ray head's job server did not come up in 90 s")
-        yield address
+        yield f"http://127.0.0.1:{cluster.dashboard_port}"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-        try:
-            head.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # they are all in the head's process group
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=15)
+        cluster.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ray_job_submit_trains_and_writes_final_metrics(ray_head, small_shapes, tmp_path):
     work_dir = tmp_path / "job_work_dir"
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head made ~/.ray/auth_token; the job CLI must send it
+    env = {**os.environ}  # with the head's RAY_AUTH_MODE and RAY_AUTH_TOKEN: the job CLI must send the token
     env.pop("RAY_ADDRESS", None)
     command = [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
                "python", "-m", "raydet.train", str(DEMO_CONFIG.relative_to(REPO)), "--work-dir", str(work_dir),
