@@ -17,6 +17,8 @@ import errno
 import functools
 import os
 import posixpath
+import tempfile
+import urllib.parse
 
 #: URI schemes whose files are named by absolute path (``file:///data/x``) rather than ``bucket/key``.
 _PATH_SCHEMES = ("file", "hdfs", "viewfs")
@@ -62,20 +64,21 @@ def _filesystem(root: str):
 
 
 def _resolve(uri: str):
-    """``(pyarrow filesystem, path inside it)`` of a URI."""
+    """``(pyarrow filesystem, path inside it)`` of a URI; ``OSError`` for a scheme pyarrow cannot read."""
+    import pyarrow
+
     scheme, rest = uri.split("://", 1)
     authority, _, key = rest.partition("/")
-    inner = "/" + key if scheme in _PATH_SCHEMES else rest
-    return _filesystem(f"{scheme}://{authority}"), inner.rstrip("/") or "/"
+    inner = "/" + urllib.parse.unquote(key) if scheme in _PATH_SCHEMES else rest  # as pyarrow's from_uri reads it
+    try:
+        filesystem = _filesystem(f"{scheme}://{authority}")
+    except pyarrow.ArrowException as err:
+        raise OSError(f"unsupported storage URI {uri}: {str(err).splitlines()[0]}") from None
+    return filesystem, inner.rstrip("/") or "/"
 
 
 def _not_found(path: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, "no such file", path)
-
-
-def _is_missing(err: OSError) -> bool:
-    text = str(err).lower()
-    return isinstance(err, FileNotFoundError) or "not found" in text or "does not exist" in text
 
 
 def _info(path: str):
@@ -105,20 +108,6 @@ def is_file(path: str | os.PathLike) -> bool:
     return os.path.isfile(path) if not is_uri(path) else _info(path) == pyarrow.fs.FileType.File
 
 
-def size(path: str | os.PathLike) -> int:
-    """Bytes in a file; ``FileNotFoundError`` when it is missing."""
-    import pyarrow.fs
-
-    path = str(path)
-    if not is_uri(path):
-        return os.stat(path).st_size
-    filesystem, inner = _resolve(path)
-    info = filesystem.get_file_info(inner)
-    if info.type != pyarrow.fs.FileType.File:
-        raise _not_found(path)
-    return info.size
-
-
 def list_dir(path: str | os.PathLike) -> list[str]:
     """The sorted names (not paths) in a folder; ``FileNotFoundError`` when it is missing."""
     import pyarrow.fs
@@ -129,8 +118,8 @@ def list_dir(path: str | os.PathLike) -> list[str]:
     filesystem, inner = _resolve(path)
     try:
         infos = filesystem.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=False))
-    except OSError as err:
-        raise _not_found(path) if _is_missing(err) else err from None
+    except FileNotFoundError:
+        raise _not_found(path) from None
     return sorted(posixpath.basename(info.path) for info in infos)
 
 
@@ -143,39 +132,34 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         filesystem, inner = _resolve(path)
         with filesystem.open_input_file(inner) as stream:
             return stream.read()
-    except OSError as err:
-        if _is_missing(err):
-            raise _not_found(path) from None
-        raise
+    except FileNotFoundError:
+        raise _not_found(path) from None
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     return read_bytes(path).decode(encoding)
 
 
-def makedirs(path: str | os.PathLike) -> None:
-    """Create a folder and its parents (object stores have no folders: nothing to do there)."""
-    path = str(path)
-    if not is_uri(path):
-        os.makedirs(path, exist_ok=True)
-    elif path.split("://", 1)[0] in _PATH_SCHEMES:
-        filesystem, inner = _resolve(path)
-        filesystem.create_dir(inner, recursive=True)
-
-
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
-    """Write a file whole, creating its folder; on a local disk it appears complete or not at all."""
+    """Write a file whole, creating its folder; a local file appears complete or not at all
+    (object stores do that themselves)."""
     path = str(path)
     if not is_uri(path):
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        partial = f"{path}.partial-{os.getpid()}"
-        with open(partial, "wb") as stream:
-            stream.write(data)
-        os.replace(partial, path)
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.chmod(partial, 0o644)
+            os.replace(partial, path)
+        except BaseException:
+            os.unlink(partial)
+            raise
         return
-    makedirs(path.rsplit("/", 1)[0])
     filesystem, inner = _resolve(path)
+    if path.split("://", 1)[0] in _PATH_SCHEMES:  # object stores have no folders to create
+        filesystem.create_dir(posixpath.dirname(inner), recursive=True)
     with filesystem.open_output_stream(inner) as stream:
         stream.write(data)
 

@@ -11,6 +11,7 @@ from ray_nodes import NODE_SLOT, LocalCluster, free_port
 # Before Ray starts: one thread per worker process, and fast ray.train.report.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "1")  # a drained node is noticed within a second
 # The test clusters use Ray's token authentication, with a token of their own (not ~/.ray/auth_token).
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = os.urandom(32).hex()
@@ -22,10 +23,10 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_server):
     """The session's Ray cluster: a head node started with ``ray start`` on loopback (more nodes join it in
     the multi-node tests).  Its address is exported as ``RAY_ADDRESS``, so the CLIs the tests start join it:
-    one Ray instance on the host.
+    one Ray instance on the host.  The S3 server starts first: its port is in every node's environment.
 
     4 logical CPUs on a 2-core machine: Ray Train / Tune take some and Ray Data
     tasks still find room (with exactly 2 they starve and the job hangs).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,20 +37,22 @@ def _own_ports() -> list[str]:
 
 
 class RayNode:
-    """One ``ray start --block`` process and everything it started (its raylet, workers …)."""
+    """One ``ray start --block`` process and everything it started (its raylet, workers …), all in the
+    process group it leads; its output goes to ``log``."""
 
-    def __init__(self, args: list[str], env: dict[str, str]):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
         # `python` in a job is this environment's, as from an activated virtualenv
         env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
-        self.process = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True, env=env)
+        self.log = log
+        with open(log, "w") as output:
+            self.process = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args],
+                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def wait_listening(self, port: int, timeout: float = 90) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ray start failed:\n{self.process.stdout.read()}")
+                raise RuntimeError(f"ray start failed:\n{self.log.read_text()[-3000:]}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     return
@@ -74,14 +77,22 @@ class RayNode:
             todo.extend(children.get(pid, []))
         return found
 
-    def kill(self) -> None:
-        """SIGKILL every process of this node at once, as when its machine disappears."""
-        for pid in self.pids():
+    def _kill_all(self, pids: list[int]) -> None:
+        """SIGKILL the node's process group and every process in ``pids`` (one that left the group)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL every process of this node at once, as when its machine disappears."""
+        self._kill_all(self.pids())
 
     def stop(self) -> None:
         """Stop this node: SIGTERM (``ray start --block`` stops what it started), then SIGKILL what is left."""
@@ -92,13 +103,7 @@ class RayNode:
                 self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 pass
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
+        self._kill_all(pids)
 
 
 class LocalCluster:
@@ -119,11 +124,15 @@ class LocalCluster:
             args += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
         else:
             args.append("--include-dashboard=false")
-        self.head = RayNode(args, self.env)
-        self.head.wait_listening(self.gcs_port)
-        if dashboard:
-            self.head.wait_listening(self.dashboard_port)
+        self.head = RayNode(args, self.env, Path(self.temp_dir) / "head.log")
         self.workers: list[RayNode] = []
+        try:
+            self.head.wait_listening(self.gcs_port)
+            if dashboard:
+                self.head.wait_listening(self.dashboard_port)
+        except BaseException:
+            self.stop()
+            raise
 
     def add_node(self, num_cpus: int, resources: dict[str, float] | None = None) -> RayNode:
         """Start a worker node that joins the head (returns at once; see ``wait_for_nodes``)."""
@@ -131,13 +140,15 @@ class LocalCluster:
                 "--min-worker-port=21000", "--max-worker-port=21999", *_own_ports()]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
-        node = RayNode(args, self.env)
+        node = RayNode(args, self.env, Path(self.temp_dir) / f"node{len(self.workers) + 2}.log")
         self.workers.append(node)
         return node
 
     def stop(self) -> None:
+        """Stop every node, then remove the cluster's temporary folder."""
         for node in [*self.workers, self.head]:
             node.stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def wait_for_nodes(ray, count: int, timeout: float = 60) -> None:

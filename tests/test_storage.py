@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from raydet import storage
+from raydet.engine.launcher import find_latest_run, latest_checkpoint
 
 BUCKET = "raydet-storage-test"
 
@@ -26,7 +27,6 @@ def test_storage_write_read_list_and_missing_files(root):
     storage.write_bytes(storage.join(root, "runs", "b.bin"), b"\x00\x01")
     assert storage.read_text(path) == '{"mAP": 0.5}'
     assert storage.read_bytes(storage.join(root, "runs", "b.bin")) == b"\x00\x01"
-    assert storage.size(path) == len('{"mAP": 0.5}')
     assert storage.list_dir(storage.join(root, "runs")) == ["a", "b.bin"]
     assert storage.is_dir(storage.join(root, "runs", "a")) and not storage.is_file(storage.join(root, "runs", "a"))
     assert storage.is_file(path) and storage.exists(path) and not storage.is_dir(path)
@@ -47,3 +47,25 @@ def test_storage_paths_join_and_resolve(tmp_path, monkeypatch):
     assert storage.join("/data", "s3://other/x.png") == "s3://other/x.png"
     assert storage.join("data", "/abs/x.png") == "/abs/x.png"
     assert storage.name_of("s3://bucket/runs/r1/") == "r1" and storage.name_of("/a/b/") == "b"
+
+
+def test_storage_resume_auto_finds_the_newest_run_with_a_checkpoint(root):
+    runs = storage.join(root, "runs")
+    for run, checkpoints in {"demo-20260101-000000": ["checkpoint_2026-01-01_00-00-01.000001",
+                                                      "checkpoint_2026-01-01_00-00-09.000001"],
+                             "demo-20260102-000000": [],  # started, never checkpointed
+                             "demo-20251231-000000": ["checkpoint_2025-12-31_00-00-01.000001"],
+                             "other-20270101-000000": ["checkpoint_2027-01-01_00-00-01.000001"]}.items():
+        storage.write_text(storage.join(runs, run, "config.yaml"), "seed: 0")
+        for checkpoint in checkpoints:
+            storage.write_bytes(storage.join(runs, run, checkpoint, "checkpoint.pt"), b"x")
+    storage.write_text(storage.join(runs, "demo-20260103-000000"), "a file, not a run")
+    assert find_latest_run(runs, "demo") == "demo-20260101-000000"
+    assert latest_checkpoint(storage.join(runs, "demo-20260101-000000")) == storage.join(
+        runs, "demo-20260101-000000", "checkpoint_2026-01-01_00-00-09.000001")
+    assert find_latest_run(storage.join(root, "nothing"), "demo") is None
+
+
+def test_storage_unsupported_uri_is_an_os_error():
+    with pytest.raises(OSError, match="unsupported storage URI"):
+        storage.read_bytes("nosuchscheme://bucket/x.png")

@@ -192,6 +192,9 @@ class ScalingSettings:
         resources_per_worker: Ray resources per worker, e.g. ``{CPU: 4, GPU: 1}``.
         max_failures: how many times a failed worker group is restarted from the
             latest checkpoint (-1: forever).
+        max_preemption_failures: the same for workers lost to a node preemption that
+            Ray was told of (a spot reclaim drained by the autoscaler), counted apart
+            from ``max_failures`` (-1, the default: forever).
         storage_path: where Ray Train keeps checkpoints (local dir, ``s3://``,
             ``gs://``; shared by all nodes on a multi-node cluster); null:
             ``<work_dir>/ray_results``.
@@ -201,11 +204,13 @@ class ScalingSettings:
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     max_failures: int = 0
+    max_preemption_failures: int = -1
     storage_path: str | None = None
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "num_workers")
         _at_least(self, -1, "max_failures")
+        _at_least(self, -1, "max_preemption_failures")
         if (self.resources_per_worker or {}).get("GPU") and not self.use_gpu:
             raise ValueError("resources_per_worker asks for GPUs: set use_gpu: true (or --use-gpu)")
 

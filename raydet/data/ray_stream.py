@@ -45,8 +45,9 @@ Ray Data does the work:
 
 Same seed, same world size -> the same batches in the same order, with the
 same augmentations, run after run.  Each epoch's stream depends on nothing
-but ``(recipe, records, epoch)``, so a run resumed at epoch ``k`` sees what the
-original run saw from epoch ``k`` on.
+but ``(recipe, records, epoch)``, so a run resumed at epoch ``k`` (or at step
+``s`` of it: ``iter_train_batches(recipe, k, start=s)``) sees what the
+original run saw from there on.
 
 Test-time augmentation: evaluation order depends only on the records and the
 world size, so ``zip`` of ``eval_stream``s whose recipes differ only in the
@@ -92,10 +93,12 @@ def _shard_records(split: str) -> ray.ObjectRef:
     return _RECORDS_OF_SHARD[shard]
 
 
-def iter_train_batches(recipe: BatchRecipe, epoch: int) -> "BatchStream":
-    """In a Ray Train worker: this worker's training batches for ``epoch`` (see the module docstring)."""
+def iter_train_batches(recipe: BatchRecipe, epoch: int, start: int = 0) -> "BatchStream":
+    """In a Ray Train worker: this worker's training batches for ``epoch`` from its ``start``-th
+    (a run resumed mid-epoch; see the module docstring)."""
     context = ray.train.get_context()
-    return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size())
+    return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size(),
+                        start)
 
 
 def iter_eval_batches(recipe: BatchRecipe, split: str = "val") -> "BatchStream":
@@ -111,13 +114,14 @@ def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]
 
 
 def train_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
-                 world_size: int = 1) -> "BatchStream":
-    """Rank ``rank``'s training batches for ``epoch`` (also usable outside Ray Train, e.g. in a benchmark)."""
+                 world_size: int = 1, start: int = 0) -> "BatchStream":
+    """Rank ``rank``'s training batches for ``epoch`` from its ``start``-th: the batches (and augmentations)
+    the whole epoch's stream has from there on (also usable outside Ray Train, e.g. in a benchmark)."""
     records_ref, table = _as_ref(records)
     groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
     plan = plan_train_epoch(groups, recipe.data.samples_per_gpu, world_size, recipe.seed, epoch)
     seeds = augment_seeds(recipe.seed, epoch, plan.shape)
-    return BatchStream(records_ref, plan[rank], seeds[rank], recipe, with_gt=True)
+    return BatchStream(records_ref, plan[rank][start:], seeds[rank][start:], recipe, with_gt=True)
 
 
 def eval_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, rank: int = 0,

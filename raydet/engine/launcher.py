@@ -106,17 +106,24 @@ def find_latest_run(storage_path: str, name: str) -> str | None:
     except FileNotFoundError:
         return None
     for run in sorted(runs, reverse=True):
-        if any(entry.startswith("checkpoint_") for entry in storage.list_dir(storage.join(storage_path, run))):
+        if latest_checkpoint(storage.join(storage_path, run)) is not None:
             return run
     return None
 
 
-def _checkpoint_file(checkpoint: ray.train.Checkpoint, storage_path: str) -> str:
-    """The ``checkpoint.pt`` of a reported checkpoint, as a path (or a URI on remote storage)."""
-    path = storage.join(checkpoint.path, CHECKPOINT_FILE)
-    if storage.is_uri(storage_path) and not storage.is_uri(path):  # Ray keeps "bucket/key" without the scheme
-        return f"{storage_path.split('://')[0]}://{path}"
-    return path
+def latest_checkpoint(run_folder: str) -> str | None:
+    """The newest ``checkpoint_…`` folder of a run folder (Ray's names sort by time), if any."""
+    try:
+        names = [name for name in storage.list_dir(run_folder) if name.startswith("checkpoint_")]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return storage.join(run_folder, max(names)) if names else None
+
+
+def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
+    """The ``checkpoint.pt`` of a reported checkpoint, named as its run folder is (a path or a URI):
+    Ray keeps the path inside the filesystem (``bucket/key``), without the scheme and host."""
+    return storage.join(run_folder, storage.name_of(checkpoint.path), CHECKPOINT_FILE)
 
 
 def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
@@ -207,6 +214,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
 
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "config.yaml").write_text(config.to_yaml())
+    run_folder = storage.join(storage_path, run_name)  # Ray Train's folder of this run: its checkpoints
+    storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())  # what a resume needs, beside them
     with open(work_dir / "train.log", "a") as log:
         log.write("\n".join(summary.lines()) + "\n")
     tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
@@ -223,15 +232,18 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         train_loop_config={
             "spec": spec, "work_dir": str(work_dir),
             "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
-            "resume_from": None if resume == "auto" else resume,
+            # --resume auto continues through Ray Train's own copy, which a run without workers lacks
+            "resume_from": (latest_checkpoint(run_folder) if num_workers == 0 else None) if resume == "auto"
+            else resume,
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
-            "checkpoint_dir": storage.join(storage_path, run_name) if num_workers == 0 else None,
+            "checkpoint_dir": run_folder if num_workers == 0 else None,
             "step_hooks": list(step_hooks),
         },
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
+                                                   max_preemption_failures=scaling.max_preemption_failures,
                                                    controller_failure_limit=options.controller_failure_limit),
             callbacks=list(options.callbacks),
             checkpoint_config=checkpoint_config,
@@ -260,16 +272,17 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         "iters": returned.get("iters"),
         "epochs": returned.get("epochs"),
         "wall_time_s": round(time.time() - started, 1),
-        "best_checkpoint": _checkpoint_file(best, storage_path) if best is not None else None,
+        "best_checkpoint": _checkpoint_file(best, run_folder) if best is not None else None,
         "replicas_identical": returned.get("replicas_identical"),
         "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
     }
     (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-    run_folder = storage.join(storage_path, run_name)  # beside the checkpoints: outlives the driver's machine
-    storage.write_text(storage.join(run_folder, "final_metrics.json"), json.dumps(final, indent=2) + "\n")
-    storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())
+    try:  # beside the checkpoints, it outlives the driver's machine; the run is done even if this fails
+        storage.write_text(storage.join(run_folder, "final_metrics.json"), json.dumps(final, indent=2) + "\n")
+    except OSError as err:
+        print(f"warning: final_metrics.json not copied to {run_folder}: {storage.describe(err)}")
     tracker.log_artifact(work_dir / "final_metrics.json")
     tracker.log_metrics({"wall_time_s": final["wall_time_s"]}, step=final["iters"] or 0)
     tracker.end("FINISHED")

@@ -67,8 +67,9 @@ class ProgressLog:
         if self.sink is not None:
             self.sink.flush()
 
-    def start_epoch(self, epoch: int, num_batches: int) -> None:
-        self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, 0
+    def start_epoch(self, epoch: int, num_batches: int, first_index: int = 0) -> None:
+        """A new epoch of ``num_batches`` batches, of which ``first_index`` were done before a resume."""
+        self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, first_index
 
     def step(self, losses: dict[str, torch.Tensor], num_images: int, data_time: float, lr: float, iteration: int,
              log_now: bool) -> None:

@@ -17,7 +17,10 @@ After every evaluation and every checkpoint epoch the workers call
 ``ray.train.report`` with the epoch, the epoch's mean training loss and that
 epoch's metrics (what a Tune sweep's scheduler compares); checkpoints ride on
 those reports.  After a failure Ray Train restarts the workers and
-``ray.train.get_checkpoint()`` hands back the latest one.
+``ray.train.get_checkpoint()`` hands back the latest one.  When Ray announces
+that a node of theirs is about to be preempted (``ray.train.get_preemption_info``,
+asked every log interval), the workers checkpoint mid-epoch at once; a restart
+continues from that batch of the epoch's plan.
 """
 from __future__ import annotations
 
@@ -82,6 +85,7 @@ class TrainState:
 
     epoch: int = 0  # finished epochs
     iteration: int = 0  # finished batches, over all epochs
+    epoch_step: int = 0  # finished batches of epoch ``epoch`` (a checkpoint taken mid-epoch, on a preemption notice)
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
 
 
@@ -142,29 +146,49 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
                            max_epochs=runner.max_epochs)
     if state.iteration:
-        progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}")
+        within = f" (batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
+        progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}{within}")
     has_val = spec.val is not None
     collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if has_val else None
     decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
     worker = WorkerInfo(rank, world_size, work_dir, progress.flush)
     step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
+    # Every log interval (rounded up to whole accumulation groups) the workers ask Ray, together, whether a
+    # node of theirs is about to be preempted (a spot reclaim drained by the autoscaler); the first time one
+    # is, they checkpoint where they are, and a restart continues from that batch.
+    check_every = spec.optim.accumulate * math.ceil(spec.logging.interval / spec.optim.accumulate)
+    preemption_answered = False
 
     def after_step(step: StepResult) -> None:
-        nonlocal loss_sum, loss_steps
+        nonlocal loss_sum, loss_steps, preemption_answered
         loss_sum = loss_sum + sum(value.float() for key, value in step.losses.items() if "loss" in key)
         loss_steps += 1
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
                       log_now=step.last_of_epoch or (step.index + 1) % spec.logging.interval == 0)
         for hook in step_hooks:
             hook(step, worker)
+        if preemption_answered or step.last_of_epoch or (step.index + 1) % check_every:
+            return
+        notice = ray.train.get_preemption_info()  # the same answer on every rank
+        if notice is not None:
+            preemption_answered = True
+            state.iteration, state.epoch_step = step.iteration, step.index + 1
+            progress.say(f"node {', '.join(notice.preempted_node_ids)} is being preempted: checkpoint at epoch "
+                         f"{step.epoch + 1}, iteration {step.iteration}")
+            reported = {"epoch": state.epoch, "iteration": state.iteration}  # no metric: a sweep does not see it
+            if has_val and rank == 0:
+                reported[CHECKPOINT_SCORE] = -1.0
+            _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
+                    with_checkpoint=True)
 
     for epoch in range(state.epoch, runner.max_epochs):
         seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
-        batches = iter_train_batches(spec.train, epoch)
-        progress.start_epoch(epoch, len(batches))
+        first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
+        batches = iter_train_batches(spec.train, epoch, start=first)
+        progress.start_epoch(epoch, first + len(batches), first)
         loss_sum, loss_steps = torch.zeros((), device=device), 0  # the epoch's summed loss terms, for its report
         try:
-            state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step)
+            state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step, first_index=first)
         except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
             if rank != 0:
                 return None
@@ -172,7 +196,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             return {"non_finite_loss": stop}
         for kind, count in batches.problems.counts.items():
             decode_problems[kind] = decode_problems.get(kind, 0) + count
-        state.epoch = epoch + 1
+        state.epoch, state.epoch_step = epoch + 1, 0
         broadcast_buffers(unwrap(model))  # one set of BatchNorm statistics: the one rank 0 checkpoints
         last_epoch = state.epoch == runner.max_epochs
         evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
@@ -213,7 +237,8 @@ def _restore(saved: dict, trainer: Trainer) -> TrainState:
     trainer.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
         trainer.scaler.load_state_dict(saved["scaler"])
-    return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}))
+    return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}),
+                      epoch_step=saved.get("epoch_step", 0))
 
 
 def _report(state: TrainState, metrics: dict[str, float], trainer: Trainer, config_yaml: str, rank: int,
@@ -231,5 +256,5 @@ def _report(state: TrainState, metrics: dict[str, float], trainer: Trainer, conf
             directory = stack.enter_context(tempfile.TemporaryDirectory())
         save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                         scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
-                        config_yaml=config_yaml, metrics=state.metrics)
+                        config_yaml=config_yaml, metrics=state.metrics, epoch_step=state.epoch_step)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))

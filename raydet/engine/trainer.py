@@ -127,7 +127,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_amp)
 
     def run_epoch(self, batches: SizedIterable, epoch: int, iteration: int,
-                  after_step: StepCallback | None = None) -> int:
+                  after_step: StepCallback | None = None, first_index: int = 0) -> int:
         """Train on every batch of ``batches`` (Batch dicts, contract 4 of DESIGN.md).
 
         Batches are grouped by ``accumulate`` from the start of the epoch; the last group
@@ -140,6 +140,8 @@ class Trainer:
             epoch: the 0-based epoch (for the step results and error messages).
             iteration: batches finished before this epoch, over all epochs.
             after_step: called after every batch with its ``StepResult``.
+            first_index: the epoch's batches done before ``batches`` (a run resumed mid-epoch, at the
+                start of an accumulation group): ``batches`` are the epoch's from that one on.
 
         Returns:
             The batches finished after this epoch, over all epochs.
@@ -148,10 +150,10 @@ class Trainer:
             NonFiniteLossError: a loss term was NaN or inf (checked before its backward pass).
         """
         self.model.train()
-        num_batches = len(batches)
+        num_batches = first_index + len(batches)
         accumulate = self.settings.accumulate
         data_start = time.perf_counter()
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(batches, start=first_index):
             data_time = time.perf_counter() - data_start
             iteration += 1
             group_start = index - index % accumulate

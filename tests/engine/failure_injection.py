@@ -1,4 +1,4 @@
-"""A ``StepHook`` that kills a training worker, for the fault-tolerance tests.
+"""``StepHook``s that kill a training worker or hold the run still, for the fault-tolerance tests.
 
 Ray workers cannot import test modules, so a test that passes ``KillWorkerOnce``
 to ``launch(step_hooks=...)`` registers this module with
@@ -7,6 +7,7 @@ to ``launch(step_hooks=...)`` registers this module with
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from raydet.engine.train_loop import WorkerInfo
@@ -31,3 +32,25 @@ class KillWorkerOnce:
         worker.flush_records()
         print(f"[raydet test] injected failure: rank {worker.rank} exits at iteration {step.iteration}", flush=True)
         os._exit(1)
+
+
+@dataclass(frozen=True)
+class PauseUntil:
+    """Rank 0 writes ``reached`` at ``iteration`` (1-based, over all epochs), then waits until the file
+    ``go`` exists: the test does its part (kills a node, drains it) while the run stands still there.
+    A run restarted after ``go`` exists passes straight on."""
+
+    iteration: int
+    reached: str
+    go: str
+    timeout_s: float = 240
+
+    def __call__(self, step: StepResult, worker: WorkerInfo) -> None:
+        if step.iteration != self.iteration or worker.rank != 0 or os.path.exists(self.go):
+            return
+        worker.flush_records()
+        with open(self.reached, "w"):
+            pass
+        deadline = time.time() + self.timeout_s
+        while not os.path.exists(self.go) and time.time() < deadline:
+            time.sleep(0.2)

@@ -5,15 +5,22 @@ one per node.  Checkpoints go to S3 (the moto server), the storage every node of
 """
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+from pathlib import Path
 
+import failure_injection
 import pytest
+import ray
 from engine_helpers import DEMO_CONFIG, quick_overrides
-from ray_nodes import NODE_SLOT, wait_for_nodes
+from failure_injection import PauseUntil
+from ray_nodes import NODE_SLOT, RAY, wait_for_nodes
 
 from raydet.config import load_config
 from raydet.engine.launcher import launch
+
+ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
 
 BUCKET = "raydet-multi-node-test"
 EPOCHS = 3
@@ -79,39 +86,118 @@ def test_multi_node_training_one_worker_per_node_matches_one_node(ray_session, s
     assert s3_server.head_object(Bucket=BUCKET, Key=key)["ContentLength"] > 1000  # in the shared storage
 
 
+def wait_for_object(client, prefix: str, suffix: str, contains: str = "", timeout: float = 240) -> str:
+    """The key of an object under ``prefix`` ending in ``suffix`` (whose text holds ``contains``), once it exists."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for item in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+            if item["Key"].endswith(suffix) and (
+                    contains in client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().decode()):
+                return item["Key"]
+        time.sleep(0.3)
+    raise TimeoutError(f"no {prefix}…{suffix} in {timeout} s")
+
+
+def wait_for_file(path: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.2)
+
+
+def second_node_id(ray) -> str:
+    head = ray.get_runtime_context().get_node_id()  # this process is connected to the head
+    return next(node_id for node_id in node_ids(ray) if node_id != head)
+
+
+def run_with_helper(launch_run, helper) -> tuple[object, dict]:
+    """``launch_run()`` here while ``helper(events)`` acts on the cluster in a thread; its errors re-raised."""
+    events: dict = {}
+
+    def guarded() -> None:
+        try:
+            helper(events)
+        except BaseException as err:  # noqa: B036 - reported to the test below
+            events["error"] = err
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    outcome = launch_run()
+    thread.join(timeout=60)
+    if "error" in events:
+        raise events["error"]
+    return outcome, events
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_node_loss_resumes_from_the_last_checkpoint_when_the_node_returns(
         ray_session, second_node, single_node_run, small_shapes, storage, s3_server, tmp_path):
     cluster = second_node
+    reached, go = tmp_path / "reached", tmp_path / "killed"
     config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "mlflow.run_name=lossy"])
-    events: dict[str, float] = {}
 
-    def lose_and_restore_the_second_node() -> None:
-        """Once the run's first checkpoint is in storage, kill every process of the second node; bring it back."""
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            listed = s3_server.list_objects_v2(Bucket=BUCKET, Prefix="runs/lossy-").get("Contents", [])
-            if any("/checkpoint_" in item["Key"] for item in listed):
-                break
-            time.sleep(0.3)
-        else:
-            return
+    def lose_and_restore_the_second_node(events: dict) -> None:
+        """In epoch 2, once Ray has registered epoch 1's checkpoint, kill every process of the second node;
+        start it again 3 s later."""
+        wait_for_file(reached)
+        wait_for_object(s3_server, "runs/lossy-", "checkpoint_manager_snapshot.json", contains="checkpoint_")
         cluster.workers[-1].kill()
         events["killed"] = time.time()
+        go.touch()
         time.sleep(3)
         cluster.add_node(num_cpus=2, resources={NODE_SLOT: 1})
-        events["restarted"] = time.time()
 
-    watcher = threading.Thread(target=lose_and_restore_the_second_node, daemon=True)
-    watcher.start()
-    outcome = launch(config, tmp_path / "wd")
-    watcher.join(timeout=30)
+    hold = PauseUntil(iteration=8, reached=str(reached), go=str(go))  # batch 2 of epoch 2
+    outcome, events = run_with_helper(lambda: launch(config, tmp_path / "wd", step_hooks=[hold]),
+                                      lose_and_restore_the_second_node)
     finished = time.time()
-    assert "killed" in events, "the run finished before its first checkpoint reached storage"
     final = outcome.final_metrics
     log = (tmp_path / "wd" / "train.log").read_text()
-    assert "resumed at epoch" in log, log[-3000:]  # restarted from the checkpoint, not from scratch
+    assert "resumed at epoch 1, iteration 6" in log, log[-3000:]  # from epoch 1's checkpoint, not from scratch
     assert_same_training(final, single_node_run)  # no completed work lost, nothing done twice
     assert set(final["worker_nodes"]) == node_ids(ray_session)  # the returned node took the lost worker's place
     print(f"node lost -> run finished: {finished - events['killed']:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_preemption_notice_checkpoints_mid_epoch_and_the_run_resumes_there(
+        ray_session, second_node, single_node_run, small_shapes, storage, s3_server, tmp_path):
+    """A spot reclaim as Ray sees it: the autoscaler drains the node with the cloud's deadline; the workers
+    checkpoint mid-epoch; at the deadline Ray Train stops them and the node goes; a new node comes; the run
+    resumes at the checkpointed batch and counts the restart as a preemption, not a failure (``max_failures``
+    is 0)."""
+    cluster = second_node
+    reached, drained, reclaimed = tmp_path / "reached", tmp_path / "drained", tmp_path / "reclaimed"
+    config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "scaling.max_failures=0",
+                                       "checkpoint_config.interval=3", "mlflow.run_name=spot"])
+    deadline_s = 12
+
+    def reclaim_the_second_node(events: dict) -> None:
+        wait_for_file(reached)
+        notice = subprocess.run(
+            [RAY, "drain-node", f"--address={cluster.address}", f"--node-id={second_node_id(ray_session)}",
+             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim (test)",
+             f"--deadline-remaining-seconds={deadline_s}"], capture_output=True, text=True, timeout=60)
+        assert notice.returncode == 0, notice.stdout + notice.stderr
+        events["notice"] = time.time()
+        time.sleep(3)  # Ray Train's preemption watcher polls every second here (conftest)
+        drained.touch()
+        wait_for_object(s3_server, "runs/spot-", "checkpoint_manager_snapshot.json", contains="checkpoint_")
+        time.sleep(max(0.0, events["notice"] + deadline_s + 2 - time.time()))
+        cluster.workers[-1].kill()  # the cloud takes the node back at the deadline
+        reclaimed.touch()
+        cluster.add_node(num_cpus=2, resources={NODE_SLOT: 1})
+
+    hooks = [PauseUntil(iteration=8, reached=str(reached), go=str(drained)),  # batch 2 of epoch 2: the notice
+             PauseUntil(iteration=10, reached=str(tmp_path / "waiting"), go=str(reclaimed))]  # till the deadline
+    outcome, events = run_with_helper(lambda: launch(config, tmp_path / "wd", step_hooks=hooks),
+                                      reclaim_the_second_node)
+    final = outcome.final_metrics
+    log = (tmp_path / "wd" / "train.log").read_text()
+    assert "is being preempted: checkpoint at epoch 2, iteration 8" in log, log[-3000:]
+    assert "resumed at epoch 1, iteration 8 (batch 2 of epoch 2)" in log, log[-3000:]
+    assert_same_training(final, single_node_run)
+    assert set(final["worker_nodes"]) == node_ids(ray_session)

@@ -55,6 +55,7 @@ def test_s3_data_checkpoints_test_cli_and_resume(ray_session, s3_server, s3_shap
     assert len(read_object(s3_server, checkpoint)) > 1000
     run_folder = checkpoint.rsplit("/", 2)[0]  # runs/<run>/checkpoint_…/checkpoint.pt
     assert json.loads(read_object(s3_server, f"{run_folder}/final_metrics.json")) == final
+    assert b"data_root: s3://" in read_object(s3_server, f"{run_folder}/config.yaml")
     assert final["epochs"] == 1 and final["iters"] == 12  # 48 images, 4 per batch, one worker
 
     tested = run_cli("raydet.test", str(DEMO_CONFIG), checkpoint, "--split", "val",
