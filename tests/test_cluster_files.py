@@ -332,9 +332,19 @@ def test_cluster_readme_commands_are_what_ray_and_raydet_accept(tmp_path, monkey
     assert expected <= checked, f"cluster/README.md lacks: {sorted(expected - checked)}"
 
 
-def test_cluster_readme_keeps_the_section_the_storage_engineer_fills():
+def test_cluster_readme_spot_section_names_settings_that_exist():
+    import dataclasses
+
+    from ray.train.v2._internal import constants
+
+    from raydet.config.schema import ScalingSettings
+
     text = (CLUSTER / "README.md").read_text()
-    assert re.search(r"^## Spot preemption and node loss\n", text, re.M)
+    section = re.search(r"^## Spot preemption and node loss\n(.*?)^## ", text, re.S | re.M)[1]
+    named = set(re.findall(r"scaling\.(\w+)", section))
+    assert {"max_failures", "max_preemption_failures"} <= named <= {f.name for f in dataclasses.fields(ScalingSettings)}
+    ray_variables = set(re.findall(r"RAY_TRAIN_\w+", section))
+    assert ray_variables and ray_variables <= {value for value in vars(constants).values() if isinstance(value, str)}
 
 
 # -------------------------------------------------------------------------------------------------- KubeRay
