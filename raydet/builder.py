@@ -100,16 +100,31 @@ def _absolute(path: str, root: str) -> str:
     return storage.absolute(storage.join(root, path))
 
 
-def with_absolute_data_root(config: Config) -> Config:
-    """A copy of ``config`` whose ``data.data_root`` is absolute (or a URI).
+def _absolute_weights(node: Any) -> Any:
+    """``node`` with every ``{type: Pretrained, checkpoint: <relative local path>}`` in it made absolute."""
+    if isinstance(node, list):
+        return [_absolute_weights(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _absolute_weights(value) for key, value in node.items()}
+    checkpoint = node.get("checkpoint")
+    if node.get("type") == "Pretrained" and isinstance(checkpoint, str) and "://" not in checkpoint:
+        node["checkpoint"] = storage.absolute(checkpoint)
+    return node
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """A copy of ``config`` whose ``data.data_root`` and ``Pretrained`` weights are absolute (or URIs).
 
     Relative paths mean "from where you started the command"; Ray workers run in
     another working directory, so the driver resolves them before shipping the config.
     """
-    if "data" not in config:
-        return config
-    root = _absolute(data_section(config).data_root, os.getcwd())
-    return Config({**config, "data": {**config["data"], "data_root": root}}, config.filename, config.sources)
+    resolved = dict(config)
+    if "data" in config:
+        resolved["data"] = {**config["data"], "data_root": _absolute(data_section(config).data_root, os.getcwd())}
+    if "model" in config:
+        resolved["model"] = _absolute_weights(config["model"])
+    return Config(resolved, config.filename, config.sources)
 
 
 def _dataset_node(config: Config, split: str) -> dict:

@@ -49,13 +49,13 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
     import ray
     import torch
 
-    from .builder import batch_recipe, build_datasets, build_model, check_num_classes, with_absolute_data_root
+    from .builder import batch_recipe, build_datasets, build_model, check_num_classes, with_absolute_paths
     from .data.ray_stream import eval_stream
     from .engine.checkpoint import load_checkpoint
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
 
-    config = with_absolute_data_root(config)
+    config = with_absolute_paths(config)
     datasets = build_datasets(config, (split,))
     if split not in datasets:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")

@@ -33,7 +33,7 @@ from ..builder import (
     optimizer_for,
     section,
     seed_of,
-    with_absolute_data_root,
+    with_absolute_paths,
 )
 from ..config import Config, ConfigError
 from ..config.schema import SECTIONS
@@ -162,7 +162,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         NonFiniteLossError: training stopped at a NaN or inf loss (every worker stopped at that iteration).
     """
     started = time.time()
-    config = with_absolute_data_root(config)
+    config = with_absolute_paths(config)
     work_dir = work_dir.resolve()
     check_top_level_keys(config)  # then everything the workers will build, here, first
     seed_of(config)

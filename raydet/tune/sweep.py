@@ -19,7 +19,7 @@ from ..builder import (
     data_section,
     is_elsewhere,
     section,
-    with_absolute_data_root,
+    with_absolute_paths,
 )
 from ..config import Config, ConfigError, load_config, with_values
 from ..registry import BuildError, build_section
@@ -90,7 +90,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     if scaling:
         data["scaling"] = scaling
     sources = {key: value for key, value in config.sources.items() if key[:1] not in {(s,) for s in SWEEP_SECTIONS}}
-    base = with_absolute_data_root(Config(data, config.filename, sources))
+    base = with_absolute_paths(Config(data, config.filename, sources))
     return Sweep(Path(config.filename).stem, config, base, parse_search(config), settings, scheduler)
 
 
