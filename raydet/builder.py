@@ -107,9 +107,8 @@ def _absolute_weights(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {key: _absolute_weights(value) for key, value in node.items()}
-    checkpoint = node.get("checkpoint")
-    if node.get("type") == "Pretrained" and isinstance(checkpoint, str) and "://" not in checkpoint:
-        node["checkpoint"] = storage.absolute(checkpoint)
+    if node.get("type") == "Pretrained" and isinstance(node.get("checkpoint"), str):
+        node["checkpoint"] = storage.absolute(node["checkpoint"])  # URIs (torchvision://, s3://) stay as written
     return node
 
 

@@ -223,6 +223,9 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
                                tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir),
                                      **options.mlflow_tags},
                                artifact_location=artifact_location)
+    resume_from = resume
+    if resume == "auto":  # continues through Ray Train's own copy of the run, which a run without workers lacks
+        resume_from = latest_checkpoint(run_folder) if num_workers == 0 else None
     tracker.log_params({**flatten(dict(config)), **options.mlflow_params})
     tracker.log_text(config.to_yaml(), "config.yaml")
     tracker.log_metrics({k.replace("/", "."): v for k, v in summary.metrics().items()}, step=0)
@@ -232,9 +235,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         train_loop_config={
             "spec": spec, "work_dir": str(work_dir),
             "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
-            # --resume auto continues through Ray Train's own copy, which a run without workers lacks
-            "resume_from": (latest_checkpoint(run_folder) if num_workers == 0 else None) if resume == "auto"
-            else resume,
+            "resume_from": resume_from,
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
             "checkpoint_dir": run_folder if num_workers == 0 else None,
             "step_hooks": list(step_hooks),

@@ -215,9 +215,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
                     with_checkpoint=checkpointed)
 
-    digests = gather_to_rank_zero([replica_digest(model)])  # DDP's promise, checked
-    problems_per_rank = gather_to_rank_zero([decode_problems])
-    nodes = gather_to_rank_zero([ray.get_runtime_context().get_node_id()])  # where each rank ran, in rank order
+    # One gather, in rank order: the replicas' digests (DDP's promise, checked), decode problems, each rank's node.
+    digests, problems_per_rank, nodes = zip(*gather_to_rank_zero(
+        [(replica_digest(model), decode_problems, ray.get_runtime_context().get_node_id())]))
     if rank != 0:
         return None
     if collector is not None and collector.pictured:
@@ -228,7 +228,8 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         for kind, count in counts.items():
             total_problems[kind] = total_problems.get(kind, 0) + count
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
-            "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems, "worker_nodes": nodes}
+            "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems,
+            "worker_nodes": list(nodes)}
 
 
 def _restore(saved: dict, trainer: Trainer) -> TrainState:
