@@ -72,6 +72,9 @@ class RunOptions:
         callbacks: ``ray.train.UserCallback``s (e.g. one that forwards reports to Tune).
         controller_failure_limit: Ray Train controller failures tolerated (e.g. a worker group that
             did not start in time); -1: unlimited.
+        ends_run_on_error: close the MLflow run as FAILED / KILLED when the fit raises.  A sweep's
+            trial leaves that to the sweep's driver: a trial that Tune stops or a Ctrl+C interrupts
+            may see its fit raise while its process is torn down, and only the driver knows why.
     """
 
     name: str
@@ -79,6 +82,7 @@ class RunOptions:
     mlflow_params: dict[str, str] = field(default_factory=dict)
     callbacks: tuple[ray.train.UserCallback, ...] = ()
     controller_failure_limit: int = -1
+    ends_run_on_error: bool = True
 
 
 def connect_ray(cpus: float) -> None:
@@ -255,11 +259,9 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     )
     try:
         result = trainer.fit()
-    except KeyboardInterrupt:
-        tracker.end("KILLED")
-        raise
-    except BaseException:
-        tracker.end("FAILED")
+    except BaseException as error:
+        if options.ends_run_on_error:
+            tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     returned = result.return_value or {}
     if "non_finite_loss" in returned:

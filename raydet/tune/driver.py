@@ -25,7 +25,7 @@ from ..config import ConfigError
 from ..engine.launcher import connect_ray
 from ..engine.tracking import MlflowRun
 from .asha import ResumableASHA
-from .results import TrialRow, best_row, format_table, trial_row, write_csv
+from .results import ERROR, TrialRow, best_row, format_table, trial_row, write_csv
 from .space import SearchSpace
 from .sweep import Sweep, check_sweep, require_optuna
 from .trial import run_trial, trial_work_dir
@@ -187,6 +187,7 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
     try:
         grid = tuner.fit()
     except BaseException:
+        _end_unfinished_children(parent, {})
         parent.end("KILLED")
         raise
     unfinished = _unfinished_trials(experiment)
@@ -207,16 +208,22 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
         parent.log_artifact(work_dir / "best_config.yaml")
         parent.log_metrics({f"best_{sweep.settings.metric}": best.metric}, step=0)
     parent.log_metrics({"wall_time_s": round(time.time() - started, 1)}, step=0)
-    _end_unfinished_children(parent, "KILLED")  # trials stopped early end without closing their run
+    _end_unfinished_children(parent, {row.trial_id: row.status for row in rows})
     parent.end("KILLED" if interrupted else "FINISHED")
     print("\n" + format_table(rows, sweep, best))
     return SweepOutcome(rows, best, work_dir, interrupted, tracking_uri, parent.run_id)
 
 
-def _end_unfinished_children(parent: MlflowRun, status: str) -> None:
-    """Close the child runs of ``parent`` still marked RUNNING (trials stopped by the scheduler or interrupted)."""
+def _end_unfinished_children(parent: MlflowRun, trial_status: dict[str, str]) -> None:
+    """Close the child runs of ``parent`` still marked RUNNING.
+
+    Only a finished trial closes its own run; one stopped by the scheduler, interrupted or
+    failed leaves it to this driver: FAILED for a trial whose ``trial_status`` is ``error``,
+    else KILLED.
+    """
     experiment_id = parent.client.get_run(parent.run_id).info.experiment_id
     children = parent.client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'")
     for child in children:
-        parent.client.set_terminated(child.info.run_id, status)
+        failed = trial_status.get(child.data.tags.get("raydet.trial_id")) == ERROR
+        parent.client.set_terminated(child.info.run_id, "FAILED" if failed else "KILLED")

@@ -68,6 +68,7 @@ def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_
         mlflow_params={f"search.{path}": label for path, label in labels.items()},
         callbacks=(ReportMetricToTune(sweep.settings.metric),),
         controller_failure_limit=CONTROLLER_FAILURE_LIMIT,
+        ends_run_on_error=False,  # the driver ends it: it knows whether the trial failed or was stopped
     )
     config = sweep.trial_config(sampled)
     config["mlflow"] = {**(config.get("mlflow") or {}), "tracking_uri": tracking_uri}  # the sweep's store

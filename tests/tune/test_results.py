@@ -1,4 +1,4 @@
-"""The sweep's table: the best trial, ``results.csv``, the printed table (no Ray)."""
+"""The sweep's table: the best trial, ``results.csv``, the printed table, the trials' MLflow runs (no Ray)."""
 from __future__ import annotations
 
 import csv
@@ -40,3 +40,19 @@ def test_results_csv_and_the_table(rows, tmp_path, small_shapes):
     assert table[1].split()[:4] == ["t3", "FPN", "0.001", "0.9000"]  # best value first (max) ...
     assert table[2].split()[:5] == ["*", "t1", "PAFPN", "0.001", "0.7000"]  # ... the best trial marked
     assert table[-1].split()[:4] == ["t2", "FPN", "0.001", "-"]  # never reported: last
+
+
+def test_the_driver_closes_the_runs_of_trials_that_did_not_finish(tmp_path):
+    from raydet.engine.tracking import MlflowRun
+    from raydet.tune.driver import _end_unfinished_children
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = MlflowRun.create(uri, "sweep", "sweep")
+    children = {trial_id: MlflowRun.create(uri, "sweep", trial_id, tags={"mlflow.parentRunId": parent.run_id,
+                                                                           "raydet.trial_id": trial_id})
+                for trial_id in ("t0", "t1", "t2", "t3")}
+    children["t0"].end("FINISHED")  # a finished trial closes its own run
+    _end_unfinished_children(parent, {"t0": FINISHED, "t1": STOPPED, "t2": INTERRUPTED, "t3": ERROR})
+    status = {trial_id: parent.client.get_run(run.run_id).info.status for trial_id, run in children.items()}
+    assert status == {"t0": "FINISHED", "t1": "KILLED", "t2": "KILLED", "t3": "FAILED"}
+    assert parent.client.get_run(parent.run_id).info.status == "RUNNING"  # the driver ends its own run after
