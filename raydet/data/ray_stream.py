@@ -150,6 +150,13 @@ class _StreamRunner:
         self._streams: dict[str, Iterator] = {}
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" line per epoch and worker
 
+    def warm_up(self, processes: int) -> None:
+        """Run a tiny pipeline of ``processes`` tasks: Ray Data's own actors start, and that many pooled
+        worker processes import what a decode task needs, before the first real batch is wanted."""
+        dataset = ray.data.range(processes, override_num_blocks=processes).map_batches(_import_only, num_cpus=0)
+        dataset.context.enable_progress_bars = False
+        dataset.materialize()
+
     def start(self, key: str, dataset: ray.data.Dataset) -> None:
         self._streams[key] = dataset.iter_internal_ref_bundles()
 
@@ -165,8 +172,38 @@ class _StreamRunner:
         """Drop a stream (its executor shuts down when the iterator is collected)."""
         self._streams.pop(key, None)
 
+    def stop_all(self) -> None:
+        """Drop every stream: a restarted worker takes over a runner whose streams fed the one that died."""
+        self._streams.clear()
+
+
+def _import_only(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A warm-up task's body: its process has imported this module (raydet, torch, torchvision) to run it."""
+    return rows
+
 
 _RUNNERS: dict[str, ray.actor.ActorHandle] = {}
+
+
+def start_stream_runners(count: int) -> list[ray.actor.ActorHandle]:
+    """On the driver of a single-node Ray: ``count`` stream runners, one per training worker, started
+    and warmed up now, while Ray Train starts the worker group (a runner's process takes seconds to
+    start and import).  Hand worker ``rank`` the ``rank``-th (``start_stream_runner``)."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    runners = [_StreamRunner.options(scheduling_strategy=here).remote() for _ in range(count)]
+    for runner in runners:
+        runner.warm_up.remote(1)
+    return runners
+
+
+def start_stream_runner(runner: ray.actor.ActorHandle | None = None) -> None:
+    """Give this process its ``_StreamRunner``: ``runner`` (one the driver started), else a new one
+    started now, without waiting, so that its process starts while the caller builds its model."""
+    job = ray.get_runtime_context().get_job_id()
+    if runner is not None:
+        runner.stop_all.remote()
+        _RUNNERS[job] = runner
+    _runner()
 
 
 def _runner() -> ray.actor.ActorHandle:
@@ -214,6 +251,7 @@ class BatchStream:
         self.with_gt = with_gt
         self.problems = ProblemReport()
         self.repeated_batches = 0
+        self._pending: tuple | None = None  # a pass begun by start(), not yet iterated
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -233,11 +271,20 @@ class BatchStream:
         context.print_on_execution_start = False
         return dataset
 
+    def start(self) -> "BatchStream":
+        """Begin the next pass now: its first batches decode while the caller does other work
+        (a worker building its model); iterating then picks them up.  Returns ``self``."""
+        if self._pending is None and len(self.plan):
+            runner, key = _runner(), uuid.uuid4().hex
+            started = runner.start.remote(key, self.dataset())
+            requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
+            self._pending = (runner, key, started, requests)
+        return self
+
     def _rows(self) -> Iterator[tuple[int, Batch, dict]]:
         """Packed rows in plan order, from the runner; two block requests kept in flight."""
-        runner, key = _runner(), uuid.uuid4().hex
-        started = runner.start.remote(key, self.dataset())
-        requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
+        self.start()
+        (runner, key, started, requests), self._pending = self._pending, None
         try:
             ray.get(started)  # raises what went wrong in the first tasks (a transform's error, say)
             while block_refs := ray.get(requests.popleft()):

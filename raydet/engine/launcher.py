@@ -7,11 +7,13 @@ CLI's message instead of after the worker group is up.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +42,7 @@ from ..config.schema import SECTIONS
 from ..data.datasets import DetectionDataset
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
+from ..data.ray_stream import start_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder
@@ -101,6 +104,17 @@ def connect_ray(cpus: float) -> None:
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
 
 
+def _workers_fit_here(num_workers: int, resources: dict[str, float], use_gpu: bool) -> bool:
+    """Whether the worker group will run on this node: the Ray this process joined has one node, and
+    that node holds ``num_workers`` × ``resources`` (and a GPU each with ``use_gpu``).  An autoscaling
+    cluster whose head cannot hold the workers answers False."""
+    if sum(1 for node in ray.nodes() if node["Alive"]) != 1:
+        return False
+    per_worker = {**({"GPU": 1.0} if use_gpu else {}), **resources}
+    total = ray.cluster_resources()
+    return all(total.get(key, 0.0) >= num_workers * amount for key, amount in per_worker.items())
+
+
 def find_latest_run(storage_path: str, name: str) -> str | None:
     """The newest run folder ``storage_path/<name>-<time>`` that holds a checkpoint, for ``--resume auto``
     (``storage_path``: a local folder or a URI)."""
@@ -128,6 +142,54 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
     """The ``checkpoint.pt`` of a reported checkpoint, named as its run folder is (a path or a URI):
     Ray keeps the path inside the filesystem (``bucket/key``), without the scheme and host."""
     return storage.join(run_folder, storage.name_of(checkpoint.path), CHECKPOINT_FILE)
+
+
+#: Start-up phases of a run, in order: (name in ``startup_s``, the mark that ends it).  Marks come from the
+#: driver (``launched`` … ``fit_started``) and rank 0 (``worker_started`` … ``first_iteration``).
+STARTUP_PHASES = (
+    ("checks", "checked"),              # config, model and optimizer built once, annotations read and checked
+    ("ray_start", "ray_ready"),         # a local Ray started (or the cluster joined)
+    ("records", "records_ready"),       # the records tables handed to Ray Data, the work dir written
+    ("mlflow_wait", "mlflow_ready"),    # what is left of opening the MLflow run (it opens while Ray starts)
+    ("to_fit", "fit_started"),          # the run recorder and the TorchTrainer
+    ("worker_group", "worker_started"),  # Ray Train's controller, placement, the worker processes and imports
+    ("model", "model_ready"),           # model, DDP, optimizer built; checkpoint restored (decoding has begun)
+    ("first_batch", "first_batch"),     # waiting for the first decoded batch
+    ("first_step", "first_iteration"),  # the first forward, backward and optimizer step
+)
+
+
+def startup_phases(marks: dict[str, float]) -> dict[str, float]:
+    """Seconds each start-up phase took (``STARTUP_PHASES``), and ``to_first_iteration`` from the launch.
+
+    A phase whose mark is missing (no iteration ran, say) is left out.
+    """
+    phases, previous = {}, marks["launched"]
+    for name, mark in STARTUP_PHASES:
+        if mark in marks:
+            phases[name] = round(marks[mark] - previous, 2)
+            previous = marks[mark]
+    if "first_iteration" in marks:
+        phases["to_first_iteration"] = round(marks["first_iteration"] - marks["launched"], 2)
+    return phases
+
+
+def _open_mlflow_run(config: Config, tracking_uri: str, artifact_location: str | None, run_name: str,
+                     work_dir: Path, options: RunOptions) -> MlflowRun:
+    """Create the run's MLflow run with its tags, params and ``config.yaml``."""
+    tracker = MlflowRun.create(tracking_uri, section(config, "mlflow").experiment_name, run_name,
+                               tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir),
+                                     **options.mlflow_tags},
+                               artifact_location=artifact_location)
+    tracker.log_params({**flatten(dict(config)), **options.mlflow_params})
+    tracker.log_text(config.to_yaml(), "config.yaml")
+    return tracker
+
+
+def _abandon_mlflow_run(opening: Future, error: BaseException) -> None:
+    """End the MLflow run of a launch that failed before training (if the run was opened at all)."""
+    with contextlib.suppress(Exception):
+        opening.result().end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
 def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
@@ -166,6 +228,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         NonFiniteLossError: training stopped at a NaN or inf loss (every worker stopped at that iteration).
     """
     started = time.time()
+    marks = {"launched": started}  # when each start-up phase ended (the workers add theirs)
     config = with_absolute_paths(config)
     work_dir = work_dir.resolve()
     check_top_level_keys(config)  # then everything the workers will build, here, first
@@ -213,25 +276,36 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
     check_num_classes(config, datasets["train"].classes)
     spec = training_spec(config, datasets)
-    connect_ray(num_workers * resources.get("CPU", 1))
-    ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
+    marks["checked"] = time.time()
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "config.yaml").write_text(config.to_yaml())
-    run_folder = storage.join(storage_path, run_name)  # Ray Train's folder of this run: its checkpoints
-    storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())  # what a resume needs, beside them
-    with open(work_dir / "train.log", "a") as log:
-        log.write("\n".join(summary.lines()) + "\n")
     tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
-    tracker = MlflowRun.create(tracking_uri, mlflow_settings.experiment_name, run_name,
-                               tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir),
-                                     **options.mlflow_tags},
-                               artifact_location=artifact_location)
+    # A new MLflow store takes seconds to set up (and mlflow to import): do it while Ray starts.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
+    opening = pool.submit(_open_mlflow_run, config, tracking_uri, artifact_location, run_name, work_dir, options)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    try:
+        connect_ray(num_workers * resources.get("CPU", 1))
+        # When the workers will run on this node (a laptop's local Ray), their stream runners start, and warm
+        # up, here and now, while the worker group starts; on a cluster each worker starts its own on its node.
+        runners = start_stream_runners(num_workers) if _workers_fit_here(num_workers, resources, use_gpu) else []
+        marks["ray_ready"] = time.time()
+        ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
+        (work_dir / "config.yaml").write_text(config.to_yaml())
+        run_folder = storage.join(storage_path, run_name)  # Ray Train's folder of this run: its checkpoints
+        storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())  # a resume needs it there
+        with open(work_dir / "train.log", "a") as log:
+            log.write("\n".join(summary.lines()) + "\n")
+        marks["records_ready"] = time.time()
+        tracker = opening.result()
+    except BaseException as error:
+        if options.ends_run_on_error:
+            _abandon_mlflow_run(opening, error)
+        raise
+    marks["mlflow_ready"] = time.time()
     resume_from = resume
     if resume == "auto":  # continues through Ray Train's own copy of the run, which a run without workers lacks
         resume_from = latest_checkpoint(run_folder) if num_workers == 0 else None
-    tracker.log_params({**flatten(dict(config)), **options.mlflow_params})
-    tracker.log_text(config.to_yaml(), "config.yaml")
     tracker.log_metrics({k.replace("/", "."): v for k, v in summary.metrics().items()}, step=0)
 
     trainer = TorchTrainer(
@@ -243,6 +317,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
             "checkpoint_dir": run_folder if num_workers == 0 else None,
             "step_hooks": list(step_hooks),
+            "stream_runners": runners,
         },
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
@@ -257,6 +332,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         datasets=ray_datasets,
         dataset_config=data_config,
     )
+    marks["fit_started"] = time.time()
     try:
         result = trainer.fit()
     except BaseException as error:
@@ -280,6 +356,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
+        "startup_s": startup_phases({**marks, **returned.get("startup_marks", {})}),
     }
     (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     try:  # beside the checkpoints, it outlives the driver's machine; the run is done even if this fails

@@ -12,9 +12,6 @@ import os
 import time
 from typing import Any, Iterable
 
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
-
 MAX_PARAMS_PER_CALL = 100
 MAX_PARAM_LENGTH = 6000
 
@@ -41,6 +38,8 @@ class MlflowRun:
     """One MLflow run, addressed by id (no global "active run" state)."""
 
     def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow.tracking import MlflowClient  # here, not at import: a launcher imports it in a thread
+
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.client = MlflowClient(tracking_uri)
@@ -49,6 +48,8 @@ class MlflowRun:
     def create(cls, tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, str] | None = None,
                artifact_location: str | None = None) -> "MlflowRun":
         """A new run in ``experiment_name`` (created, with ``artifact_location``, when missing)."""
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
         experiment_id = (experiment.experiment_id if experiment
@@ -57,11 +58,15 @@ class MlflowRun:
         return cls(tracking_uri, run.info.run_id)
 
     def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
         entries = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for chunk in _chunks(entries, MAX_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=chunk)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         entries = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for chunk in _chunks(entries, 1000):

@@ -29,6 +29,7 @@ import hashlib
 import math
 import random
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -40,7 +41,7 @@ import ray.train.torch
 import torch
 
 from .. import storage
-from ..data.ray_stream import iter_eval_batches, iter_train_batches
+from ..data.ray_stream import iter_eval_batches, iter_train_batches, start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero, mean_over_workers
 from .evaluation import DetectionCollector
@@ -109,8 +110,9 @@ def replica_digest(model: torch.nn.Module) -> str:
 def train_loop_per_worker(loop_config: dict) -> dict | None:
     """Ray Train entry point.  ``loop_config``: ``spec`` (the run's ``TrainingSpec``), ``work_dir``,
     ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
-    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0)
-    and ``step_hooks`` (a list of ``StepHook``, called after every step; tests kill workers with them).
+    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0),
+    ``stream_runners`` (the driver's data stream runners, one per rank, or none) and ``step_hooks``
+    (a list of ``StepHook``, called after every step; tests kill workers with them).
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``, or ``{"non_finite_loss":
     NonFiniteLossError}`` when a NaN/inf loss stopped the run (returned, not raised: Ray Train would
@@ -121,6 +123,16 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     runner, evaluation = spec.runner, spec.evaluation
+
+    marks = {"worker_started": time.time()}  # rank 0's start-up, for final_metrics.json's startup_s
+    # The first batches decode while the model is built: start the stream's runner and its first pass now.
+    runners = loop_config.get("stream_runners") or []
+    start_stream_runner(runners[rank] if rank < len(runners) else None)
+    saved = _saved_checkpoint(loop_config.get("resume_from"))
+    state = TrainState(epoch=saved["epoch"], epoch_step=saved.get("epoch_step", 0)) if saved else TrainState()
+    first_batches = iter_train_batches(spec.train, state.epoch, start=state.epoch_step)
+    if state.epoch < runner.max_epochs:
+        first_batches.start()
 
     seed_everything(spec.seed)  # the same initial weights on every worker
     model = spec.build_model()
@@ -133,14 +145,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     steps_per_epoch = math.ceil(batches_per_epoch / spec.optim.accumulate)
     scheduler = build_lr_scheduler(optimizer, spec.lr, steps_per_epoch, runner.max_epochs)
     trainer = Trainer(model, optimizer, scheduler, spec.optim, device)
-
-    state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = _restore(load_checkpoint(directory), trainer)
-    elif loop_config.get("resume_from"):
-        state = _restore(load_checkpoint(loop_config["resume_from"]), trainer)
+    if saved:
+        state = _restore(saved, trainer)
+    marks["model_ready"] = time.time()
 
     sink = RecorderSink(loop_config["recorder"]) if rank == 0 else None
     progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
@@ -161,6 +168,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
 
     def after_step(step: StepResult) -> None:
         nonlocal loss_sum, loss_steps, preemption_answered
+        if "first_iteration" not in marks:
+            marks["first_batch"] = marks["epoch_started"] + step.data_time
+            marks["first_iteration"] = time.time()
         loss_sum = loss_sum + sum(value.float() for key, value in step.losses.items() if "loss" in key)
         loss_steps += 1
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
@@ -181,12 +191,14 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
                     with_checkpoint=True)
 
-    for epoch in range(state.epoch, runner.max_epochs):
+    first_epoch = state.epoch  # its stream began before the model was built
+    for epoch in range(first_epoch, runner.max_epochs):
         seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
         first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
-        batches = iter_train_batches(spec.train, epoch, start=first)
+        batches = first_batches if epoch == first_epoch else iter_train_batches(spec.train, epoch, start=first)
         progress.start_epoch(epoch, first + len(batches), first)
         loss_sum, loss_steps = torch.zeros((), device=device), 0  # the epoch's summed loss terms, for its report
+        marks.setdefault("epoch_started", time.time())
         try:
             state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step, first_index=first)
         except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
@@ -229,7 +241,17 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             total_problems[kind] = total_problems.get(kind, 0) + count
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems,
-            "worker_nodes": list(nodes)}
+            "worker_nodes": list(nodes), "startup_marks": marks}
+
+
+def _saved_checkpoint(resume_from: str | None) -> dict | None:
+    """The checkpoint this worker continues from: Ray Train's latest (a restarted or resumed run),
+    else ``--resume PATH``'s, else None."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory)
+    return load_checkpoint(resume_from) if resume_from else None
 
 
 def _restore(saved: dict, trainer: Trainer) -> TrainState:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from raydet import test as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
-from raydet.engine.launcher import launch
+from raydet.engine.launcher import STARTUP_PHASES, launch
 
 ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
 
@@ -56,6 +56,11 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
 
     resumed = launch(config, tmp_path / "wd", resume="auto")
     assert resumed.final_metrics["iters"] == 24 and resumed.final_metrics["epochs"] == 2
+    startup = resumed.final_metrics["startup_s"]  # where the seconds to the first iteration went
+    assert list(startup) == [name for name, _ in STARTUP_PHASES] + ["to_first_iteration"]
+    assert min(startup.values()) >= 0 and startup["worker_group"] > 0 and startup["first_step"] > 0
+    assert sum(startup.values()) - startup["to_first_iteration"] == pytest.approx(startup["to_first_iteration"],
+                                                                                   abs=0.05)
     assert "resumed at epoch 1, iteration 12" in (tmp_path / "wd" / "train.log").read_text()
     before_failure = {metric: {step: v for step, v in history(failed_run.info.run_id, metric, uri).items() if step > 12}
                       for metric in ("train/lr", "train/loss")}
