@@ -7,9 +7,12 @@ time, as a user would) with 1 worker and then with 2, each worker one CPU and
 one thread, ``log_config.interval=1`` so every iteration is timestamped in
 MLflow.  Prints one JSON line:
 
-- ``seconds_to_first_iteration``: from starting the command to the end of the
-  first training iteration (imports, config and model checks, Ray start,
+- ``seconds_to_first_iteration``: from starting the command to the end of rank
+  0's first training iteration (imports, config and model checks, Ray start,
   annotation reading, worker group, data pipeline start, one step).
+- ``startup_s``: where those seconds went: ``imports`` (the command's Python
+  imports, up to ``launch``), then the run's own ``startup_s`` phases from
+  ``final_metrics.json`` (``raydet.engine.launcher.STARTUP_PHASES``).
 - ``images_per_s``: training images per second over all workers, from the
   iteration timestamps after ``--warmup`` iterations.
 - ``speedup_2_vs_1``: the 2-worker figure over the 1-worker one (target >= 1.8).
@@ -82,8 +85,12 @@ def main() -> None:
             started = run_training(args.config, overrides, workers, work_dir)
             ends = iteration_times(work_dir)
             timed = ends[args.warmup:]
+            final = json.loads((work_dir / "final_metrics.json").read_text())
+            phases = final["startup_s"]
+            imports = final["launched_at"] - started
             results[workers] = {
-                "seconds_to_first_iteration": round(ends[0] - started, 1),
+                "seconds_to_first_iteration": round(imports + phases.pop("to_first_iteration"), 1),
+                "startup_s": {"imports": round(imports, 2), **phases},
                 "iterations": len(ends),
                 "images_per_s": round(workers * batch * (len(timed) - 1) / (timed[-1] - timed[0]), 2),
             }

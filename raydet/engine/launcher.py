@@ -356,6 +356,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
+        "launched_at": round(started, 3),  # Unix time; startup_s counts from here
         "startup_s": startup_phases({**marks, **returned.get("startup_marks", {})}),
     }
     (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
