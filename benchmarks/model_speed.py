@@ -16,7 +16,20 @@ transform is reported separately (``torchvision_transform_s``).
 Prints one JSON line: per detector the median seconds of both and ``ratio``, the
 median over rounds of raydet's time / torchvision's (below 1: raydet is faster).
 
-    python benchmarks/model_speed.py [--size 512] [--batch 2] [--repeats 5] [--detectors retinanet fcos fasterrcnn]
+raydet's speed options (``OPTIMISATIONS``: ``model.backbone.fold_norm``,
+``model.winograd``, ``model.roi_head.bbox_roi_extractor.gather_roi_align``) are on in
+``raydet``, as the configs have them.  The same weights are also timed, in the same
+rounds, with all of them off (``all_off``: raydet computing what torchvision computes,
+op for op) and with each one off in turn (``without``); ``share`` is how much each
+adds to the ratio when it is turned off (ratio without it - ratio with all on).
+
+``--backbone trainable`` (default) is torchvision's ``weights=None`` model (BatchNorm
+in train mode, every layer trained); ``--backbone frozen`` is the set-up of the
+configs and of torchvision with a pretrained backbone: ``FrozenBatchNorm2d`` (its
+statistics taken from the benchmark's images), stem and ``layer1`` frozen.
+
+    python benchmarks/model_speed.py [--size 512] [--batch 2] [--repeats 5] [--threads 1]
+        [--detectors retinanet fcos fasterrcnn] [--backbone trainable|frozen]
 """
 from __future__ import annotations
 
@@ -47,10 +60,47 @@ DETECTORS = {  # arch: (torchvision builder, raydet config, key path of num_clas
     "fasterrcnn": (torchvision.models.detection.fasterrcnn_resnet50_fpn, "faster_rcnn_r50_fpn.yaml",
                    "roi_head.bbox_head", True),
 }
+# raydet's speed options: name -> (detectors that have it, the config key that turns it off)
+OPTIMISATIONS = {
+    "fold_norm": (("retinanet", "fcos", "fasterrcnn"), "model.backbone.fold_norm=false"),
+    "winograd": (("retinanet", "fcos", "fasterrcnn"), "model.winograd=0"),
+    "gather_roi_align": (("fasterrcnn",), "model.roi_head.bbox_roi_extractor.gather_roi_align=false"),
+    "channels_last": (("retinanet", "fcos", "fasterrcnn"), "model.channels_last=false"),  # eval mode only
+}
 
 
-def build_pair(arch: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """torchvision's model (weights=None, seeded) and raydet's with the same weights.
+def optimisations(arch: str) -> dict[str, str]:
+    """The speed options ``arch`` has: name -> the override that turns it off."""
+    return {name: off for name, (archs, off) in OPTIMISATIONS.items() if arch in archs}
+
+
+def freeze_like_pretrained(reference: torch.nn.Module, images: list[torch.Tensor]) -> None:
+    """torchvision's set-up with a pretrained backbone (``FrozenBatchNorm2d``, 3 trainable layers),
+    the frozen statistics measured on ``images`` (random weights would leave them 0 and 1)."""
+    body = reference.backbone.body
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    reference.train()
+    with torch.no_grad():
+        body(reference.transform(images)[0].tensors)
+    for parent in list(body.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                frozen = torchvision.ops.FrozenBatchNorm2d(child.num_features, eps=child.eps)
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, key).copy_(getattr(child, key).detach())
+                setattr(parent, name, frozen)
+    for name, parameter in body.named_parameters():
+        if not name.startswith(("layer2.", "layer3.", "layer4.")):
+            parameter.requires_grad_(False)
+
+
+def build_models(arch: str, size: int, backbone: str, images: list[torch.Tensor],
+                 ) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
+    """torchvision's model (weights=None, seeded) and raydet's with the same weights: ``raydet``
+    (the speed options on), ``all_off`` and one ``without_<option>`` per option.
 
     Single-stage class logits get a wider init (std 0.05, bias 0) so that, as with a
     trained model, many anchors pass the score threshold and post-processing has work.
@@ -62,12 +112,20 @@ def build_pair(arch: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     if not background:
         torch.nn.init.normal_(reference.head.classification_head.cls_logits.weight, std=0.05)
         torch.nn.init.zeros_(reference.head.classification_head.cls_logits.bias)
-    config = load_config(REPO / "configs/_base_/models" / config_name, [
-        f"model.{head_path}.num_classes={NUM_CLASSES}", "model.backbone.init_cfg=null", "model.backbone.norm=BN",
-        "model.backbone.norm_eval=false", "model.backbone.frozen_stages=-1"])  # torchvision's weights=None backbone
-    model = build_model(config)
-    model.load_state_dict(convert_torchvision_state_dict(reference.state_dict(), arch), strict=True)
-    return reference, model
+    overrides = [f"model.{head_path}.num_classes={NUM_CLASSES}", "model.backbone.init_cfg=null"]
+    if backbone == "frozen":
+        freeze_like_pretrained(reference, images)  # the configs' own backbone settings
+    else:  # torchvision's weights=None backbone
+        overrides += ["model.backbone.norm=BN", "model.backbone.norm_eval=false", "model.backbone.frozen_stages=-1"]
+    offs = optimisations(arch)
+    variants = {"raydet": [], "all_off": list(offs.values()),
+                **{f"without_{name}": [off] for name, off in offs.items()}}
+    state = convert_torchvision_state_dict(reference.state_dict(), arch)
+    models = {}
+    for name, extra in variants.items():
+        models[name] = build_model(load_config(REPO / "configs/_base_/models" / config_name, overrides + extra))
+        models[name].load_state_dict(state, strict=True)
+    return reference, models
 
 
 def make_inputs(batch: int, size: int):
@@ -99,45 +157,52 @@ def train_step(model, call) -> None:
     sum(v for k, v in losses.items() if "loss" in k or not isinstance(model, BaseDetector)).backward()
 
 
-def benchmark(arch: str, size: int, batch: int, repeats: int) -> dict:
-    reference, model = build_pair(arch, size)
+def benchmark(arch: str, size: int, batch: int, repeats: int, backbone: str = "trainable") -> dict:
     images, boxes, labels, img, metas = make_inputs(batch, size)
+    reference, models = build_models(arch, size, backbone, images)
     background = DETECTORS[arch][3]
     targets = [{"boxes": image_boxes, "labels": image_labels + background}
                for image_boxes, image_labels in zip(boxes, labels)]
-    runs = {
-        "train_step_s": (
-            lambda: train_step(reference, lambda: reference(images, targets)),
-            lambda: train_step(model, lambda: model(img, metas, boxes, labels)),
-        ),
-        "inference_per_image_s": (
-            lambda: reference(images[:1]),
-            lambda: model.simple_test(img[:1], metas[:1]),
-        ),
-    }
+
+    def raydet_runs(model):
+        return (lambda: train_step(model, lambda: model(img, metas, boxes, labels)),
+                lambda: model.simple_test(img[:1], metas[:1]))
+
+    runs = {"torchvision": (lambda: train_step(reference, lambda: reference(images, targets)),
+                            lambda: reference(images[:1])),
+            **{name: raydet_runs(model) for name, model in models.items()}}
     result = {}
-    for name, (torchvision_run, raydet_run) in runs.items():
-        training = name.startswith("train")
-        reference.train(training)
-        model.train(training)
-        times = {"torchvision": [], "raydet": []}
+    for phase, name in enumerate(("train_step_s", "inference_per_image_s")):
+        training = phase == 0
+        for module in (reference, *models.values()):
+            module.train(training)
+        times = {who: [] for who in runs}
         with torch.inference_mode(not training):
-            for repeat in range(repeats + 1):  # the first round warms up, alternating who goes first
-                order = [("torchvision", torchvision_run), ("raydet", raydet_run)]
-                for who, run in order if repeat % 2 == 0 else order[::-1]:
-                    elapsed = seconds(run)
+            for repeat in range(repeats + 1):  # the first round warms up; each round starts with another one
+                order = list(runs)
+                order = order[repeat % len(order):] + order[:repeat % len(order)]
+                for who in order:
+                    elapsed = seconds(runs[who][phase])
                     if repeat:
                         times[who].append(elapsed)
             transform = [seconds(lambda training=training: reference.transform(images if training else images[:1],
                                                                                targets if training else None))
                          for _ in range(repeats)]
-        # the ratio of each round (run back to back) is robust to the machine's load drifting
-        ratios = [ours / theirs for ours, theirs in zip(times["raydet"], times["torchvision"])]
-        result[name] = {"raydet": round(statistics.median(times["raydet"]), 4),
-                        "torchvision": round(statistics.median(times["torchvision"]), 4),
-                        "ratio": round(statistics.median(ratios), 3),
-                        "torchvision_transform_s": round(statistics.median(transform), 4)}
+        entry = {"raydet": round(statistics.median(times["raydet"]), 4),
+                 "torchvision": round(statistics.median(times["torchvision"]), 4),
+                 "ratio": median_ratio(times["raydet"], times["torchvision"]),
+                 "all_off_ratio": median_ratio(times["all_off"], times["torchvision"]),
+                 "torchvision_transform_s": round(statistics.median(transform), 4)}
+        entry["share"] = {option: round(median_ratio(times[f"without_{option}"], times["torchvision"])
+                                        - entry["ratio"], 3) for option in optimisations(arch)}
+        result[name] = entry
     return result
+
+
+def median_ratio(ours: list[float], theirs: list[float]) -> float:
+    """The median of the rounds' ratios: each round's pair ran back to back, so this is robust
+    to the machine's load drifting between rounds."""
+    return round(statistics.median(a / b for a, b in zip(ours, theirs)), 3)
 
 
 def machine() -> dict:
@@ -157,15 +222,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (after one warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--detectors", nargs="+", choices=list(DETECTORS), default=list(DETECTORS))
+    parser.add_argument("--backbone", choices=["trainable", "frozen"], default="trainable",
+                        help="torchvision's weights=None BatchNorm backbone, or the configs' FrozenBN one")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
     for arch in args.detectors:
-        results[arch] = benchmark(arch, args.size, args.batch, args.repeats)
+        results[arch] = benchmark(arch, args.size, args.batch, args.repeats, args.backbone)
         print(f"{arch}: {results[arch]}", file=sys.stderr, flush=True)  # progress; stdout stays one JSON line
     print(json.dumps({"benchmark": "model_speed", "machine": machine(), "image_size": args.size,
-                      "batch": args.batch, "repeats": args.repeats, "detectors": results}))
+                      "batch": args.batch, "repeats": args.repeats, "backbone": args.backbone,
+                      "detectors": results}))
 
 
 if __name__ == "__main__":

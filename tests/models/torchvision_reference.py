@@ -71,10 +71,11 @@ def raydet_model(arch: str, num_classes: int = NUM_CLASSES, overrides: tuple[str
     return build_model(config)
 
 
-def converted_pair(arch: str, min_size: int, max_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def converted_pair(arch: str, min_size: int, max_size: int,
+                   overrides: tuple[str, ...] = ()) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(torchvision model, raydet model holding the same weights)."""
     reference = torchvision_model(arch, min_size, max_size)
-    model = raydet_model(arch)
+    model = raydet_model(arch, overrides=overrides)
     model.load_state_dict(convert_torchvision_state_dict(reference.state_dict(), arch), strict=True)
     return reference, model
 

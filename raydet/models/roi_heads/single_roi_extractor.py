@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from ...registry import MODELS
+from .gather_roi_align import gather_roi_align
 
 
 @MODELS.register()
@@ -25,10 +26,14 @@ class SingleRoIExtractor(nn.Module):
         sampling_ratio: RoIAlign sampling points per bin side (0: adaptive).
             torchvision uses 2, mmdetection 0.
         aligned: RoIAlign's half-pixel correction (torchvision: false, mmdetection: true).
+        gather_roi_align: on the CPU (with ``sampling_ratio > 0``), compute RoIAlign as a
+            weighted gather (``raydet.models.roi_heads.gather_roi_align``): torchvision's
+            function up to rounding, several times faster forward and backward there.
     """
 
     def __init__(self, featmap_strides: list[int], output_size: int = 7, sampling_ratio: int = 2,
-                 aligned: bool = False, canonical_scale: float = 224.0, canonical_level: int = 4):
+                 aligned: bool = False, canonical_scale: float = 224.0, canonical_level: int = 4,
+                 gather_roi_align: bool = True):
         super().__init__()
         powers_of_two = all(s > 0 and s & (s - 1) == 0 for s in featmap_strides)
         if not featmap_strides or not powers_of_two or featmap_strides != sorted(set(featmap_strides)):
@@ -39,6 +44,7 @@ class SingleRoIExtractor(nn.Module):
         self.aligned = aligned
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
+        self.gather_roi_align = gather_roi_align
         self.levels = [s.bit_length() - 1 for s in featmap_strides]  # log2(stride): the FPN level of each
 
     def map_levels(self, rois: Tensor) -> Tensor:
@@ -54,10 +60,16 @@ class SingleRoIExtractor(nn.Module):
         feats = feats[:len(self.featmap_strides)]
         size = (self.output_size, self.output_size)
         if len(feats) == 1:
-            return roi_align(feats[0], rois, size, 1.0 / self.featmap_strides[0], self.sampling_ratio, self.aligned)
+            return self.roi_align(feats[0], rois, size, 1.0 / self.featmap_strides[0]).contiguous()
         levels = self.map_levels(rois)
         pooled = rois.new_zeros((rois.shape[0], feats[0].shape[1], *size), dtype=feats[0].dtype)
         for level, (feat, stride) in enumerate(zip(feats, self.featmap_strides)):
             indices = torch.where(levels == level)[0]
-            pooled[indices] = roi_align(feat, rois[indices], size, 1.0 / stride, self.sampling_ratio, self.aligned)
+            pooled[indices] = self.roi_align(feat, rois[indices], size, 1.0 / stride)
         return pooled
+
+    def roi_align(self, feat: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float) -> Tensor:
+        """RoIAlign of ``rois [R, 5]`` on one level ``feat [N, C, H, W]`` -> ``[R, C, *size]``."""
+        if self.gather_roi_align and self.sampling_ratio > 0 and feat.device.type == "cpu":
+            return gather_roi_align(feat, rois, size, spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_align(feat, rois, size, spatial_scale, self.sampling_ratio, self.aligned)
