@@ -1,8 +1,8 @@
 """raydet: object detection assembled from YAML, trained on Ray.
 
-Importing the package registers every built-in component, so any process
-(driver, Ray Train worker, Ray Data task) resolves the same config names.
+Importing the package imports nothing else: each registry (``raydet.registry``)
+imports the built-in components it names the first time it is used, so a
+process that only records a run or controls Ray Train stays light, while every
+process that builds something resolves the same names.
 """
 __version__ = "0.1.0"
-
-from . import data, models, optimizers  # noqa: E402,F401  (register datasets, transforms, the model zoo, optimizers)

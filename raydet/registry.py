@@ -24,15 +24,19 @@ becomes a one-line ``BuildError`` naming the key path.  Any other exception is
 a bug in the constructor: it propagates with its traceback, noted with the key
 path that was being built.
 
-Registries are filled by importing ``raydet`` (every component module
-registers itself at import time), so every Ray worker process resolves the
-same names without any driver-side set-up.
+Every component module registers itself when it is imported.  A registry
+imports its built-in modules (``builtins``) the first time it is searched or
+registered into, so every process — a Ray worker, a Ray Data task — resolves
+the same names without driver-side set-up, while a process that never builds
+anything (Ray Train's controller, the run recorder) never imports torchvision
+or the model code.
 """
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
 import difflib
+import importlib
 import inspect
 import types
 import typing
@@ -92,15 +96,32 @@ class Registry:
             with (``MODELS`` builds heads with ``TASK_UTILS``' assigners).
         factories: also accept functions whose return annotation is a ``base``
             subclass (else members must be ``base`` subclasses).
+        builtins: the modules whose import registers the built-in members; imported
+            on the first lookup or registration, before any other member is added.
     """
 
     def __init__(self, name: str, base: type | None = None, children: Sequence[Registry] = (),
-                 factories: bool = False):
+                 factories: bool = False, builtins: Sequence[str] = ()):
         self.name = name
         self.base = base
         self.children = tuple(children)
         self.factories = factories
-        self._members: dict[str, Callable[..., Any]] = {}
+        self.builtins = tuple(builtins)
+        self._builtins_imported = not self.builtins
+        self.__members: dict[str, Callable[..., Any]] = {}
+
+    @property
+    def _members(self) -> dict[str, Callable[..., Any]]:
+        """The name -> member table, with the built-in members in it."""
+        if not self._builtins_imported:
+            self._builtins_imported = True  # first: the built-in modules register into this registry
+            try:
+                for module in self.builtins:
+                    importlib.import_module(module)
+            except BaseException:
+                self._builtins_imported = False
+                raise
+        return self.__members
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {len(self._members)} members)"
@@ -127,15 +148,16 @@ class Registry:
         """
 
         def add(obj: T) -> T:
+            members = self._members  # the built-ins first: a user's member may replace one (force)
             self._check_builds_base(obj)
             key = name or obj.__name__  # type: ignore[attr-defined]
-            old = self._members.get(key)
+            old = members.get(key)
             if old is not None and old is not obj and not force and not _same_definition(old, obj):
                 raise KeyError(
                     f"{self.name} already has {key!r} ({_qualified(old)}); "
                     f"choose another name or pass force=True to replace it"
                 )
-            self._members[key] = obj  # type: ignore[assignment]
+            members[key] = obj  # type: ignore[assignment]
             return obj
 
         return add
@@ -159,6 +181,8 @@ class Registry:
         """The registry that builds children annotated ``cls``: this one or one of its
         ``children``, whichever's ``base`` is the most specific superclass of ``cls``
         (ties: this one, then the children in order); ``None`` when none builds it."""
+        for registry in (self, *self.children):
+            registry._members  # noqa: B018 - imports the built-ins, which declare a registry's base
         candidates = [r for r in (self, *self.children) if r.base is not None and issubclass(cls, r.base)]
         return max(candidates, key=lambda r: len(r.base.__mro__), default=None)  # type: ignore[union-attr]
 
@@ -456,15 +480,16 @@ def build_section(section_class: type[T], node: Any, key_path: str) -> T:
     return call_checked(section_class, dict(node), key_path)
 
 
-# The project's registries.  Members register themselves when their module is imported.
+# The project's registries.  Members register themselves when their module is imported; each registry
+# imports its built-in modules when it is first used.
 
 #: What models are built with besides modules: anchor generators, box coders, assigners, samplers, pretrained weights.
-TASK_UTILS = Registry("TASK_UTILS", base=object)
+TASK_UTILS = Registry("TASK_UTILS", base=object, builtins=["raydet.models"])
 #: Backbones, necks, heads, RoI extractors, losses, detectors.
-MODELS = Registry("MODELS", base=torch.nn.Module, children=[TASK_UTILS])
+MODELS = Registry("MODELS", base=torch.nn.Module, children=[TASK_UTILS], builtins=["raydet.models"])
 #: Box-aware image transforms; their base, ``Transform``, is declared in ``raydet.data.transforms.base``.
-TRANSFORMS = Registry("TRANSFORMS")
+TRANSFORMS = Registry("TRANSFORMS", builtins=["raydet.data"])
 #: Annotation readers -> records; their base, ``DetectionDataset``, is declared in ``raydet.data.datasets``.
-DATASETS = Registry("DATASETS", children=[TRANSFORMS])
+DATASETS = Registry("DATASETS", children=[TRANSFORMS], builtins=["raydet.data"])
 #: torch.optim classes, and functions that return an optimizer (e.g. one from another library).
-OPTIMIZERS = Registry("OPTIMIZERS", base=torch.optim.Optimizer, factories=True)
+OPTIMIZERS = Registry("OPTIMIZERS", base=torch.optim.Optimizer, factories=True, builtins=["raydet.optimizers"])

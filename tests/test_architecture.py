@@ -131,6 +131,19 @@ def test_ray_free_modules_do_not_import_ray_even_indirectly():
     assert out.stdout.strip() == "[]"
 
 
+def test_processes_that_build_nothing_stay_light():
+    """The run recorder's process (an actor started for every run) imports neither torch nor mlflow when
+    its module loads, and ``import raydet`` imports nothing: a registry imports its built-ins on first use."""
+    code = ("import sys, raydet, raydet.engine.recorder\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'mlflow'}),"
+            " sorted(m for m in sys.modules if m.startswith(('raydet.models', 'raydet.data'))))\n"
+            "from raydet.registry import MODELS, TRANSFORMS\n"
+            "print('FCOS' in MODELS, 'Resize' in TRANSFORMS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[] []", "True True"]
+
+
 def config_imports_beyond_the_schema(under: Path) -> list[str]:
     """Files under ``under`` importing ``raydet.builder`` or any of ``raydet.config`` but its schema."""
     found = []
