@@ -206,6 +206,15 @@ def start_stream_runner(runner: ray.actor.ActorHandle | None = None) -> None:
     _runner()
 
 
+def stop_stream_runners(runners: list[ray.actor.ActorHandle]) -> None:
+    """End a finished run's stream runners (``runners``, and this process's own, when the loop ran here)
+    once their queued calls have run: their processes go with the run, not whenever Ray collects the
+    handles (a sweep runs many runs in one process)."""
+    own = _RUNNERS.pop(ray.get_runtime_context().get_job_id(), None)
+    for runner in [*runners, *([own] if own is not None else [])]:
+        runner.__ray_terminate__.remote()
+
+
 def _runner() -> ray.actor.ActorHandle:
     """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
     job = ray.get_runtime_context().get_job_id()

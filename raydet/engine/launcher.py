@@ -42,13 +42,13 @@ from ..config.schema import SECTIONS
 from ..data.datasets import DetectionDataset
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
-from ..data.ray_stream import start_stream_runners
+from ..data.ray_stream import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .tracking import MlflowRun, flatten
-from .train_loop import CHECKPOINT_SCORE, StepHook, train_loop_per_worker
+from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, StepHook, train_loop_per_worker
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
@@ -308,17 +308,20 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         resume_from = latest_checkpoint(run_folder) if num_workers == 0 else None
     tracker.log_metrics({k.replace("/", "."): v for k, v in summary.metrics().items()}, step=0)
 
+    recorder = start_recorder(work_dir, tracking_uri, tracker.run_id)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
+        # In the object store: Ray Train's controller passes a reference on without unpickling the spec and
+        # the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
+        train_loop_config={LOOP_CONFIG: ray.put({
             "spec": spec, "work_dir": str(work_dir),
-            "recorder": start_recorder(work_dir, tracking_uri, tracker.run_id),
+            "recorder": recorder,
             "resume_from": resume_from,
             # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
             "checkpoint_dir": run_folder if num_workers == 0 else None,
             "step_hooks": list(step_hooks),
             "stream_runners": runners,
-        },
+        })},
         scaling_config=scaling_config,
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
@@ -335,10 +338,14 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     marks["fit_started"] = time.time()
     try:
         result = trainer.fit()
+        worker_marks = ray.get(recorder.startup_marks.remote())  # the first worker group's rank 0's
     except BaseException as error:
         if options.ends_run_on_error:
             tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
+    finally:  # the run's helper actors end with it, after the calls rank 0 sent them
+        recorder.__ray_terminate__.remote()
+        stop_stream_runners(runners)
     returned = result.return_value or {}
     if "non_finite_loss" in returned:
         tracker.end("FAILED")
@@ -357,7 +364,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": tracker.run_id,
         "launched_at": round(started, 3),  # Unix time; startup_s counts from here
-        "startup_s": startup_phases({**marks, **returned.get("startup_marks", {})}),
+        "startup_s": startup_phases({**marks, **worker_marks}),
     }
     (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     try:  # beside the checkpoints, it outlives the driver's machine; the run is done even if this fails

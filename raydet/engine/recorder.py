@@ -22,6 +22,16 @@ class RunRecorder:
         self.work_dir = Path(work_dir)
         self.mlflow = MlflowRun(tracking_uri, run_id)
         self.log = open(self.work_dir / "train.log", "a")
+        self.first_startup: dict[str, float] = {}
+
+    def startup(self, marks: dict[str, float]) -> None:
+        """Rank 0's start-up marks (Unix times); only the first attempt's are kept: a restarted worker
+        group's would count the failed attempt's training as start-up."""
+        if not self.first_startup:
+            self.first_startup = dict(marks)
+
+    def startup_marks(self) -> dict[str, float]:
+        return self.first_startup
 
     def line(self, text: str) -> None:
         self.log.write(text + "\n")
@@ -61,6 +71,9 @@ class RecorderSink:
 
     def artifact(self, name: str, data: bytes) -> None:
         self.recorder.artifact.remote(name, data)
+
+    def startup(self, marks: dict[str, float]) -> None:
+        self.recorder.startup.remote(marks)
 
     def flush(self) -> None:
         ray.get(self.recorder.flush.remote())

@@ -107,8 +107,13 @@ def replica_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+#: The one key of ``train_loop_per_worker``'s config: a reference to the run's settings in Ray's object store.
+LOOP_CONFIG = "run"
+
+
 def train_loop_per_worker(loop_config: dict) -> dict | None:
-    """Ray Train entry point.  ``loop_config``: ``spec`` (the run's ``TrainingSpec``), ``work_dir``,
+    """Ray Train entry point.  ``loop_config[LOOP_CONFIG]``: a reference to the run's settings: ``spec``
+    (its ``TrainingSpec``), ``work_dir``,
     ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
     ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0),
     ``stream_runners`` (the driver's data stream runners, one per rank, or none) and ``step_hooks``
@@ -118,13 +123,14 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     NonFiniteLossError}`` when a NaN/inf loss stopped the run (returned, not raised: Ray Train would
     restart the workers from the last checkpoint, only to meet the same loss again).
     """
+    marks = {"worker_started": time.time()}  # rank 0's start-up, for final_metrics.json's startup_s
+    loop_config = ray.get(loop_config[LOOP_CONFIG])
     spec: TrainingSpec = loop_config["spec"]
     work_dir = Path(loop_config["work_dir"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     runner, evaluation = spec.runner, spec.evaluation
 
-    marks = {"worker_started": time.time()}  # rank 0's start-up, for final_metrics.json's startup_s
     # The first batches decode while the model is built: start the stream's runner and its first pass now.
     runners = loop_config.get("stream_runners") or []
     start_stream_runner(runners[rank] if rank < len(runners) else None)
@@ -171,6 +177,8 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         if "first_iteration" not in marks:
             marks["first_batch"] = marks["epoch_started"] + step.data_time
             marks["first_iteration"] = time.time()
+            if sink is not None:
+                sink.startup(marks)
         loss_sum = loss_sum + sum(value.float() for key, value in step.losses.items() if "loss" in key)
         loss_steps += 1
         progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
@@ -241,7 +249,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             total_problems[kind] = total_problems.get(kind, 0) + count
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems,
-            "worker_nodes": list(nodes), "startup_marks": marks}
+            "worker_nodes": list(nodes)}
 
 
 def _saved_checkpoint(resume_from: str | None) -> dict | None:

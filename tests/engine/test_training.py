@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import failure_injection
 import pytest
@@ -17,6 +18,22 @@ from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, launch
 
 ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
+
+
+def alive_actors(*class_names: str) -> list[str]:
+    """The class names of the session cluster's live actors of these classes, as Ray's actor table has them."""
+    from ray._private.state import actors
+
+    return sorted(actor["ActorClassName"] for actor in actors().values()
+                  if actor["State"] == "ALIVE" and actor["ActorClassName"] in class_names)
+
+
+def assert_the_runs_actors_ended() -> None:
+    """A finished run's recorder and stream runners end with it (a sweep runs many runs in one process)."""
+    deadline = time.time() + 30
+    while alive_actors("RunRecorder", "_StreamRunner") and time.time() < deadline:
+        time.sleep(0.5)
+    assert alive_actors("RunRecorder", "_StreamRunner") == []
 
 
 def history(outcome_or_run, metric: str, tracking_uri: str | None = None) -> dict[int, float]:
@@ -39,6 +56,7 @@ def test_same_seed_gives_the_same_losses_on_one_worker(ray_session, small_shapes
     assert history(reseeded, "train/loss") != losses
     saved = load_checkpoint(first.final_metrics["best_checkpoint"])  # kept although no worker group ran
     assert saved["epoch"] == 1 and saved["iteration"] == 12
+    assert_the_runs_actors_ended()  # the loop ran here, with a stream runner of this process's own
 
 
 @pytest.mark.slow
@@ -62,6 +80,7 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
     assert sum(startup.values()) - startup["to_first_iteration"] == pytest.approx(startup["to_first_iteration"],
                                                                                    abs=0.05)
     assert "resumed at epoch 1, iteration 12" in (tmp_path / "wd" / "train.log").read_text()
+    assert_the_runs_actors_ended()
     before_failure = {metric: {step: v for step, v in history(failed_run.info.run_id, metric, uri).items() if step > 12}
                       for metric in ("train/lr", "train/loss")}
     assert sorted(before_failure["train/loss"]) == [13, 14, 15, 16]
@@ -83,7 +102,9 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
     outcome = launch(config, tmp_path / "wd", step_hooks=[KillWorkerOnce(iteration=40)])
     final = json.loads((tmp_path / "wd" / "final_metrics.json").read_text())
     steps_per_epoch = 16  # 240 images, in two aspect-ratio groups of batches of 8: 31 batches for 2 workers
-    assert (tmp_path / "wd" / failure_injection.MARKER).exists()
+    killed_at = (tmp_path / "wd" / failure_injection.MARKER).stat().st_mtime
+    # start-up is the first worker group's, not the restarted one's (whose first iteration came after the kill)
+    assert final["launched_at"] + final["startup_s"]["to_first_iteration"] < killed_at
     assert "resumed at epoch 2, iteration 32" in (tmp_path / "wd" / "train.log").read_text()
     assert final["epochs"] == config["runner"]["max_epochs"]
     assert final["iters"] == steps_per_epoch * final["epochs"]  # as many as an uninterrupted run
