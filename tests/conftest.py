@@ -12,6 +12,8 @@ from ray_nodes import NODE_SLOT, LocalCluster, free_port
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "1")  # a drained node is noticed within a second
+# The test cluster's raylets keep idle decode processes as the launcher's local Ray does (its comment says why).
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "60000")
 # The test clusters use Ray's token authentication, with a token of their own (not ~/.ray/auth_token).
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = os.urandom(32).hex()

@@ -88,6 +88,13 @@ class RunOptions:
     ends_run_on_error: bool = True
 
 
+#: A local Ray's settings.  Ray ends a pooled worker process idle for over a second whenever there are
+#: more idle ones than free CPUs; decode tasks go idle that long between epochs (and while the training
+#: process is behind), so their processes were ended and restarted, each importing torch again, about
+#: once an epoch in a long test session.  Idle for up to a minute, they are reused instead.
+LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+
+
 def connect_ray(cpus: float) -> None:
     """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
 
@@ -101,7 +108,7 @@ def connect_ray(cpus: float) -> None:
         ray.init()
         return
     needed = math.ceil(cpus - 1e-9) + 2
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), _system_config=LOCAL_RAY_SYSTEM_CONFIG)
 
 
 def _workers_fit_here(num_workers: int, resources: dict[str, float], use_gpu: bool) -> bool:
