@@ -189,8 +189,7 @@ def start_stream_runners(count: int) -> list[ray.actor.ActorHandle]:
     """On the driver of a single-node Ray: ``count`` stream runners, one per training worker, started
     and warmed up now, while Ray Train starts the worker group (a runner's process takes seconds to
     start and import).  Hand worker ``rank`` the ``rank``-th (``start_stream_runner``)."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    runners = [_StreamRunner.options(scheduling_strategy=here).remote() for _ in range(count)]
+    runners = [_new_runner() for _ in range(count)]
     for runner in runners:
         runner.warm_up.remote(1)
     return runners
@@ -219,10 +218,14 @@ def _runner() -> ray.actor.ActorHandle:
     """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
     job = ray.get_runtime_context().get_job_id()
     if job not in _RUNNERS:
-        node = ray.get_runtime_context().get_node_id()
-        same_node = NodeAffinitySchedulingStrategy(node, soft=True)
-        _RUNNERS[job] = _StreamRunner.options(scheduling_strategy=same_node).remote()
+        _RUNNERS[job] = _new_runner()
     return _RUNNERS[job]
+
+
+def _new_runner() -> ray.actor.ActorHandle:
+    """A ``_StreamRunner`` started now, on this node if it has room."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return _StreamRunner.options(scheduling_strategy=here).remote()
 
 
 def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:

@@ -30,6 +30,16 @@ def gradients(output: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tens
     return list(torch.autograd.grad(output, inputs, grad))
 
 
+def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor],
+                         atol: float, rtol: float = 0.0) -> None:
+    """``actual`` equals ``expected``, and so do their gradients with respect to ``inputs`` (for one random
+    output gradient), within the tolerances."""
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+    grad = torch.randn_like(expected)
+    for got_one, want_one in zip(gradients(actual, inputs, grad), gradients(expected, inputs, grad)):
+        torch.testing.assert_close(got_one, want_one, rtol=rtol, atol=atol)
+
+
 # --- Winograd convolutions -------------------------------------------------------------------------------
 
 
@@ -44,10 +54,7 @@ def test_winograd_convolution_is_conv2d_forward_and_backward(m, shape, out_chann
     inputs = [x, weight] + ([b] if bias else [])
     expected = F.conv2d(x, weight, b, padding=1)
     actual = winograd_conv2d(x, weight, b, m)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
-    grad = torch.randn_like(expected)
-    for got, want in zip(gradients(actual, inputs, grad), gradients(expected, inputs, grad)):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    assert_same_function(actual, expected, inputs, atol=1e-10)
 
 
 def test_winograd_float32_rounding_is_that_of_a_direct_convolution():
@@ -140,10 +147,7 @@ def test_folded_conv_norm_is_conv_then_norm_forward_and_backward(kind, conv_bias
     inputs = [x, *conv.parameters(), *norm.parameters()]
     expected = norm(conv(x))
     actual = ConvNormFolder()("conv", conv, norm, x)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
-    grad = torch.randn_like(expected)
-    for got, want in zip(gradients(actual, inputs, grad), gradients(expected, inputs, grad)):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert_same_function(actual, expected, inputs, atol=1e-12)
 
 
 def test_batchnorm_in_train_mode_is_not_folded():
@@ -242,10 +246,7 @@ def test_roi_extractor_gathers_torchvisions_features():
     rois = torch.cat([torch.randint(0, 2, (60, 1)).float(), boxes, boxes + sizes], dim=1)
     gathered = SingleRoIExtractor([4, 8, 16, 32], gather_roi_align=True)(feats, rois)
     expected = SingleRoIExtractor([4, 8, 16, 32], gather_roi_align=False)(feats, rois)
-    torch.testing.assert_close(gathered, expected, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(expected)
-    for got, want in zip(gradients(gathered, feats, grad), gradients(expected, feats, grad)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert_same_function(gathered, expected, feats, atol=1e-5, rtol=1e-5)
 
 
 # --- detectors -------------------------------------------------------------------------------------------
