@@ -42,7 +42,8 @@ class DataSection:
             ``img_prefix``, ``pipeline``, …).
         decode_num_cpus: CPUs each Ray Data decode+augment task reserves.
         batches_per_task: planned batches one decode task reads, transforms and
-            collates (fewer, larger tasks amortise Ray's per-task overhead).
+            collates (fewer, larger tasks amortise Ray's per-task overhead); a
+            pass's first tasks take 1, 2, 4, … so its first batch comes soon.
         decode_concurrency: at most this many decode tasks at once per training
             worker (default: as many as the free CPUs allow; Ray Data's
             backpressure bounds how far decoding runs ahead of training).

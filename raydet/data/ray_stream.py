@@ -25,8 +25,9 @@ Ray Data does the work:
   from the aspect-ratio groups, ``seed`` and the epoch, and takes its own
   rank's batches: ``len(plan)`` is the step count, equal on every rank.
 - The worker then streams its batches through a Ray Data pipeline:
-  ``range(steps)`` -> ``map_batches`` tasks that read, decode, transform and
-  collate planned batches (each image seeded from ``(seed, epoch, slot)``),
+  the step numbers, in blocks of 1, 2, 4, then ``batches_per_task`` steps ->
+  ``map_batches`` tasks that read, decode, transform and collate planned
+  batches (each image seeded from ``(seed, epoch, slot)``),
   with ``preserve_order``, so the worker receives its batches in plan order
   while later ones are decoded on the cluster's CPUs.  Nothing is
   materialised: Ray Data's backpressure bounds the batches in flight.  The
@@ -238,6 +239,18 @@ def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
         yield int(packed.pop("step")), unpack_batch(packed), problems
 
 
+def _task_steps(steps: int, batches_per_task: int) -> list[np.ndarray]:
+    """The planned steps ``0 .. steps-1`` split into decode tasks: 1, 2, 4, … batches, then ``batches_per_task``
+    each.  A task's batches arrive together when it ends, so small first tasks bring the first batch of a
+    pass after one batch's decoding instead of ``batches_per_task``'s; later tasks amortise the
+    scheduling over many batches."""
+    chunks, start, size = [], 0, 1
+    while start < steps:
+        chunks.append(np.arange(start, min(start + size, steps)))
+        start, size = start + size, min(size * 2, batches_per_task)
+    return chunks
+
+
 class BatchStream:
     """One worker's batches for one pass: ``len()`` up front, then iterate (each iteration re-runs the pipeline).
 
@@ -271,8 +284,7 @@ class BatchStream:
     def dataset(self) -> ray.data.Dataset:
         """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
         data = self.recipe.data
-        tasks = max(1, -(-len(self.plan) // data.batches_per_task))
-        dataset = ray.data.range(len(self.plan), override_num_blocks=tasks).map_batches(
+        dataset = ray.data.from_numpy(_task_steps(len(self.plan), data.batches_per_task)).map_batches(
             _decode_planned_batches, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
             fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
                        "pipeline": self.recipe.pipeline, "size_divisor": data.size_divisor, "with_gt": self.with_gt},
@@ -338,7 +350,7 @@ def _decode_planned_batches(rows: dict[str, np.ndarray], records_ref: ray.Object
                             seeds: np.ndarray, pipeline: Compose, size_divisor: int,
                             with_gt: bool) -> dict[str, np.ndarray]:
     """Ray Data task body: planned step -> one packed, collated batch (bad images skipped and listed)."""
-    (step,) = rows["id"]
+    (step,) = rows["data"]
     batch, problems = decode_planned_batch(ray.get(records_ref), plan[step], seeds[step], pipeline, size_divisor,
                                            with_gt)
     packed = pack_batch(batch)

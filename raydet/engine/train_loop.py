@@ -136,9 +136,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     start_stream_runner(runners[rank] if rank < len(runners) else None)
     saved = _saved_checkpoint(loop_config.get("resume_from"))
     state = TrainState(epoch=saved["epoch"], epoch_step=saved.get("epoch_step", 0)) if saved else TrainState()
-    first_batches = iter_train_batches(spec.train, state.epoch, start=state.epoch_step)
+    next_batches = iter_train_batches(spec.train, state.epoch, start=state.epoch_step)
     if state.epoch < runner.max_epochs:
-        first_batches.start()
+        next_batches.start()
 
     seed_everything(spec.seed)  # the same initial weights on every worker
     model = spec.build_model()
@@ -199,11 +199,10 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
                     with_checkpoint=True)
 
-    first_epoch = state.epoch  # its stream began before the model was built
-    for epoch in range(first_epoch, runner.max_epochs):
+    for epoch in range(state.epoch, runner.max_epochs):
         seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
         first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
-        batches = first_batches if epoch == first_epoch else iter_train_batches(spec.train, epoch, start=first)
+        batches = next_batches  # begun before the model was built, or while the last epoch was evaluated and saved
         progress.start_epoch(epoch, first + len(batches), first)
         loss_sum, loss_steps = torch.zeros((), device=device), 0  # the epoch's summed loss terms, for its report
         marks.setdefault("epoch_started", time.time())
@@ -226,6 +225,8 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
             if rank == 0:
                 state.metrics = metrics
                 progress.evaluation(metrics, collector.summary, state.iteration)
+        if not last_epoch:  # the next epoch's first batches decode during the report and checkpoint
+            next_batches = iter_train_batches(spec.train, state.epoch).start()
         checkpointed = last_epoch or state.epoch % spec.checkpointing.interval == 0
         if evaluated or checkpointed:
             reported = {"epoch": state.epoch, "iteration": state.iteration,
