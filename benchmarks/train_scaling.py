@@ -16,6 +16,13 @@ MLflow.  Prints one JSON line:
 - ``images_per_s``: training images per second over all workers, from the
   iteration timestamps after ``--warmup`` iterations.
 - ``speedup_2_vs_1``: the 2-worker figure over the 1-worker one (target >= 1.8).
+- ``ray_train_floor``: what Ray alone costs, per worker count: a fresh process
+  that imports Ray, starts a local Ray with the launcher's settings and fits a
+  ``TorchTrainer`` whose training function does nothing (same scaling and
+  runtime environment as a run): ``imports``, ``ray_start`` and
+  ``worker_group`` (``fit()`` to the function's first line), and the
+  ``total``.  A run's ``seconds_to_first_iteration`` minus this total is
+  raydet's share.
 
 With no ``--config``: the demo config on the built-in shapes dataset,
 generated into a temporary folder.
@@ -49,6 +56,44 @@ def run_training(config: str, overrides: list[str], num_workers: int, work_dir: 
     return started
 
 
+def ray_train_floor_child(num_workers: int) -> None:
+    """In a fresh process: time a local Ray's start and an empty TorchTrainer's worker group; print JSON."""
+    started = time.time()
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raydet.engine.launcher import connect_ray
+
+    imported = time.time()
+    connect_ray(num_workers)
+    ray_ready = time.time()
+
+    def first_line(_config):
+        return time.time()
+
+    with tempfile.TemporaryDirectory() as storage:
+        trainer = TorchTrainer(
+            first_line,
+            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
+            run_config=ray.train.RunConfig(name="floor", storage_path=storage,
+                                           worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}),
+        )
+        fit_started = time.time()
+        entered = trainer.fit().return_value
+    print(json.dumps({"imports": round(imported - started, 2), "ray_start": round(ray_ready - imported, 2),
+                      "worker_group": round(entered - fit_started, 2), "total": round(entered - started, 2)}))
+
+
+def ray_train_floor(num_workers: int) -> dict:
+    """``ray_train_floor_child`` in a fresh process, as a run's command is."""
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, __file__, "--ray-floor-child", str(num_workers)], check=True, env=env,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def iteration_times(work_dir: Path) -> list[float]:
     """Wall-clock end (s) of every training iteration of the run in ``work_dir``, from MLflow."""
     from mlflow.tracking import MlflowClient
@@ -65,7 +110,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5, help="iterations left out of the throughput")
+    parser.add_argument("--ray-floor-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ray_floor_child:
+        return ray_train_floor_child(args.ray_floor_child)
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [*args.overrides, f"runner.max_epochs={args.epochs}", f"evaluation.interval={args.epochs}"]
@@ -94,6 +142,7 @@ def main() -> None:
                 "iterations": len(ends),
                 "images_per_s": round(workers * batch * (len(timed) - 1) / (timed[-1] - timed[0]), 2),
             }
+        floor = {workers: ray_train_floor(workers) for workers in (1, 2)}
 
     import ray
     import torch
@@ -104,6 +153,7 @@ def main() -> None:
         "images_per_batch_per_worker": batch,
         "workers": results,
         "speedup_2_vs_1": round(results[2]["images_per_s"] / results[1]["images_per_s"], 3),
+        "ray_train_floor": floor,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, "
                    f"torch {torch.__version__}, ray {ray.__version__}",
     }))
