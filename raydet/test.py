@@ -1,9 +1,15 @@
-"""``python -m raydet.test CFG CHECKPOINT [--split test] [--aug-test] [--out results.json] [--set k=v ...]``.
+"""``python -m raydet.test CFG CHECKPOINT [--split test] [--aug-test] [--num-workers N] [--use-gpu] [--out F]``.
 
-COCO metrics of a checkpoint on ``data.<split>``, decoded by Ray Data on a local
-Ray (or the cluster in ``RAY_ADDRESS``).  ``CHECKPOINT`` is a ``checkpoint.pt``
-(e.g. ``best_checkpoint`` of ``final_metrics.json``) or its folder, a local
-path or a URI (``s3://…``, ``gs://…``).
+COCO metrics of a checkpoint on ``data.<split>``: Ray Data batch inference on a
+local Ray (or the cluster in ``RAY_ADDRESS``): tasks decode the split, an
+actor pool of ``--num-workers`` models (a GPU each with ``--use-gpu``) detects,
+each image exactly once.  Prints pycocotools' summary, each category's AP and
+AP50, then one JSON line of the metrics under training's names
+(``bbox_mAP``, ``bbox_mAP_50``, …).  ``--out`` writes the detections in COCO
+results format (``image_id``, ``category_id`` from the annotation file,
+``bbox`` as x, y, w, h, ``score``), which pycocotools scores the same.
+``CHECKPOINT`` is a ``checkpoint.pt`` (e.g. ``best_checkpoint`` of
+``final_metrics.json``) or its folder, a local path or a URI (``s3://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize``, each also flipped horizontally; the model's ``aug_test``
@@ -43,14 +49,22 @@ def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Con
     return views
 
 
-def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
-                        scales: list[list[int]] | None) -> tuple[dict, str]:
-    """``(metrics, pycocotools summary)`` of ``checkpoint`` on ``data.<split>``."""
+def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int]] | None,
+                        num_workers: int = 1, use_gpu: bool = False) -> tuple[dict, str, list[dict]]:
+    """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
+    Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
+    the summary is pycocotools' followed by each category's AP and AP50."""
     import ray
-    import torch
 
-    from .builder import batch_recipe, build_datasets, build_model, check_num_classes, with_absolute_paths
-    from .data.ray_stream import eval_stream
+    from .builder import (
+        batch_recipe,
+        build_datasets,
+        build_model,
+        check_num_classes,
+        model_factory,
+        with_absolute_paths,
+    )
+    from .engine.batch_inference import predict_split
     from .engine.checkpoint import load_checkpoint
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
@@ -61,28 +75,29 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str,
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = datasets[split]
     check_num_classes(config, dataset.classes, split)
-    model = build_model(config)
-    try:
-        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    try:  # here first: a wrong checkpoint is one clear error, not one per actor
+        build_model(config).load_state_dict(load_checkpoint(checkpoint)["model"])
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {checkpoint}") from None
     except Exception as err:
         raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
                           f"{str(err).splitlines()[0]})") from None
-    model.eval()
-    connect_ray(0)
-    collector = DetectionCollector(dataset, rank=0)
+    views = [config] if scales is None else tta_configs(config, split, scales)
+    connect_ray(num_workers)
     records = ray.put(dataset.table())
-    if scales is None:
-        metrics = collector.evaluate(model, eval_stream(batch_recipe(config, split), records), torch.device("cpu"))
-        return metrics, collector.summary
-    views = [eval_stream(batch_recipe(view, split), records) for view in tta_configs(config, split, scales)]
-    batches = ({"img": [b["img"] for b in view_batches], "img_metas": [b["img_metas"] for b in view_batches]}
-               for view_batches in zip(*views))  # the views of the same images (the plan ignores the pipeline)
-    return collector.evaluate(model, batches, torch.device("cpu")), collector.summary
+    predictions, problems = [], []
+    for found, skipped in predict_split([batch_recipe(view, split) for view in views], records, model_factory(config),
+                                        checkpoint, num_workers=num_workers, use_gpu=use_gpu):
+        predictions.extend(found)
+        problems.extend(skipped.lines())
+    for line in problems:
+        print(f"skipped while decoding: {line}", file=sys.stderr)
+    collector = DetectionCollector(dataset, rank=0)
+    metrics = collector.score(predictions, classwise=True)
+    return metrics, collector.summary, collector.results(predictions)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m raydet.test", description="COCO metrics of a checkpoint.")
     add_config_arguments(parser)
     parser.add_argument("checkpoint", help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…)")
@@ -90,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aug-test", action="store_true", help="multi-scale + flip test-time augmentation")
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test, LONGxSHORT separated by commas")
-    parser.add_argument("--out", help="write the metrics as JSON here (a path or a URI)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors) predicting at once")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
+    parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body() -> None:
         config = config_from_args(args)
@@ -104,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], "
                                   f"got {args.tta_scales!r}") from None
-        metrics, summary = evaluate_checkpoint(config, args.checkpoint, args.split, scales)
+        if args.num_workers < 1:
+            raise ConfigError(f"--num-workers must be at least 1, got {args.num_workers}")
+        metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
+                                                        args.num_workers, args.use_gpu)
+        if args.out:
+            storage.write_text(args.out, json.dumps(results) + "\n")
         print(summary)
         print(json.dumps(metrics))
-        if args.out:
-            storage.write_text(args.out, json.dumps(metrics, indent=2) + "\n")
 
     return report_user_errors(body)
 

@@ -23,8 +23,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from raydet.builder import check_config
-from raydet.cli import add_config_arguments
 from raydet.config import Config, load_config
+from raydet.test import build_parser as build_test_parser
 from raydet.train import build_parser
 from raydet.tune.__main__ import build_parser as build_tune_parser
 from raydet.tune.sweep import load_sweep
@@ -318,10 +318,7 @@ def test_cluster_readme_commands_are_what_ray_and_raydet_accept(tmp_path, monkey
             args = parse_args(build_tune_parser(), raydet)
             load_sweep(REPO / args.config, args.overrides)
         elif module == "raydet.test":
-            parser = argparse.ArgumentParser(prog="python -m raydet.test")
-            add_config_arguments(parser)
-            parser.add_argument("checkpoint")
-            args = parse_args(parser, raydet)
+            args = parse_args(build_test_parser(), raydet)
             assert args.checkpoint.endswith("/checkpoint.pt"), command
             load_config(REPO / args.config, args.overrides)
         else:

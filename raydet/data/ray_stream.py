@@ -239,7 +239,7 @@ def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
         yield int(packed.pop("step")), unpack_batch(packed), problems
 
 
-def _task_steps(steps: int, batches_per_task: int) -> list[np.ndarray]:
+def task_steps(steps: int, batches_per_task: int) -> list[np.ndarray]:
     """The planned steps ``0 .. steps-1`` split into decode tasks: 1, 2, 4, … batches, then ``batches_per_task``
     each.  A task's batches arrive together when it ends, so small first tasks bring the first batch of a
     pass after one batch's decoding instead of ``batches_per_task``'s; later tasks amortise the
@@ -284,7 +284,7 @@ class BatchStream:
     def dataset(self) -> ray.data.Dataset:
         """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
         data = self.recipe.data
-        dataset = ray.data.from_numpy(_task_steps(len(self.plan), data.batches_per_task)).map_batches(
+        dataset = ray.data.from_numpy(task_steps(len(self.plan), data.batches_per_task)).map_batches(
             _decode_planned_batches, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
             fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
                        "pipeline": self.recipe.pipeline, "size_divisor": data.size_divisor, "with_gt": self.with_gt},

@@ -80,11 +80,19 @@ class DetectionCollector:
         predictions = gather_to_rank_zero(predict(model, batches, device))
         if self.rank != 0:
             return {}
-        coco_gt = self._ground_truth()
+        return self.score(predictions)
+
+    def results(self, predictions: list[tuple[int, Detections]]) -> list[dict]:
+        """``predictions`` as a COCO results list, under the annotation file's category ids."""
+        return detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], self.dataset.cat_ids)
+
+    def score(self, predictions: list[tuple[int, Detections]], classwise: bool = False) -> dict[str, float]:
+        """The COCO metrics of ``predictions`` (every image of the split's); ``summary`` gets pycocotools'
+        summary (and each category's AP and AP50 with ``classwise``)."""
         dataset = self.dataset
         image_ids = [int(r["image_id"]) for r in dataset.records]
-        results = detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], dataset.cat_ids)
-        metrics, self.summary = coco_bbox_metrics(coco_gt, results, image_ids)
+        metrics, self.summary = coco_bbox_metrics(self._ground_truth(), self.results(predictions), image_ids,
+                                                  classwise=classwise)
         by_id = dict(predictions)
         self.pictured = [(r, by_id[int(r["image_id"])]) for r in dataset.records
                          if int(r["image_id"]) in by_id][: self.num_pictures]

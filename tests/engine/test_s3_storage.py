@@ -59,11 +59,12 @@ def test_s3_data_checkpoints_test_cli_and_resume(ray_session, s3_server, s3_shap
     assert final["epochs"] == 1 and final["iters"] == 12  # 48 images, 4 per batch, one worker
 
     tested = run_cli("raydet.test", str(DEMO_CONFIG), checkpoint, "--split", "val",
-                     "--out", f"s3://{BUCKET}/eval/metrics.json", "--set", f"data.data_root={s3_shapes}",
+                     "--out", f"s3://{BUCKET}/eval/results.json", "--set", f"data.data_root={s3_shapes}",
                      cwd=tmp_path, timeout=240)
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
     metrics = json.loads(own_lines(tested.stdout)[-1])
-    assert json.loads(read_object(s3_server, f"s3://{BUCKET}/eval/metrics.json")) == metrics
+    results = json.loads(read_object(s3_server, f"s3://{BUCKET}/eval/results.json"))  # the detections, COCO format
+    assert isinstance(results, list) and all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
     assert metrics["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-3)  # the same model on the same images
 
     # Resume from the URI without a worker group: the loop itself writes the checkpoints to S3.

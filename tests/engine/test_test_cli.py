@@ -1,13 +1,17 @@
 """``python -m raydet.test``: COCO metrics of a checkpoint, plain and with test-time augmentation."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from engine_helpers import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from raydet.builder import build_dataset, build_model, build_pipeline, data_section
 from raydet.config import Config, load_config
@@ -49,7 +53,18 @@ def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict
     return coco_bbox_metrics(ground_truth, results, [int(r["image_id"]) for r in dataset.records])[0]
 
 
-@pytest.mark.timeout(300)
+def pycocotools_metrics(ann_file: str, results_file: Path) -> dict[str, float]:
+    """What pycocotools itself gives for a results file against the annotation file (every image of it)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(ann_file)
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(str(results_file)), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: round(float(value), 4) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+
+
+@pytest.mark.timeout(400)
 def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, tmp_path, capsys):
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
     torch.manual_seed(0)
@@ -62,13 +77,35 @@ def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, 
     expected_tta = metrics_in_this_process(model, tta_configs(config, "test", [[320, 256], [256, 192]]))
     assert expected_plain["bbox_mAP_50"] > 0 and expected_tta["bbox_mAP_50"] > 0  # else the comparison means nothing
     overrides = ["--set", *quick_overrides(small_shapes)]
+    capsys.readouterr()
     assert main([str(DEMO_CONFIG), str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "plain.json"),
                  *overrides]) == 0
+    printed = capsys.readouterr().out
     assert main([str(DEMO_CONFIG), str(tmp_path), "--aug-test", "--tta-scales", "320x256,256x192",
                  "--out", str(tmp_path / "tta.json"), *overrides]) == 0
-    for name, expected in (("plain.json", expected_plain), ("tta.json", expected_tta)):
-        metrics = json.loads((tmp_path / name).read_text())
+    tta_printed = capsys.readouterr().out
+    dataset = build_dataset(config, "test")
+    for name, output, expected in (("plain.json", printed, expected_plain), ("tta.json", tta_printed, expected_tta)):
+        metrics = printed_metrics(output)
         assert set(metrics) == set(METRIC_NAMES)
         assert metrics == pytest.approx(expected, abs=1e-4), name  # the checkpoint's detections, every image once
+        # the results file, scored by pycocotools on its own against the annotation file, gives the same metrics
+        assert pycocotools_metrics(dataset.ann_file, tmp_path / name) == metrics, name
+        results = json.loads((tmp_path / name).read_text())
+        assert {key for result in results for key in result} == {"image_id", "category_id", "bbox", "score"}
+        assert {result["category_id"] for result in results} <= set(dataset.cat_ids)
+    lines = printed.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("category")))
+    assert [line.split()[0] for line in lines[header + 1: header + 1 + len(dataset.classes)]] == list(dataset.classes)
+
+    # two model replicas (actors): every image still predicted exactly once, the same detections
+    assert main([str(DEMO_CONFIG), str(tmp_path / "checkpoint.pt"), "--num-workers", "2",
+                 "--out", str(tmp_path / "two.json"), *overrides]) == 0
+    assert printed_metrics(capsys.readouterr().out) == printed_metrics(printed)
+
+    def by_image(name: str) -> list:
+        return sorted(json.dumps(r, sort_keys=True) for r in json.loads((tmp_path / name).read_text()))
+
+    assert by_image("two.json") == by_image("plain.json")
     assert main([str(DEMO_CONFIG), str(tmp_path / "nope.pt"), *overrides]) == 2
     assert "error: checkpoint not found" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import failure_injection
 import pytest
 import ray.cloudpickle
 import ray.train
-from engine_helpers import DEMO_CONFIG, quick_overrides
+from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
@@ -91,7 +91,8 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo_shapes, tmp_path, monkeypatch):
+def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo_shapes, tmp_path, monkeypatch,
+                                                               capsys):
     """The end-to-end run: the demo's tiny FCOS on a 20-epoch schedule, 2 DDP workers, a worker
     killed in epoch 3; the run resumes from the epoch-2 checkpoint, finishes with the full
     iteration count, replicas bitwise identical, and a detector that works (bbox mAP@0.5 >= 0.5)."""
@@ -122,10 +123,10 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
 
     # python -m raydet.test scores the best checkpoint the same, and test-time augmentation keeps it working
     overrides = ["--set", f"data.data_root={demo_shapes.name}"]
-    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val",
-                      "--out", str(tmp_path / "plain.json"), *overrides]) == 0
-    plain_metrics = json.loads((tmp_path / "plain.json").read_text())
+    capsys.readouterr()
+    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", *overrides]) == 0
+    plain_metrics = printed_metrics(capsys.readouterr().out)
     assert plain_metrics["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-4)
     assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", "--aug-test", "--tta-scales",
-                      "320x320,384x384", "--out", str(tmp_path / "tta.json"), *overrides]) == 0
-    assert json.loads((tmp_path / "tta.json").read_text())["bbox_mAP_50"] >= 0.5
+                      "320x320,384x384", *overrides]) == 0
+    assert printed_metrics(capsys.readouterr().out)["bbox_mAP_50"] >= 0.5

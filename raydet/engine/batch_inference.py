@@ -1,0 +1,127 @@
+"""Ray Data batch inference: a split's images decoded by Ray Data tasks, detected by an actor pool.
+
+    for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2):
+        ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
+
+The batches are the evaluation plan's (``raydet.data.sampling.plan_eval`` with
+one rank: aspect-sorted, every image in exactly one batch).  ``map_batches``
+tasks read, decode and transform each planned batch once per recipe (one
+recipe: plain inference; several: the views of test-time augmentation, e.g.
+each scale unflipped and flipped), and ``map_batches`` with
+``ActorPoolStrategy(size=num_workers)`` runs them through ``Detector`` actors,
+each holding one model (and one GPU with ``use_gpu``).  Results stream back
+batch by batch: the split is never in memory at once, only its detections.
+On CPUs Ray Data fuses the two steps (their resources match): each actor
+decodes its own batches, and no image goes through the object store; with
+``use_gpu`` decoding stays in CPU tasks that feed the GPU actors.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Callable, Iterator
+
+import numpy as np
+import ray
+import ray.data
+import torch
+
+from ..data.collate import pack_batch, unpack_batch
+from ..data.decode import BatchRecipe, decode_planned_batch
+from ..data.problems import ProblemReport
+from ..data.ray_stream import task_steps
+from ..data.sampling import augment_seeds, plan_eval
+from ..data.transforms import Compose
+from .checkpoint import load_checkpoint
+from .evaluation import Detections, predict
+
+#: Separates a view's number from a packed column's name (``"1:img"``: view 1's images).
+_VIEW = ":"
+
+
+def _decode_views(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray,
+                  pipelines: list[Compose], size_divisor: int) -> dict[str, np.ndarray]:
+    """Ray Data task body: planned step -> its batch decoded once per view (``pipelines``), packed into one
+    row (columns ``"<view>:<name>"``), with the images found unusable (the same in every view)."""
+    (step,) = rows["data"]
+    records = ray.get(records_ref)
+    packed, found = {}, ProblemReport()
+    for view, pipeline in enumerate(pipelines):
+        batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor,
+                                               with_gt=False)
+        if view == 0:
+            found = problems
+        packed.update({f"{view}{_VIEW}{key}": value for key, value in pack_batch(batch).items()})
+    packed["problems"] = np.array(json.dumps(found.to_dict()))
+    return {key: np.expand_dims(value, 0) for key, value in packed.items()}
+
+
+class Detector:
+    """A ``map_batches`` actor: one model, restored from ``checkpoint``, predicting packed batches.
+
+    Args:
+        build_model: ``() -> model`` (``raydet.builder.model_factory``).
+        checkpoint: a ``checkpoint.pt`` or its folder, a path or a URI.
+        use_gpu: run on this actor's GPU (Ray assigns one per actor).
+        threads: torch threads on the CPU (the actor's CPUs).
+    """
+
+    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, threads: int):
+        torch.set_num_threads(max(1, threads))
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        model = build_model()
+        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One packed row (``_decode_views``) -> its detections (pickled ``[(image_id, Detections)]``)."""
+        views: dict[int, dict[str, np.ndarray]] = {}
+        for column, value in row.items():
+            if _VIEW in column:
+                view, key = column.split(_VIEW, 1)
+                views.setdefault(int(view), {})[key] = value[0]
+        batches = [unpack_batch(views[view]) for view in sorted(views)]
+        if not batches[0]["img_metas"]:  # every image of the batch was unusable
+            found = []
+        elif len(batches) == 1:
+            found = predict(self.model, batches, self.device)
+        else:
+            found = predict(self.model, [{"img": [b["img"] for b in batches],
+                                          "img_metas": [b["img_metas"] for b in batches]}], self.device)
+        return {"detections": np.array([pickle.dumps(found)], dtype=object), "problems": row["problems"]}
+
+
+def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
+                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
+                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
+    """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
+
+    Args:
+        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
+            batch size, padding and decode resources come from the first.
+        records_ref: the split's records table in the object store.
+        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
+        use_gpu: one GPU per actor.
+        cpus_per_worker: CPUs each actor reserves (and its torch threads).
+    """
+    table = ray.get(records_ref)
+    data = recipes[0].data
+    plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), data.eval_samples_per_gpu, 1)[0]
+    if not len(plan):
+        return
+    seeds = augment_seeds(recipes[0].seed, 0, plan.shape)
+    dataset = ray.data.from_numpy(task_steps(len(plan), data.batches_per_task)).map_batches(
+        _decode_views, batch_size=1, num_cpus=data.decode_num_cpus,
+        fn_kwargs={"records_ref": records_ref, "plan": plan, "seeds": seeds,
+                   "pipelines": [recipe.pipeline for recipe in recipes], "size_divisor": data.size_divisor},
+    ).map_batches(
+        Detector, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+        num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
+        fn_constructor_kwargs={"build_model": build_model, "checkpoint": checkpoint, "use_gpu": use_gpu,
+                               "threads": int(cpus_per_worker)},
+    )
+    context = dataset.context
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    for row in dataset.iter_rows():
+        yield pickle.loads(row["detections"]), ProblemReport.from_dict(json.loads(str(row["problems"])))
