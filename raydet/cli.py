@@ -22,3 +22,31 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``CHECKPOINT``, and the actor pool that runs it (``raydet.test``, ``raydet.infer``)."""
+    parser.add_argument("checkpoint", help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…)")
+    parser.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors) predicting at once")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
+
+
+def check_checkpoint(config: Config, checkpoint: str, num_workers: int) -> None:
+    """``ConfigError`` unless ``checkpoint`` exists and restores ``config``'s model (checked here, once,
+    before an actor pool starts: one clear error, not one per actor), and ``num_workers >= 1``."""
+    from . import storage
+    from .builder import build_model
+    from .config import ConfigError
+    from .engine.checkpoint import load_checkpoint
+
+    if num_workers < 1:
+        raise ConfigError(f"--num-workers must be at least 1, got {num_workers}")
+    if not storage.exists(checkpoint):
+        raise ConfigError(f"checkpoint not found: {checkpoint}")
+    try:
+        build_model(config).load_state_dict(load_checkpoint(checkpoint)["model"])
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint not found: {checkpoint}") from None
+    except Exception as err:
+        raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0]})") from None

@@ -23,7 +23,7 @@ import json
 import sys
 
 from . import storage
-from .cli import add_config_arguments, config_from_args
+from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, config_from_args
 from .config import Config, ConfigError
 from .errors import report_user_errors
 
@@ -59,29 +59,21 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     from .builder import (
         batch_recipe,
         build_datasets,
-        build_model,
         check_num_classes,
         model_factory,
         with_absolute_paths,
     )
     from .engine.batch_inference import predict_split
-    from .engine.checkpoint import load_checkpoint
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
 
     config = with_absolute_paths(config)
+    check_checkpoint(config, checkpoint, num_workers)
     datasets = build_datasets(config, (split,))
     if split not in datasets:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = datasets[split]
     check_num_classes(config, dataset.classes, split)
-    try:  # here first: a wrong checkpoint is one clear error, not one per actor
-        build_model(config).load_state_dict(load_checkpoint(checkpoint)["model"])
-    except FileNotFoundError:
-        raise ConfigError(f"checkpoint not found: {checkpoint}") from None
-    except Exception as err:
-        raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0]})") from None
     views = [config] if scales is None else tta_configs(config, split, scales)
     connect_ray(num_workers)
     records = ray.put(dataset.table())
@@ -100,13 +92,11 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m raydet.test", description="COCO metrics of a checkpoint.")
     add_config_arguments(parser)
-    parser.add_argument("checkpoint", help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--aug-test", action="store_true", help="multi-scale + flip test-time augmentation")
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test, LONGxSHORT separated by commas")
-    parser.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors) predicting at once")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
     parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
     return parser
 
@@ -116,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         config = config_from_args(args)
-        if not storage.exists(args.checkpoint):
-            raise ConfigError(f"checkpoint not found: {args.checkpoint}")
         scales = None
         if args.aug_test:
             try:
@@ -125,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], "
                                   f"got {args.tta_scales!r}") from None
-        if args.num_workers < 1:
-            raise ConfigError(f"--num-workers must be at least 1, got {args.num_workers}")
         metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
                                                         args.num_workers, args.use_gpu)
         if args.out:

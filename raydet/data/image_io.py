@@ -45,7 +45,9 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     try:
         image = torchvision.io.decode_image(encoded, mode=torchvision.io.ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as err:
-        reason = str(err).splitlines()[-1].split(", ")[-1].strip()
+        reason = str(err).splitlines()[-1].split(", ", 2)[-1].strip()  # after torchvision's "function, file:line, "
+        if reason.startswith("Unsupported image file"):
+            reason = "not a JPEG, PNG, WebP or GIF image"
         raise ImageError("corrupt_image", f"cannot decode {name}: {reason}") from None
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = F.to_dtype(image, torch.uint8, scale=True)

@@ -4,7 +4,7 @@ A record is a plain dict (``Record``)::
 
     image_id  int
     path      str   local path or URI (s3://, gs://, file://), or the encoded image as bytes
-    height    int   pixels, as annotated
+    height    int   pixels, as annotated (0 with width 0: not known, e.g. new images to detect on)
     width     int
     boxes     float32 [N, 4]  absolute x1, y1, x2, y2 in pixels (continuous coordinates, 0..width)
     labels    int64 [N]       0-based contiguous class index (the dataset keeps classes / cat_ids)

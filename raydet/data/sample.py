@@ -63,7 +63,8 @@ def load_sample(record: Record, problems: ProblemReport | None = None) -> Sample
     img = load_rgb(record["path"])
     height, width = int(img.shape[-2]), int(img.shape[-1])
     boxes = torch.from_numpy(record["boxes"].copy())
-    if (height, width) != (record["height"], record["width"]):
+    mismatch = record["height"] > 0 and (height, width) != (record["height"], record["width"])  # 0: not known
+    if mismatch:
         if problems is not None:
             problems.add("size_mismatch", f"image {record['image_id']}",
                          f"decoded {width}x{height}, annotated {record['width']}x{record['height']}")
@@ -75,6 +76,6 @@ def load_sample(record: Record, problems: ProblemReport | None = None) -> Sample
         image_id=int(record["image_id"]),
         ori_shape=(height, width), img_shape=(height, width), pad_shape=(height, width),
     )
-    if (height, width) != (record["height"], record["width"]):
+    if mismatch:
         sample.keep_boxes((sample.boxes[:, 2] > sample.boxes[:, 0]) & (sample.boxes[:, 3] > sample.boxes[:, 1]))
     return sample

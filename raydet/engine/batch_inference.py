@@ -91,24 +91,19 @@ class Detector:
         return {"detections": np.array([pickle.dumps(found)], dtype=object), "problems": row["problems"]}
 
 
-def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
-                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
-                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
-    """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
-
-    Args:
-        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
-            batch size, padding and decode resources come from the first.
-        records_ref: the split's records table in the object store.
-        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
-        use_gpu: one GPU per actor.
-        cpus_per_worker: CPUs each actor reserves (and its torch threads).
-    """
-    table = ray.get(records_ref)
+def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
+                       build_model: Callable[[], torch.nn.Module], checkpoint: str, num_workers: int = 1,
+                       use_gpu: bool = False, cpus_per_worker: float = 1.0,
+                       plan: np.ndarray | None = None) -> ray.data.Dataset | None:
+    """The Ray Dataset of ``predict_split`` (rows ``detections``, pickled, and ``problems``, JSON), not yet run;
+    None when there is nothing to predict.  ``plan``: ``[batches, batch_size]`` record indices (``-1`` = empty
+    slot); default: the evaluation plan (aspect-sorted by the records' sizes)."""
     data = recipes[0].data
-    plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), data.eval_samples_per_gpu, 1)[0]
+    if plan is None:
+        table = ray.get(records_ref)
+        plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(), data.eval_samples_per_gpu, 1)[0]
     if not len(plan):
-        return
+        return None
     seeds = augment_seeds(recipes[0].seed, 0, plan.shape)
     dataset = ray.data.from_numpy(task_steps(len(plan), data.batches_per_task)).map_batches(
         _decode_views, batch_size=1, num_cpus=data.decode_num_cpus,
@@ -123,5 +118,27 @@ def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_
     context = dataset.context
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    for row in dataset.iter_rows():
-        yield pickle.loads(row["detections"]), ProblemReport.from_dict(json.loads(str(row["problems"])))
+    return dataset
+
+
+def unpack_detections(row: dict) -> tuple[list[tuple[int, Detections]], ProblemReport]:
+    """A row of ``detections_dataset`` -> ``([(image_id, detections)], images skipped while decoding)``."""
+    return pickle.loads(row["detections"]), ProblemReport.from_dict(json.loads(str(row["problems"])))
+
+
+def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
+                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
+                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
+    """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
+
+    Args:
+        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
+            batch size, padding and decode resources come from the first.
+        records_ref: the split's records table in the object store.
+        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
+        use_gpu: one GPU per actor.
+        cpus_per_worker: CPUs each actor reserves (and its torch threads).
+    """
+    dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker)
+    for row in dataset.iter_rows() if dataset is not None else ():
+        yield unpack_detections(row)

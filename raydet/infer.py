@@ -1,0 +1,204 @@
+"""``python -m raydet.infer CFG CHECKPOINT INPUT... --out DIR [--score-thr T] [--num-workers N] [--use-gpu]``.
+
+A trained detector over new images: INPUT is any mix of image files, folders
+(searched recursively), globs (``'photos/*.jpg'``) and URIs (``s3://…``, a
+file or a folder).  The images stream through Ray Data
+(``raydet.engine.batch_inference``: decode tasks, an actor pool of
+``--num-workers`` models, a GPU each with ``--use-gpu``), then through tasks
+that draw each image's detections; thousands of images never sit in memory at
+once.  Writes:
+
+- ``DIR/predictions.json``: COCO results (``image_id``, ``category_id``,
+  ``bbox`` as x, y, w, h, ``score``) plus ``file_name``, every detection the
+  model keeps (``--score-thr`` does not filter it);
+- ``DIR/pictures/<name>.png``: each image with its detections of score
+  ``>= --score-thr`` drawn (one colour per class, captions "class score").
+
+Progress (images/s and time left) goes to stderr.  An unreadable or corrupt
+image is reported (file and reason) and skipped; the rest are processed and
+the summary counts it.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+from . import storage
+from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, config_from_args
+from .config import ConfigError
+from .errors import report_user_errors
+
+#: What ``torchvision.io.decode_image`` reads.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+
+
+def _walk(folder: str) -> list[str]:
+    """Every file under ``folder`` (a local path or a URI), recursively, sorted."""
+    found = []
+    for name in storage.list_dir(folder):
+        path = storage.join(folder, name)
+        found.extend(_walk(path) if storage.is_dir(path) else [path])
+    return found
+
+
+def find_images(inputs: list[str]) -> list[str]:
+    """The image files named by ``inputs`` (files, folders searched recursively, globs, URIs), in order,
+    each once.  ``ConfigError`` for an input that names nothing."""
+    images: dict[str, None] = {}
+    for given in inputs:
+        if storage.is_uri(given):
+            if storage.is_dir(given):
+                matches = [path for path in _walk(given) if path.lower().endswith(IMAGE_SUFFIXES)]
+            else:
+                matches = [given] if storage.exists(given) else []
+        elif glob.has_magic(given):
+            matches = sorted(path for path in glob.glob(given, recursive=True) if os.path.isfile(path))
+        elif os.path.isdir(given):
+            matches = [path for path in _walk(given) if path.lower().endswith(IMAGE_SUFFIXES)]
+        else:
+            matches = [given] if os.path.isfile(given) else []
+        if not matches:
+            raise ConfigError(f"{given}: no such image file, folder with images, or glob match")
+        images.update((storage.absolute(path), None) for path in matches)
+    return list(images)
+
+
+def picture_names(paths: list[str]) -> list[str]:
+    """A unique ``.png`` name per image: its file name, with a number added where two are the same."""
+    names, taken = [], set()
+    for path in paths:
+        stem = os.path.splitext(storage.name_of(path))[0]
+        name, number = f"{stem}.png", 1
+        while name in taken:
+            number += 1
+            name = f"{stem}_{number}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _draw_pictures(rows: dict, paths: list[str], names: list[str], classes: list[str], out_dir: str,
+                   score_threshold: float) -> dict:
+    """Ray Data task body: rows of detections (``detections_dataset``'s) drawn on their original images,
+    written as PNGs; the rows pass on unchanged."""
+    import torch
+    import torchvision
+
+    from .data.image_io import ImageError, load_rgb
+    from .engine.batch_inference import unpack_detections
+    from .visualization import draw_detections
+
+    found = [pair for detections, problems in zip(rows["detections"], rows["problems"])
+             for pair in unpack_detections({"detections": detections, "problems": problems})[0]]
+    for image_id, detections in found:
+        try:
+            image = load_rgb(paths[image_id])
+        except ImageError:  # decoded once already; gone since: no picture, the detections stand
+            continue
+        drawn = draw_detections(image, torch.as_tensor(detections["boxes"]), torch.as_tensor(detections["labels"]),
+                                torch.as_tensor(detections["scores"]), classes, score_threshold)
+        storage.write_bytes(storage.join(out_dir, names[image_id]), torchvision.io.encode_png(drawn).numpy().tobytes())
+    return rows
+
+
+def classes_of(config, split: str) -> tuple[list[str], list[int]]:
+    """Class names and category ids, from ``data.<split>``'s annotations (those of training's classes);
+    when they are not on this machine, the model's label numbers as names and ids."""
+    from .builder import build_dataset, num_classes_nodes
+    from .data.problems import DataError
+
+    try:
+        dataset = build_dataset(config, split)
+        return list(dataset.classes), list(dataset.cat_ids)
+    except (OSError, ConfigError, DataError, ValueError):
+        counts = [count for _, count in num_classes_nodes(config["model"])]
+        print(f"warning: data.{split}'s annotations are not readable here: classes are named by number",
+              file=sys.stderr)
+        return [str(label) for label in range(max(counts, default=0))], list(range(max(counts, default=0)))
+
+
+def _progress(done: int, total: int, started: float) -> str:
+    elapsed = time.time() - started
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else float("nan")
+    return f"{done}/{total} images  {rate:.1f} img/s  eta {left:.0f} s"
+
+
+def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshold: float = 0.3,
+        num_workers: int = 1, use_gpu: bool = False) -> dict:
+    """Detect on every image of ``inputs``; write ``out_dir``'s predictions.json and pictures; return a summary."""
+    import numpy as np
+    import ray
+
+    from .builder import batch_recipe, model_factory, with_absolute_paths
+    from .data.coco_writer import detections_to_coco
+    from .data.records import make_record, records_to_table
+    from .engine.batch_inference import detections_dataset, unpack_detections
+    from .engine.launcher import connect_ray
+
+    config = with_absolute_paths(config)
+    paths = find_images(inputs)
+    check_checkpoint(config, checkpoint, num_workers)
+    split = "test" if (config.get("data") or {}).get("test") is not None else "val"
+    classes, cat_ids = classes_of(config, split)
+    recipe = batch_recipe(config, split)  # the split's pipeline: resize, normalise, pad
+    names = picture_names(paths)
+    pictures_dir = storage.join(out_dir, "pictures")
+    batch = recipe.data.eval_samples_per_gpu  # images in input order (sizes are not known before decoding)
+    plan = np.full((-(-len(paths) // batch), batch), -1, np.int64)
+    plan.flat[: len(paths)] = np.arange(len(paths))
+
+    connect_ray(num_workers)
+    records = ray.put(records_to_table([make_record(i, path, 0, 0) for i, path in enumerate(paths)]))
+    dataset = detections_dataset([recipe], records, model_factory(config), checkpoint, num_workers, use_gpu,
+                                 plan=plan).map_batches(
+        _draw_pictures, batch_size=1,
+        fn_kwargs={"paths": paths, "names": names, "classes": classes, "out_dir": pictures_dir,
+                   "score_threshold": score_threshold})
+    results, skipped, done, started = [], 0, 0, time.time()
+    for row in dataset.iter_rows():
+        found, problems = unpack_detections(row)
+        for examples in problems.examples.values():
+            for example in examples:
+                print(f"skipped {example}", file=sys.stderr)
+        skipped += problems.total
+        done += len(found) + problems.total
+        for image_id, detections in found:
+            for result in detections_to_coco([image_id], [detections], cat_ids):
+                results.append({**result, "file_name": paths[image_id]})
+        print(_progress(done, len(paths), started), file=sys.stderr)
+    storage.write_text(storage.join(out_dir, "predictions.json"), json.dumps(results) + "\n")
+    return {"images": len(paths), "detected": len(paths) - skipped, "skipped": skipped,
+            "detections": len(results), "seconds": round(time.time() - started, 1), "out": out_dir}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m raydet.infer", description="Detect objects in new images.")
+    add_config_arguments(parser)
+    add_checkpoint_arguments(parser)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs or URIs")
+    parser.add_argument("--out", required=True, help="output folder (a path or a URI)")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="draw detections scoring at least this")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        config = config_from_args(args)
+        summary = run(config, args.checkpoint, args.inputs, storage.absolute(args.out), args.score_thr,
+                      args.num_workers, args.use_gpu)
+        print(f"{summary['detected']} of {summary['images']} images detected ({summary['skipped']} skipped), "
+              f"{summary['detections']} detections in {summary['seconds']} s: {summary['out']}")
+        print(json.dumps(summary))
+
+    return report_user_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
