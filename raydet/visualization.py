@@ -1,4 +1,4 @@
-"""Draw detections on images (torchvision.utils), for MLflow pictures and ``raydet.infer``."""
+"""Draw detections (and ground truth) on images, for MLflow's ``predictions.png`` and ``raydet.infer``."""
 from __future__ import annotations
 
 import torch
@@ -11,26 +11,29 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 
 
-def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor | None,
                     class_names: list[str], score_threshold: float = 0.3) -> torch.Tensor:
     """``image`` uint8 ``[3,H,W]`` with ``boxes [K,4]`` (x1y1x2y2, its pixels) drawn where
     ``scores >= score_threshold``: one colour per class, lines and captions ("class score", white on the
     class's colour) sized to the image.  Captions go above their box (inside it at the top edge), highest
-    score first; a caption that would cover one already placed is left out (its box stays)."""
-    keep = scores >= score_threshold
-    order = torch.argsort(scores[keep], descending=True)
+    score first; a caption that would cover one already placed is left out (its box stays).
+    ``scores`` None: ground truth, every box, captions without a score."""
+    truth = scores is None
+    scores = torch.ones(len(boxes)) if truth else scores
+    keep = scores >= (0.0 if truth else score_threshold)
+    order = torch.argsort(scores[keep], descending=True, stable=True)
     boxes, labels, scores = boxes[keep][order].float(), labels[keep][order], scores[keep][order]
     colors = [PALETTE[int(label) % len(PALETTE)] for label in labels]
     height, width = image.shape[-2:]
     side = max(height, width)
-    drawn = draw_bounding_boxes(image, boxes, colors=colors, width=max(1, round(side / 300)))
+    drawn = draw_bounding_boxes(image, boxes, colors=colors, width=max(1, round(side / 300))) if len(boxes) else image
     picture = to_pil_image(drawn)
     pen = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=max(11, round(side / 50)))
     placed: list[tuple[int, int, int, int]] = []
     for box, label, score, color in zip(boxes.tolist(), labels.tolist(), scores.tolist(), colors):
         name = class_names[label] if label < len(class_names) else str(label)
-        text = f"{name} {score:.2f}"
+        text = name if truth else f"{name} {score:.2f}"
         left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
         text_w, text_h = right - left + 4, bottom - top + 4
         x = int(min(max(box[0], 0), max(width - text_w, 0)))
@@ -45,15 +48,33 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
     return pil_to_tensor(picture)
 
 
-def grid_png(images: list[torch.Tensor], size: int = 320) -> bytes:
-    """uint8 ``[3,H_i,W_i]`` images as the bytes of one PNG grid, each letterboxed into ``size x size``."""
-    tiles = []
-    for image in images:
+def comparison_png(pictures: list[tuple[torch.Tensor, dict, dict]], class_names: list[str],
+                   score_threshold: float = 0.3, size: int = 512) -> bytes:
+    """One PNG: a row per image, its ground truth on the left and its detections on the right.
+
+    Args:
+        pictures: ``(image uint8 [3,H,W], ground truth {"boxes", "labels"}, detections {"boxes", "labels",
+            "scores"})`` per image, boxes in the image's pixels.
+        size: each panel's longer side in pixels (images are scaled to it, then drawn on, so lines and
+            captions are sized for the picture as seen).
+    """
+    header = max(16, size // 20)
+    font = ImageFont.load_default(size=header * 3 // 4)
+    titles = ("ground truth", f"detections (score >= {score_threshold:g})")
+    panels = []
+    for image, truth, found in pictures:
         scale = size / max(image.shape[1:])
-        resized = torchvision.transforms.v2.functional.resize(
-            image, [max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))], antialias=True)
-        tile = torch.full((3, size, size), 255, dtype=torch.uint8)
-        tile[:, : resized.shape[1], : resized.shape[2]] = resized
-        tiles.append(tile)
-    grid = make_grid(torch.stack(tiles), nrow=min(4, len(tiles)), padding=4, pad_value=255)
+        shape = [max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))]
+        resized = torchvision.transforms.v2.functional.resize(image, shape, antialias=True)
+        for title, (boxes, labels, scores) in zip(titles, ((truth["boxes"], truth["labels"], None),
+                                                         (found["boxes"], found["labels"], found["scores"]))):
+            drawn = draw_detections(resized, torch.as_tensor(boxes).float().reshape(-1, 4) * scale,
+                                    torch.as_tensor(labels), None if scores is None else torch.as_tensor(scores),
+                                    class_names, score_threshold)
+            panel = torch.full((3, header + size, size), 255, dtype=torch.uint8)
+            panel[:, header: header + drawn.shape[1], : drawn.shape[2]] = drawn
+            titled = to_pil_image(panel)
+            ImageDraw.Draw(titled).text((2, 1), title, fill="black", font=font)
+            panels.append(pil_to_tensor(titled))
+    grid = make_grid(torch.stack(panels), nrow=2, padding=6, pad_value=255)
     return torchvision.io.encode_png(grid).numpy().tobytes()

@@ -20,7 +20,7 @@ from ..data.coco_writer import detections_to_coco, records_to_coco
 from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb
 from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
-from ..visualization import draw_detections, grid_png
+from ..visualization import comparison_png
 from .distributed import gather_to_rank_zero
 
 Detections = dict[str, np.ndarray]  # {"boxes": [K,4] original pixels, "scores": [K], "labels": [K]}
@@ -98,9 +98,8 @@ class DetectionCollector:
                          if int(r["image_id"]) in by_id][: self.num_pictures]
         return metrics
 
-    def picture_png(self) -> bytes:
-        """The latest evaluation's detections drawn on its first few images: one PNG's bytes."""
-        return grid_png([draw_detections(load_rgb(record["path"]), torch.as_tensor(found["boxes"]),
-                                         torch.as_tensor(found["labels"]), torch.as_tensor(found["scores"]),
-                                         self.dataset.classes)
-                         for record, found in self.pictured])
+    def picture_png(self, score_threshold: float = 0.3) -> bytes:
+        """The latest evaluation's first few images: ground truth beside the detections (score
+        ``>= score_threshold``), one PNG's bytes."""
+        return comparison_png([(load_rgb(record["path"]), {"boxes": record["boxes"], "labels": record["labels"]},
+                                found) for record, found in self.pictured], self.dataset.classes, score_threshold)
