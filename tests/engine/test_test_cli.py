@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from raydet.data.sample import load_sample
 from raydet.data.sampling import plan_eval
 from raydet.engine.evaluation import predict
 from raydet.evaluation.coco_metric import METRIC_NAMES, coco_bbox_metrics, coco_from_dict
+from raydet.models.detectors.base import BaseDetector
 from raydet.test import main, tta_configs
 
 
@@ -109,3 +111,52 @@ def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, 
     assert by_image("two.json") == by_image("plain.json")
     assert main([str(DEMO_CONFIG), str(tmp_path / "nope.pt"), *overrides]) == 2
     assert "error: checkpoint not found" in capsys.readouterr().err
+
+
+class ExtremesDetector(BaseDetector):
+    """A detector that is horizontally symmetric by construction: label 0 boxes the brightest tenth of the
+    image's pixels, label 1 the darkest tenth (inside ``img_shape``: padding ignored)."""
+
+    final_head = SimpleNamespace(nms_iou_thr=0.5, max_per_img=100)
+
+    def __init__(self):
+        super().__init__(backbone=torch.nn.Identity(), winograd=0, channels_last=False)
+
+    def forward_train(self, img, img_metas, gt_bboxes, gt_labels):
+        raise NotImplementedError("never trained")
+
+    def detect(self, img, img_metas):
+        results = []
+        for image, meta in zip(img, img_metas):
+            height, width = meta["img_shape"]
+            gray = image[:, :height, :width].mean(0)
+            boxes = []
+            for mask in (gray >= torch.quantile(gray, 0.9), gray <= torch.quantile(gray, 0.1)):
+                rows, cols = torch.nonzero(mask, as_tuple=True)
+                boxes.append(torch.stack([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]).float())
+            results.append({"boxes": torch.stack(boxes), "scores": torch.tensor([0.9, 0.8]),
+                            "labels": torch.tensor([0, 1])})
+        return results
+
+
+def test_a_symmetric_model_sees_a_flipped_image_as_the_flip_of_the_unflipped(small_shapes):
+    """TTA geometry: the flipped view's detections, mapped back, are the unflipped view's; in the flipped
+    frame they are the mirror image about the resized width (not the padded one); aug_test merges the two."""
+    config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
+    plain, flipped = tta_configs(config, "test", [[320, 256]])
+    record = next(r for r in build_dataset(config, "test").records if r["width"] % 32)  # padded on the right
+    section = data_section(config)
+    views = [collate([build_pipeline(view, "test")(load_sample(record), np.random.default_rng(0))],
+                     section.size_divisor, with_gt=False) for view in (plain, flipped)]
+    assert views[1]["img_metas"][0]["flip"] and views[0]["img"].shape[-1] > views[0]["img_metas"][0]["img_shape"][1]
+    model = ExtremesDetector().eval()
+    in_frame = [model.detect(view["img"], view["img_metas"])[0]["boxes"] for view in views]
+    width = views[0]["img_metas"][0]["img_shape"][1]
+    x1, y1, x2, y2 = in_frame[0].unbind(1)
+    mirrored = torch.stack([width - x2, y1, width - x1, y2], 1)
+    assert torch.equal(in_frame[1], mirrored)
+    original = [model.simple_test(view["img"], view["img_metas"])[0] for view in views]
+    assert torch.allclose(original[1]["boxes"], original[0]["boxes"], atol=1e-4)
+    merged = model.aug_test([view["img"] for view in views], [view["img_metas"] for view in views])[0]
+    assert torch.allclose(merged["boxes"], original[0]["boxes"], atol=1e-4)
+    assert torch.equal(merged["labels"], original[0]["labels"])
