@@ -1,6 +1,7 @@
 """Data, checkpoints and results on S3, end to end: a real S3 HTTP server (moto) on loopback, the shapes
 data uploaded to a bucket, ``python -m raydet.train`` with ``data_root`` and ``storage_path`` in it,
-``python -m raydet.test`` on the ``best_checkpoint`` URI, and ``--resume`` from that URI."""
+``python -m raydet.test`` on the ``best_checkpoint`` URI, ``python -m raydet.infer`` over an S3 folder, and
+``--resume`` from that URI."""
 from __future__ import annotations
 
 import json
@@ -42,7 +43,7 @@ def s3_shapes(s3_server, small_shapes) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_s3_data_checkpoints_test_cli_and_resume(ray_session, s3_server, s3_shapes, tmp_path):
+def test_s3_data_checkpoints_test_cli_and_resume(ray_session, s3_server, s3_shapes, small_shapes, tmp_path):
     runs = f"s3://{BUCKET}/runs"
     work_dir = tmp_path / "wd"
     trained = run_cli("raydet.train", str(DEMO_CONFIG), "--work-dir", str(work_dir), "--set",
@@ -66,6 +67,20 @@ def test_s3_data_checkpoints_test_cli_and_resume(ray_session, s3_server, s3_shap
     results = json.loads(read_object(s3_server, f"s3://{BUCKET}/eval/results.json"))  # the detections, COCO format
     assert isinstance(results, list) and all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
     assert metrics["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-3)  # the same model on the same images
+
+    # python -m raydet.infer over an S3 folder of images, its pictures and predictions written to S3
+    images = sorted(path for path in (small_shapes / "images").iterdir() if path.name.startswith("val"))[:3]
+    for path in images:
+        s3_server.upload_file(str(path), BUCKET, f"new_images/{path.name}")
+    inferred = run_cli("raydet.infer", str(DEMO_CONFIG), checkpoint, f"s3://{BUCKET}/new_images",
+                       "--out", f"s3://{BUCKET}/inferred", "--set", f"data.data_root={s3_shapes}",
+                       cwd=tmp_path, timeout=240)
+    assert inferred.returncode == 0, inferred.stdout[-3000:] + inferred.stderr[-3000:]
+    assert json.loads(own_lines(inferred.stdout)[-1])["detected"] == 3
+    predictions = json.loads(read_object(s3_server, f"s3://{BUCKET}/inferred/predictions.json"))
+    assert {p["file_name"] for p in predictions} <= {f"s3://{BUCKET}/new_images/{path.name}" for path in images}
+    for path in images:
+        assert read_object(s3_server, f"s3://{BUCKET}/inferred/pictures/{path.name}")[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Resume from the URI without a worker group: the loop itself writes the checkpoints to S3.
     config = load_config(DEMO_CONFIG, [*quick_overrides(s3_shapes, epochs=2), f"scaling.storage_path={runs}"])
