@@ -7,10 +7,11 @@ tiny FCOS on ``--images`` generated shapes images), the same randomly
 initialised model and the same evaluation batches:
 
 - ``plain``: one process decodes each planned batch and runs ``simple_test``
-  on it, one after another, with ``max(--actors)`` torch threads;
+  on it, one after another, with ``--threads`` torch threads (all CPUs);
 - ``actor_pool``: ``raydet.engine.batch_inference.predict_split`` (what
-  ``python -m raydet.test`` runs) with ``n`` actors of one CPU and one torch
-  thread each, for each ``n`` in ``--actors``, on a local Ray started once.
+  ``python -m raydet.test`` runs) with ``n`` actors, each with the machine's
+  CPUs / ``n`` torch threads (as ``raydet.test`` gives them), for each ``n`` in
+  ``--actors``, on a local Ray started once.
 
 Prints one JSON line: images/s of each, counted from the call to the last
 detection (``images_per_s``: what a user waits for, the actors' start
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
     parser.add_argument("--images", type=int, default=160, help="generated val images (demo config only)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the plain loop's torch threads")
     args = parser.parse_args()
 
     import ray
@@ -100,11 +102,11 @@ def main() -> None:
                          recipe.data.eval_samples_per_gpu, 1)[0]
         seeds = augment_seeds(recipe.seed, 0, plan.shape)
 
-        torch.set_num_threads(max(args.actors))
+        torch.set_num_threads(args.threads)
         plain_loop(model, recipe, table, plan[:2], seeds[:2])  # warm-up
         plain = plain_loop(model, recipe, table, plan, seeds)
 
-        ray.init(num_cpus=max(args.actors) + 1, include_dashboard=False, configure_logging=False,
+        ray.init(num_cpus=max(*args.actors, os.cpu_count() or 1), include_dashboard=False, configure_logging=False,
                  logging_level="ERROR")
         records = ray.put(table)
         pools = {}
@@ -119,7 +121,7 @@ def main() -> None:
         "model": f"{config['model']['type']} ({Path(args.config).name})",
         "images": len(dataset),
         "batch": recipe.data.eval_samples_per_gpu,
-        "plain": {"threads": max(args.actors), **plain},
+        "plain": {"threads": args.threads, **plain},
         "actor_pool": pools,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}",
     }))

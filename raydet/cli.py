@@ -41,12 +41,39 @@ def check_checkpoint(config: Config, checkpoint: str, num_workers: int) -> None:
 
     if num_workers < 1:
         raise ConfigError(f"--num-workers must be at least 1, got {num_workers}")
-    if not storage.exists(checkpoint):
-        raise ConfigError(f"checkpoint not found: {checkpoint}")
     try:
-        build_model(config).load_state_dict(load_checkpoint(checkpoint)["model"])
+        saved = load_checkpoint(checkpoint)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {checkpoint}") from None
+    except OSError as err:  # permissions, the network, a store that refused
+        raise ConfigError(f"cannot read checkpoint {checkpoint}: {storage.describe(err)}") from None
+    except Exception as err:  # not a file torch.load reads
+        raise ConfigError(f"{checkpoint}: not a raydet checkpoint ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    try:
+        build_model(config).load_state_dict(saved["model"])
     except Exception as err:
         raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
                           f"{str(err).splitlines()[0]})") from None
+
+
+def check_gpus(num_workers: int, use_gpu: bool) -> None:
+    """With ``use_gpu``, on a Ray started by this process (no autoscaler): ``ConfigError`` when it has fewer
+    GPUs than ``num_workers`` (an actor pool would wait for them forever).  On a cluster (``RAY_ADDRESS``)
+    the autoscaler may still add them."""
+    import os
+    import sys
+
+    import ray
+
+    from .config import ConfigError
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if not use_gpu or gpus >= num_workers:
+        return
+    have = f"{gpus:g} GPU{'' if gpus == 1 else 's'}"
+    if not os.environ.get("RAY_ADDRESS"):
+        raise ConfigError(f"--use-gpu --num-workers {num_workers}: one GPU per model replica, but this Ray has "
+                          f"{have}; lower --num-workers or drop --use-gpu")
+    print(f"waiting for GPUs: --num-workers {num_workers} with --use-gpu needs one each and the cluster has {have} "
+          "now; its autoscaler must add them (Ctrl+C to stop)", file=sys.stderr)

@@ -28,7 +28,7 @@ import sys
 import time
 
 from . import storage
-from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, config_from_args
+from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
 from .config import ConfigError
 from .errors import report_user_errors
 
@@ -36,89 +36,40 @@ from .errors import report_user_errors
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
 
-def _walk(folder: str) -> list[str]:
-    """Every file under ``folder`` (a local path or a URI), recursively, sorted."""
-    found = []
-    for name in storage.list_dir(folder):
-        path = storage.join(folder, name)
-        found.extend(_walk(path) if storage.is_dir(path) else [path])
-    return found
-
-
 def find_images(inputs: list[str]) -> list[str]:
     """The image files named by ``inputs`` (files, folders searched recursively, globs, URIs), in order,
     each once.  ``ConfigError`` for an input that names nothing."""
     images: dict[str, None] = {}
     for given in inputs:
-        if storage.is_uri(given):
-            if storage.is_dir(given):
-                matches = [path for path in _walk(given) if path.lower().endswith(IMAGE_SUFFIXES)]
-            else:
-                matches = [given] if storage.exists(given) else []
+        if storage.is_uri(given) and glob.has_magic(given):
+            raise ConfigError(f"{given}: globs are read on local paths only; give the folder's URI instead")
+        if storage.is_dir(given):
+            matches = [path for path in storage.walk(given) if path.lower().endswith(IMAGE_SUFFIXES)]
         elif glob.has_magic(given):
             matches = sorted(path for path in glob.glob(given, recursive=True) if os.path.isfile(path))
-        elif os.path.isdir(given):
-            matches = [path for path in _walk(given) if path.lower().endswith(IMAGE_SUFFIXES)]
         else:
-            matches = [given] if os.path.isfile(given) else []
+            matches = [given] if storage.is_file(given) else []
         if not matches:
             raise ConfigError(f"{given}: no such image file, folder with images, or glob match")
         images.update((storage.absolute(path), None) for path in matches)
     return list(images)
 
 
-def picture_names(paths: list[str]) -> list[str]:
-    """A unique ``.png`` name per image: its file name, with a number added where two are the same."""
-    names, taken = [], set()
-    for path in paths:
-        stem = os.path.splitext(storage.name_of(path))[0]
-        name, number = f"{stem}.png", 1
-        while name in taken:
-            number += 1
-            name = f"{stem}_{number}.png"
-        taken.add(name)
-        names.append(name)
-    return names
-
-
-def _draw_pictures(rows: dict, paths: list[str], names: list[str], classes: list[str], out_dir: str,
-                   score_threshold: float) -> dict:
-    """Ray Data task body: rows of detections (``detections_dataset``'s) drawn on their original images,
-    written as PNGs; the rows pass on unchanged."""
-    import torch
-    import torchvision
-
-    from .data.image_io import ImageError, load_rgb
-    from .engine.batch_inference import unpack_detections
-    from .visualization import draw_detections
-
-    found = [pair for detections, problems in zip(rows["detections"], rows["problems"])
-             for pair in unpack_detections({"detections": detections, "problems": problems})[0]]
-    for image_id, detections in found:
-        try:
-            image = load_rgb(paths[image_id])
-        except ImageError:  # decoded once already; gone since: no picture, the detections stand
-            continue
-        drawn = draw_detections(image, torch.as_tensor(detections["boxes"]), torch.as_tensor(detections["labels"]),
-                                torch.as_tensor(detections["scores"]), classes, score_threshold)
-        storage.write_bytes(storage.join(out_dir, names[image_id]), torchvision.io.encode_png(drawn).numpy().tobytes())
-    return rows
-
-
 def classes_of(config, split: str) -> tuple[list[str], list[int]]:
     """Class names and category ids, from ``data.<split>``'s annotations (those of training's classes);
     when they are not on this machine, the model's label numbers as names and ids."""
-    from .builder import build_dataset, num_classes_nodes
+    from .builder import build_datasets, check_num_classes, num_classes_nodes
     from .data.problems import DataError
 
     try:
-        dataset = build_dataset(config, split)
-        return list(dataset.classes), list(dataset.cat_ids)
+        dataset = build_datasets(config, (split,))[split]  # numbered as the training split numbers them
     except (OSError, ConfigError, DataError, ValueError):
         counts = [count for _, count in num_classes_nodes(config["model"])]
         print(f"warning: data.{split}'s annotations are not readable here: classes are named by number",
               file=sys.stderr)
         return [str(label) for label in range(max(counts, default=0))], list(range(max(counts, default=0)))
+    check_num_classes(config, dataset.classes, split)
+    return list(dataset.classes), list(dataset.cat_ids)
 
 
 def _progress(done: int, total: int, started: float) -> str:
@@ -137,7 +88,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     from .builder import batch_recipe, model_factory, with_absolute_paths
     from .data.coco_writer import detections_to_coco
     from .data.records import make_record, records_to_table
-    from .engine.batch_inference import detections_dataset, unpack_detections
+    from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.launcher import connect_ray
 
     config = with_absolute_paths(config)
@@ -146,33 +97,31 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     split = "test" if (config.get("data") or {}).get("test") is not None else "val"
     classes, cat_ids = classes_of(config, split)
     recipe = batch_recipe(config, split)  # the split's pipeline: resize, normalise, pad
-    names = picture_names(paths)
-    pictures_dir = storage.join(out_dir, "pictures")
     batch = recipe.data.eval_samples_per_gpu  # images in input order (sizes are not known before decoding)
     plan = np.full((-(-len(paths) // batch), batch), -1, np.int64)
     plan.flat[: len(paths)] = np.arange(len(paths))
 
     connect_ray(num_workers)
+    check_gpus(num_workers, use_gpu)
     records = ray.put(records_to_table([make_record(i, path, 0, 0) for i, path in enumerate(paths)]))
-    dataset = detections_dataset([recipe], records, model_factory(config), checkpoint, num_workers, use_gpu,
-                                 plan=plan).map_batches(
-        _draw_pictures, batch_size=1,
-        fn_kwargs={"paths": paths, "names": names, "classes": classes, "out_dir": pictures_dir,
-                   "score_threshold": score_threshold})
-    results, skipped, done, started = [], 0, 0, time.time()
+    dataset = with_pictures(detections_dataset([recipe], records, model_factory(config), checkpoint, num_workers,
+                                               use_gpu, plan=plan),
+                            records, storage.join(out_dir, "pictures"), classes, score_threshold)
+    results, detected, unusable, started = [], 0, 0, time.time()
     for row in dataset.iter_rows():
         found, problems = unpack_detections(row)
-        for examples in problems.examples.values():
+        for examples in problems.examples.values():  # each unusable image: its file and why
             for example in examples:
                 print(f"skipped {example}", file=sys.stderr)
-        skipped += problems.total
-        done += len(found) + problems.total
+        detected, unusable = detected + len(found), unusable + problems.total
         for image_id, detections in found:
             for result in detections_to_coco([image_id], [detections], cat_ids):
                 results.append({**result, "file_name": paths[image_id]})
-        print(_progress(done, len(paths), started), file=sys.stderr)
+        print(_progress(detected + unusable, len(paths), started), file=sys.stderr)
+    results.sort(key=lambda result: result["image_id"])  # input order (the actors finish in any order)
     storage.write_text(storage.join(out_dir, "predictions.json"), json.dumps(results) + "\n")
-    return {"images": len(paths), "detected": len(paths) - skipped, "skipped": skipped,
+    skipped = len(paths) - detected
+    return {"images": len(paths), "detected": detected, "skipped": skipped,
             "detections": len(results), "seconds": round(time.time() - started, 1), "out": out_dir}
 
 

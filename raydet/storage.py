@@ -123,6 +123,26 @@ def list_dir(path: str | os.PathLike) -> list[str]:
     return sorted(posixpath.basename(info.path) for info in infos)
 
 
+def walk(folder: str | os.PathLike) -> list[str]:
+    """Every file under ``folder`` (a local path or a URI), at any depth, as paths (URIs) of its own kind,
+    sorted; ``FileNotFoundError`` when the folder is missing.  One listing request for a URI."""
+    import pyarrow.fs
+
+    folder = str(folder)
+    if not is_uri(folder):
+        if not os.path.isdir(folder):
+            raise _not_found(folder)
+        return sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names)
+    filesystem, inner = _resolve(folder)
+    try:
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True, allow_not_found=False))
+    except FileNotFoundError:
+        raise _not_found(folder) from None
+    base = folder.rstrip("/")
+    return sorted(base + info.path[len(inner.rstrip("/")):] for info in infos
+                  if info.type == pyarrow.fs.FileType.File)
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     path = str(path)
     try:

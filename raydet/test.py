@@ -1,4 +1,4 @@
-"""``python -m raydet.test CFG CHECKPOINT [--split test] [--aug-test] [--num-workers N] [--use-gpu] [--out F]``.
+"""``python -m raydet.test CFG CHECKPOINT [--split S] [--aug-test] [--num-workers N] [--use-gpu] [--out F] ...``.
 
 COCO metrics of a checkpoint on ``data.<split>``: Ray Data batch inference on a
 local Ray (or the cluster in ``RAY_ADDRESS``): tasks decode the split, an
@@ -8,8 +8,10 @@ AP50, then one JSON line of the metrics under training's names
 (``bbox_mAP``, ``bbox_mAP_50``, …).  ``--out`` writes the detections in COCO
 results format (``image_id``, ``category_id`` from the annotation file,
 ``bbox`` as x, y, w, h, ``score``), which pycocotools scores the same.
-``CHECKPOINT`` is a ``checkpoint.pt`` (e.g. ``best_checkpoint`` of
-``final_metrics.json``) or its folder, a local path or a URI (``s3://…``).
+``--show-dir``: a picture per image, its ground truth beside its detections
+(``--show-score-thr``).  ``CHECKPOINT`` is a ``checkpoint.pt`` (e.g.
+``best_checkpoint`` of ``final_metrics.json``) or its folder, a local path or
+a URI (``s3://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize``, each also flipped horizontally; the model's ``aug_test``
@@ -23,7 +25,7 @@ import json
 import sys
 
 from . import storage
-from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, config_from_args
+from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
 from .config import Config, ConfigError
 from .errors import report_user_errors
 
@@ -50,10 +52,12 @@ def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Con
 
 
 def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int]] | None,
-                        num_workers: int = 1, use_gpu: bool = False) -> tuple[dict, str, list[dict]]:
+                        num_workers: int = 1, use_gpu: bool = False, show_dir: str | None = None,
+                        show_score_thr: float = 0.3) -> tuple[dict, str, list[dict]]:
     """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
     Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
-    the summary is pycocotools' followed by each category's AP and AP50."""
+    the summary is pycocotools' followed by each category's AP and AP50.  ``show_dir``: a picture per image
+    there, its ground truth beside its detections scoring ``show_score_thr`` or more."""
     import ray
 
     from .builder import (
@@ -63,7 +67,8 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
         model_factory,
         with_absolute_paths,
     )
-    from .engine.batch_inference import predict_split
+    from .data.problems import ProblemReport
+    from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
 
@@ -76,14 +81,21 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     check_num_classes(config, dataset.classes, split)
     views = [config] if scales is None else tta_configs(config, split, scales)
     connect_ray(num_workers)
+    check_gpus(num_workers, use_gpu)
     records = ray.put(dataset.table())
-    predictions, problems = [], []
-    for found, skipped in predict_split([batch_recipe(view, split) for view in views], records, model_factory(config),
-                                        checkpoint, num_workers=num_workers, use_gpu=use_gpu):
+    predictions, problems = [], ProblemReport()
+    rows = detections_dataset([batch_recipe(view, split) for view in views], records, model_factory(config),
+                              checkpoint, num_workers=num_workers, use_gpu=use_gpu)
+    if rows is not None and show_dir:
+        rows = with_pictures(rows, records, show_dir, dataset.classes, show_score_thr, ground_truth=True)
+    for row in rows.iter_rows() if rows is not None else ():
+        found, skipped = unpack_detections(row)
         predictions.extend(found)
-        problems.extend(skipped.lines())
-    for line in problems:
-        print(f"skipped while decoding: {line}", file=sys.stderr)
+        problems.merge(skipped)
+    if problems:
+        print(f"found while decoding: {problems.short()}", file=sys.stderr)
+        for line in problems.lines():
+            print(f"  {line}", file=sys.stderr)
     collector = DetectionCollector(dataset, rank=0)
     metrics = collector.score(predictions, classwise=True)
     return metrics, collector.summary, collector.results(predictions)
@@ -98,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test, LONGxSHORT separated by commas")
     parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
+    parser.add_argument("--show-dir", help="write a picture per image here: ground truth beside the detections")
+    parser.add_argument("--show-score-thr", type=float, default=0.3, help="draw detections scoring at least this")
     return parser
 
 
@@ -113,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], "
                                   f"got {args.tta_scales!r}") from None
+        show_dir = storage.absolute(args.show_dir) if args.show_dir else None
         metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
-                                                        args.num_workers, args.use_gpu)
+                                                        args.num_workers, args.use_gpu, show_dir,
+                                                        args.show_score_thr)
         if args.out:
             storage.write_text(args.out, json.dumps(results) + "\n")
         print(summary)

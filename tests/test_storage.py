@@ -69,3 +69,12 @@ def test_storage_resume_auto_finds_the_newest_run_with_a_checkpoint(root):
 def test_storage_unsupported_uri_is_an_os_error():
     with pytest.raises(OSError, match="unsupported storage URI"):
         storage.read_bytes("nosuchscheme://bucket/x.png")
+
+
+def test_walk_lists_every_file_below_a_folder_sorted(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("z.png", "a/y.jpg", "a/b/x.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert storage.walk(tmp_path) == [str(tmp_path / n) for n in ("a/b/x.png", "a/y.jpg", "z.png")]
+    with pytest.raises(FileNotFoundError):
+        storage.walk(tmp_path / "missing")

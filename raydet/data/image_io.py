@@ -49,6 +49,8 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
         if reason.startswith("Unsupported image file"):
             reason = "not a JPEG, PNG, WebP or GIF image"
         raise ImageError("corrupt_image", f"cannot decode {name}: {reason}") from None
+    if image.ndim == 4:  # an animated GIF: its first frame
+        image = image[0]
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = F.to_dtype(image, torch.uint8, scale=True)
     if image.shape[-1] == 0 or image.shape[-2] == 0:

@@ -25,9 +25,9 @@ Ray Data does the work:
   from the aspect-ratio groups, ``seed`` and the epoch, and takes its own
   rank's batches: ``len(plan)`` is the step count, equal on every rank.
 - The worker then streams its batches through a Ray Data pipeline:
-  the step numbers, in blocks of 1, 2, 4, then ``batches_per_task`` steps ->
-  ``map_batches`` tasks that read, decode, transform and collate planned
-  batches (each image seeded from ``(seed, epoch, slot)``),
+  one row per decode task (``task_bounds``: 1, 2, 4, then ``batches_per_task``
+  steps each) -> ``map_batches`` tasks that read, decode, transform and
+  collate their planned batches (each image seeded from ``(seed, epoch, slot)``),
   with ``preserve_order``, so the worker receives its batches in plan order
   while later ones are decoded on the cluster's CPUs.  Nothing is
   materialised: Ray Data's backpressure bounds the batches in flight.  The
@@ -239,16 +239,21 @@ def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
         yield int(packed.pop("step")), unpack_batch(packed), problems
 
 
-def task_steps(steps: int, batches_per_task: int) -> list[np.ndarray]:
-    """The planned steps ``0 .. steps-1`` split into decode tasks: 1, 2, 4, … batches, then ``batches_per_task``
-    each.  A task's batches arrive together when it ends, so small first tasks bring the first batch of a
-    pass after one batch's decoding instead of ``batches_per_task``'s; later tasks amortise the
-    scheduling over many batches."""
-    chunks, start, size = [], 0, 1
-    while start < steps:
-        chunks.append(np.arange(start, min(start + size, steps)))
-        start, size = start + size, min(size * 2, batches_per_task)
-    return chunks
+def task_bounds(steps: int, batches_per_task: int) -> np.ndarray:
+    """How the planned steps ``0 .. steps-1`` are split into decode tasks: task ``t`` decodes steps
+    ``bounds[t] .. bounds[t+1] - 1``, 1, 2, 4, … of them, then ``batches_per_task`` each.  A task's
+    batches arrive together when it ends, so small first tasks bring a pass's first batch after one
+    batch's decoding instead of ``batches_per_task``'s; later tasks amortise the scheduling."""
+    bounds, size = [0], 1
+    while bounds[-1] < steps:
+        bounds.append(min(bounds[-1] + size, steps))
+        size = min(size * 2, batches_per_task)
+    return np.array(bounds, dtype=np.int64)
+
+
+def decode_tasks(bounds: np.ndarray) -> ray.data.Dataset:
+    """A lazy Ray Dataset of one row (``id``: the task's number) per decode task of ``task_bounds``."""
+    return ray.data.range(len(bounds) - 1, override_num_blocks=len(bounds) - 1)
 
 
 class BatchStream:
@@ -284,9 +289,10 @@ class BatchStream:
     def dataset(self) -> ray.data.Dataset:
         """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
         data = self.recipe.data
-        dataset = ray.data.from_numpy(task_steps(len(self.plan), data.batches_per_task)).map_batches(
+        bounds = task_bounds(len(self.plan), data.batches_per_task)
+        dataset = decode_tasks(bounds).map_batches(
             _decode_planned_batches, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
-            fn_kwargs={"records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
+            fn_kwargs={"bounds": bounds, "records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
                        "pipeline": self.recipe.pipeline, "size_divisor": data.size_divisor, "with_gt": self.with_gt},
         )
         context = dataset.context
@@ -346,14 +352,16 @@ class BatchStream:
                             f"{self.problems.short()}")
 
 
-def _decode_planned_batches(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray,
-                            seeds: np.ndarray, pipeline: Compose, size_divisor: int,
-                            with_gt: bool) -> dict[str, np.ndarray]:
-    """Ray Data task body: planned step -> one packed, collated batch (bad images skipped and listed)."""
-    (step,) = rows["data"]
-    batch, problems = decode_planned_batch(ray.get(records_ref), plan[step], seeds[step], pipeline, size_divisor,
-                                           with_gt)
-    packed = pack_batch(batch)
-    packed["step"] = np.int64(step)
-    packed["problems"] = np.array(json.dumps(problems.to_dict()))
-    return {key: np.expand_dims(value, 0) for key, value in packed.items()}
+def _decode_planned_batches(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef,
+                            plan: np.ndarray, seeds: np.ndarray, pipeline: Compose, size_divisor: int,
+                            with_gt: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data task body: decode task -> its planned steps' packed, collated batches, one row each
+    (bad images skipped and listed)."""
+    (task,) = rows["id"]
+    records = ray.get(records_ref)
+    for step in range(bounds[task], bounds[task + 1]):
+        batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor, with_gt)
+        packed = pack_batch(batch)
+        packed["step"] = np.int64(step)
+        packed["problems"] = np.array(json.dumps(problems.to_dict()))
+        yield {key: np.expand_dims(value, 0) for key, value in packed.items()}

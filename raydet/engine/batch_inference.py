@@ -18,18 +18,21 @@ decodes its own batches, and no image goes through the object store; with
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from typing import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.data
 import torch
 
+from .. import storage
 from ..data.collate import pack_batch, unpack_batch
 from ..data.decode import BatchRecipe, decode_planned_batch
 from ..data.problems import ProblemReport
-from ..data.ray_stream import task_steps
+from ..data.ray_stream import task_bounds
 from ..data.sampling import augment_seeds, plan_eval
 from ..data.transforms import Compose
 from .checkpoint import load_checkpoint
@@ -39,21 +42,23 @@ from .evaluation import Detections, predict
 _VIEW = ":"
 
 
-def _decode_views(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray,
-                  pipelines: list[Compose], size_divisor: int) -> dict[str, np.ndarray]:
-    """Ray Data task body: planned step -> its batch decoded once per view (``pipelines``), packed into one
-    row (columns ``"<view>:<name>"``), with the images found unusable (the same in every view)."""
-    (step,) = rows["data"]
+def _decode_views(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef, plan: np.ndarray,
+                  seeds: np.ndarray, pipelines: list[Compose], size_divisor: int) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data task body: decode task -> each of its planned steps' batch decoded once per view
+    (``pipelines``), packed into one row (columns ``"<view>:<name>"``), with the images found unusable
+    (the same in every view)."""
+    (task,) = rows["id"]
     records = ray.get(records_ref)
-    packed, found = {}, ProblemReport()
-    for view, pipeline in enumerate(pipelines):
-        batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor,
-                                               with_gt=False)
-        if view == 0:
-            found = problems
-        packed.update({f"{view}{_VIEW}{key}": value for key, value in pack_batch(batch).items()})
-    packed["problems"] = np.array(json.dumps(found.to_dict()))
-    return {key: np.expand_dims(value, 0) for key, value in packed.items()}
+    for step in range(bounds[task], bounds[task + 1]):
+        packed, found = {}, ProblemReport()
+        for view, pipeline in enumerate(pipelines):
+            batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor,
+                                                   with_gt=False)
+            if view == 0:
+                found = problems
+            packed.update({f"{view}{_VIEW}{key}": value for key, value in pack_batch(batch).items()})
+        packed["problems"] = np.array(json.dumps(found.to_dict()))
+        yield {key: np.expand_dims(value, 0) for key, value in packed.items()}
 
 
 class Detector:
@@ -63,11 +68,12 @@ class Detector:
         build_model: ``() -> model`` (``raydet.builder.model_factory``).
         checkpoint: a ``checkpoint.pt`` or its folder, a path or a URI.
         use_gpu: run on this actor's GPU (Ray assigns one per actor).
-        threads: torch threads on the CPU (the actor's CPUs).
+        workers: actors in the pool: each takes its node's CPUs / ``workers`` torch threads (at least one),
+            so one actor uses the whole machine, as a plain loop would, and no node is oversubscribed.
     """
 
-    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, threads: int):
-        torch.set_num_threads(max(1, threads))
+    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, workers: int):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         self.device = torch.device("cuda" if use_gpu else "cpu")
         model = build_model()
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
@@ -105,15 +111,18 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
     if not len(plan):
         return None
     seeds = augment_seeds(recipes[0].seed, 0, plan.shape)
-    dataset = ray.data.from_numpy(task_steps(len(plan), data.batches_per_task)).map_batches(
+    bounds = task_bounds(len(plan), data.batches_per_task)
+    # Blocks made here (no read task: on CPUs the decoding fuses into the actors, which may hold every CPU)
+    tasks = ray.data.from_items([{"id": task} for task in range(len(bounds) - 1)], override_num_blocks=len(bounds) - 1)
+    dataset = tasks.map_batches(
         _decode_views, batch_size=1, num_cpus=data.decode_num_cpus,
-        fn_kwargs={"records_ref": records_ref, "plan": plan, "seeds": seeds,
+        fn_kwargs={"bounds": bounds, "records_ref": records_ref, "plan": plan, "seeds": seeds,
                    "pipelines": [recipe.pipeline for recipe in recipes], "size_divisor": data.size_divisor},
     ).map_batches(
         Detector, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"build_model": build_model, "checkpoint": checkpoint, "use_gpu": use_gpu,
-                               "threads": int(cpus_per_worker)},
+                               "workers": num_workers},
     )
     context = dataset.context
     context.enable_progress_bars = False
@@ -137,8 +146,76 @@ def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_
         records_ref: the split's records table in the object store.
         build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
         use_gpu: one GPU per actor.
-        cpus_per_worker: CPUs each actor reserves (and its torch threads).
+        cpus_per_worker: CPUs each actor reserves.
     """
     dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker)
     for row in dataset.iter_rows() if dataset is not None else ():
         yield unpack_detections(row)
+
+
+def picture_names(paths: list[str]) -> list[str]:
+    """A unique ``.png`` name per image: its file name, with a number added where two are the same."""
+    names, taken = [], set()
+    for path in paths:
+        stem = os.path.splitext(storage.name_of(path))[0]
+        name, number = f"{stem}.png", 1
+        while name in taken:
+            number += 1
+            name = f"{stem}_{number}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+_ROWS_OF_RECORDS: dict[ray.ObjectRef, tuple[pa.Table, dict[int, int], list[str]]] = {}
+
+
+def _records_index(records_ref: ray.ObjectRef) -> tuple[pa.Table, dict[int, int], list[str]]:
+    """The records table, each image id's row and each row's picture name: made once per process."""
+    if records_ref not in _ROWS_OF_RECORDS:
+        _ROWS_OF_RECORDS.clear()
+        table = ray.get(records_ref)
+        rows = {int(image_id): row for row, image_id in enumerate(table["image_id"].to_numpy())}
+        paths = [path if isinstance(path, str) else f"image_{image_id}" for path, image_id
+                 in zip(table["path"].to_pylist(), table["image_id"].to_pylist())]
+        _ROWS_OF_RECORDS[records_ref] = (table, rows, picture_names(paths))
+    return _ROWS_OF_RECORDS[records_ref]
+
+
+def _draw_pictures(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, out_dir: str, classes: list[str],
+                   score_threshold: float, ground_truth: bool) -> dict[str, np.ndarray]:
+    """Ray Data task body: rows of detections drawn on their original images and written as PNGs
+    (``out_dir/<image file name>.png``); the rows pass on unchanged."""
+    import torchvision
+
+    from ..data.image_io import ImageError, load_rgb
+    from ..data.records import record_at
+    from ..visualization import comparison_png, draw_detections
+
+    table, row_of, names = _records_index(records_ref)
+    for detections, problems in zip(rows["detections"], rows["problems"]):
+        for image_id, found in unpack_detections({"detections": detections, "problems": problems})[0]:
+            record = record_at(table, row_of[image_id])
+            try:
+                image = load_rgb(record["path"])
+            except ImageError:  # decoded once already, unreadable since: no picture, the detections stand
+                continue
+            if ground_truth:
+                png = comparison_png([(image, {"boxes": record["boxes"], "labels": record["labels"]}, found)],
+                                     classes, score_threshold, size=max(image.shape[1:]))
+            else:
+                drawn = draw_detections(image, torch.as_tensor(found["boxes"]), torch.as_tensor(found["labels"]),
+                                        torch.as_tensor(found["scores"]), classes, score_threshold)
+                png = torchvision.io.encode_png(drawn).numpy().tobytes()
+            storage.write_bytes(storage.join(out_dir, names[row_of[image_id]]), png)
+    return rows
+
+
+def with_pictures(dataset: ray.data.Dataset, records_ref: ray.ObjectRef, out_dir: str, classes: list[str],
+                  score_threshold: float = 0.3, ground_truth: bool = False) -> ray.data.Dataset:
+    """``detections_dataset``'s rows, unchanged, once Ray Data tasks have drawn each image's detections
+    (score ``>= score_threshold``; ``ground_truth``: beside the record's boxes) into
+    ``out_dir/<image file name>.png`` (a folder or a URI)."""
+    return dataset.map_batches(_draw_pictures, batch_size=1, fn_kwargs={
+        "records_ref": records_ref, "out_dir": out_dir, "classes": classes, "score_threshold": score_threshold,
+        "ground_truth": ground_truth})

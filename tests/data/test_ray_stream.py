@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -159,3 +160,16 @@ def test_two_torch_trainer_workers_get_equal_reshuffled_shares_and_see_val_once(
         assert set(sum(ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch], [])) == set(range(1, 17))
     assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]  # reshuffled per epoch
     assert sorted(ranks[0]["val"] + ranks[1]["val"]) == list(range(1, 7))  # none lost, none twice
+
+
+def test_decode_tasks_grow_1_2_4_then_batches_per_task_and_cover_every_step_once():
+    from raydet.data.ray_stream import task_bounds
+
+    assert task_bounds(0, 8).tolist() == [0]
+    assert task_bounds(1, 8).tolist() == [0, 1]
+    assert task_bounds(7, 8).tolist() == [0, 1, 3, 7]
+    assert task_bounds(40, 8).tolist() == [0, 1, 3, 7, 15, 23, 31, 39, 40]
+    assert task_bounds(5, 1).tolist() == [0, 1, 2, 3, 4, 5]
+    for steps in range(0, 50):
+        bounds = task_bounds(steps, 4)
+        assert bounds[0] == 0 and bounds[-1] == steps and (np.diff(bounds) >= 1).all() and (np.diff(bounds) <= 4).all()

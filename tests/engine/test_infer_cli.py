@@ -11,7 +11,8 @@ from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from raydet.builder import build_dataset, build_model
 from raydet.config import load_config
-from raydet.infer import find_images, main, picture_names
+from raydet.engine.batch_inference import picture_names
+from raydet.infer import find_images, main
 
 
 @pytest.fixture()
@@ -38,7 +39,7 @@ def test_inputs_are_files_folders_and_globs_each_once(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_a_folder_with_a_corrupt_image_gives_json_and_pictures_for_the_rest(ray_session, small_shapes, checkpoint,
-                                                                            tmp_path, capsys):
+                                                                            tmp_path, capsys, monkeypatch):
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
     records = build_dataset(config, "val").records[:4]
     inputs = tmp_path / "inputs"
@@ -73,3 +74,8 @@ def test_a_folder_with_a_corrupt_image_gives_json_and_pictures_for_the_rest(ray_
     assert main([str(DEMO_CONFIG), str(checkpoint), str(tmp_path / "nothing_here"), "--out", str(out),
                  "--set", *quick_overrides(small_shapes)]) == 2
     assert "nothing_here: no such image file, folder with images, or glob match" in capsys.readouterr().err
+    # a GPU per model replica on a Ray without GPUs (and no autoscaler): one line, not a pool waiting forever
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # as on a laptop: the Ray this command started
+    assert main([str(DEMO_CONFIG), str(checkpoint), str(inputs), "--out", str(out), "--use-gpu",
+                 "--set", *quick_overrides(small_shapes)]) == 2
+    assert "one GPU per model replica, but this Ray has 0 GPUs" in capsys.readouterr().err
