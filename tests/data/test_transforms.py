@@ -16,9 +16,11 @@ from raydet.data.transforms import (
     PhotoMetricDistortion,
     RandomCrop,
     RandomFlip,
+    RandomRotate90,
     Resize,
     boxes_to_original,
 )
+from raydet.data.transforms.rotate import rotate90_boxes
 from raydet.registry import TRANSFORMS, BuildError
 
 pytestmark = pytest.mark.timeout(30)
@@ -86,6 +88,55 @@ def test_resize_multiscale_range_and_value():
     valued = Resize(img_scale=[[400, 200], [800, 400]], multiscale_mode="value")
     shorts = {valued(make_sample(100, 200, boxes=(), ignore=()), rng).img_shape[0] for _ in range(30)}
     assert shorts == {200, 400}
+
+
+def test_resize_by_a_factor_of_the_images_own_size_fixed_and_jittered():
+    doubled = Resize(scale_factor=2.0)(make_sample(60, 100, boxes=((10, 5, 30, 25),), ignore=(False,)), None)
+    assert doubled.img_shape == (120, 200) and doubled.scale_factor == pytest.approx((2.0, 2.0, 2.0, 2.0))
+    torch.testing.assert_close(doubled.boxes, torch.tensor([[20.0, 10.0, 60.0, 50.0]]))
+    tile = Resize(scale_factor=2.0)(make_sample(333, 1000, boxes=(), ignore=()), None)
+    assert tile.img_shape == (666, 2000)  # any tile size: the factor, not a target size
+    rng = np.random.default_rng(0)
+    jitter = Resize(scale_factor=[0.5, 1.5])
+    heights = {jitter(make_sample(100, 100, boxes=(), ignore=()), rng).img_shape[0] for _ in range(40)}
+    assert min(heights) >= 50 and max(heights) <= 150 and len(heights) > 20
+    for bad in ({}, {"img_scale": [64, 32], "scale_factor": 2.0}, {"scale_factor": 0}, {"scale_factor": [2, 1]}):
+        with pytest.raises(ValueError):
+            Resize(**bad)
+
+
+def rng_turning(turns: int) -> np.random.Generator:
+    """A generator with which ``RandomRotate90(prob=1)`` turns ``turns`` times (it draws random(), then turns)."""
+    for seed in range(100):
+        probe = np.random.default_rng(seed)
+        probe.random()
+        if int(probe.integers(1, 4)) == turns:
+            return np.random.default_rng(seed)
+    raise AssertionError("no seed")
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_rotate90_boxes_follow_pixels_and_four_turns_are_the_identity(turns):
+    rotate = RandomRotate90(prob=1.0)
+    rng = rng_turning(turns)
+    original = paint_boxes(make_sample())
+    once = rotate(paint_boxes(make_sample()), rng)
+    assert once.img_shape == ((100, 60) if turns % 2 else (60, 100)) and tuple(once.img.shape[-2:]) == once.img_shape
+    assert bright_extent(once.img) == once.boxes[0].int().tolist()
+    assert torch.equal(once.img, torch.rot90(original.img, turns, dims=(-2, -1)))
+    back = make_sample()
+    for _ in range(4):
+        back.boxes = rotate90_boxes(back.boxes, back.img_shape, turns)
+        back.img_shape = back.img_shape[::-1] if turns % 2 else back.img_shape
+    torch.testing.assert_close(back.boxes, make_sample().boxes)
+
+
+def test_rotate90_turns_uniformly_and_prob_zero_never_turns():
+    rng = np.random.default_rng(0)
+    shapes = [RandomRotate90(prob=0.75)(make_sample(), rng).img_shape for _ in range(400)]
+    turned = sum(shape == (100, 60) for shape in shapes) / len(shapes)
+    assert 0.4 < turned < 0.6  # turns 1 and 3 of 0..3
+    assert all(RandomRotate90(prob=0.0)(make_sample(), rng).img_shape == (60, 100) for _ in range(20))
 
 
 def test_exact_resize_without_keep_ratio():

@@ -7,6 +7,7 @@ from .normalize import Normalize
 from .pad import Pad
 from .photometric import PhotoMetricDistortion
 from .resize import Resize
+from .rotate import RandomRotate90
 
-__all__ = ["Compose", "Transform", "Normalize", "Pad", "PhotoMetricDistortion", "RandomCrop", "RandomFlip", "Resize",
-           "boxes_to_original"]
+__all__ = ["Compose", "Transform", "Normalize", "Pad", "PhotoMetricDistortion", "RandomCrop", "RandomFlip",
+           "RandomRotate90", "Resize", "boxes_to_original"]

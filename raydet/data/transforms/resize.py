@@ -1,4 +1,4 @@
-"""``Resize``: keep-ratio (mmdetection's ``img_scale``) or exact resizing, single- or multi-scale."""
+"""``Resize``: keep-ratio (mmdetection's ``img_scale``), exact, or by a factor of the image's own size."""
 from __future__ import annotations
 
 from typing import Literal
@@ -31,18 +31,34 @@ class Resize(Transform):
             edges uniformly between the smallest and largest given (two scales
             needed); ``value`` picks one of the scales.
         keep_ratio: keep the aspect ratio (mmdetection's default) or stretch.
+        scale_factor: instead of ``img_scale``, resize every image by this factor of its
+            own size, or by a factor drawn uniformly from ``[low, high]`` (scale jitter).
+            For imagery with a fixed ground sampling distance (aerial tiles of any size),
+            where an object's size in pixels must not depend on the tile's size.
     """
 
-    def __init__(self, img_scale: list[int] | list[list[int]], multiscale_mode: Literal["range", "value"] = "range",
-                 keep_ratio: bool = True):
+    def __init__(self, img_scale: list[int] | list[list[int]] | None = None,
+                 multiscale_mode: Literal["range", "value"] = "range", keep_ratio: bool = True,
+                 scale_factor: float | list[float] | None = None):
+        if (img_scale is None) == (scale_factor is None):
+            raise ValueError("give one of img_scale and scale_factor")
+        self.img_scale = img_scale
+        self.multiscale_mode = multiscale_mode
+        self.keep_ratio = keep_ratio
+        self.scale_factor = scale_factor
+        self._scales: list[tuple[int, int]] = []
+        self._factors = (1.0, 1.0)
+        if scale_factor is not None:
+            factors = [scale_factor] if isinstance(scale_factor, (int, float)) else list(scale_factor)
+            if len(factors) not in (1, 2) or min(factors) <= 0 or factors[0] > factors[-1]:
+                raise ValueError(f"scale_factor must be a factor > 0 or [low, high], got {scale_factor!r}")
+            self._factors = (float(factors[0]), float(factors[-1]))
+            return
         scales = [img_scale] if img_scale and isinstance(img_scale[0], int) else img_scale
         if not scales or any(len(s) != 2 or min(s) <= 0 for s in scales):
             raise ValueError(f"img_scale must be [long, short] or a list of them, got {img_scale!r}")
         if multiscale_mode == "range" and len(scales) not in (1, 2):
             raise ValueError(f"multiscale_mode 'range' needs one or two scales, got {len(scales)}")
-        self.img_scale = img_scale
-        self.multiscale_mode = multiscale_mode
-        self.keep_ratio = keep_ratio
         self._scales = [tuple(int(v) for v in s) for s in scales]
 
     def _pick_scale(self, rng: np.random.Generator) -> tuple[int, int]:
@@ -54,13 +70,19 @@ class Resize(Transform):
         shorts = [min(s) for s in self._scales]
         return int(rng.integers(min(longs), max(longs) + 1)), int(rng.integers(min(shorts), max(shorts) + 1))
 
+    def _factor_size(self, height: int, width: int, rng: np.random.Generator | None) -> tuple[int, int]:
+        low, high = self._factors
+        factor = low if low == high else float(rng.uniform(low, high))
+        return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        scale = self._pick_scale(rng)
         height, width = sample.height, sample.width
-        if self.keep_ratio:
-            new_h, new_w = rescaled_size(height, width, scale)
+        if self.scale_factor is not None:
+            new_h, new_w = self._factor_size(height, width, rng)
+        elif self.keep_ratio:
+            new_h, new_w = rescaled_size(height, width, self._pick_scale(rng))
         else:
-            new_w, new_h = scale
+            new_w, new_h = self._pick_scale(rng)
         if (new_h, new_w) != (height, width):
             sample.img = F.resize_image(sample.img, [new_h, new_w], antialias=True)
         w_scale, h_scale = new_w / width, new_h / height
