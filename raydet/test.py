@@ -14,7 +14,8 @@ results format (``image_id``, ``category_id`` from the annotation file,
 a URI (``s3://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
-split's ``Resize``, each also flipped horizontally; the model's ``aug_test``
+split's ``Resize`` (``LONGxSHORT`` sizes, or plain factors of each image's own
+size for ``Resize: {scale_factor: …}`` pipelines), each also flipped horizontally; the model's ``aug_test``
 maps each view's detections back to the original image and merges them by NMS.
 """
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .config import Config, ConfigError
 from .errors import report_user_errors
 
 
-def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Config]:
-    """One config per test-time view: each scale, unflipped and flipped (``Resize`` and ``RandomFlip`` replaced)."""
+def tta_configs(config: Config, split: str, scales: list[list[int] | float]) -> list[Config]:
+    """One config per test-time view: each scale (``[long, short]`` or a factor of the image's size), unflipped
+    and flipped (``Resize`` and ``RandomFlip`` replaced)."""
     pipeline = config["data"][split].get("pipeline") or []
     kinds = [step.get("type") for step in pipeline]
     if "Resize" not in kinds:
@@ -41,7 +43,11 @@ def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Con
         for flip in (False, True):
             view = copy.deepcopy(dict(config))
             steps = view["data"][split]["pipeline"] = [dict(step) for step in pipeline]
-            steps[kinds.index("Resize")].update(img_scale=scale, multiscale_mode="range")
+            resize = steps[kinds.index("Resize")]
+            resize.pop("img_scale", None)
+            resize.pop("scale_factor", None)
+            resize.update({"scale_factor": scale} if isinstance(scale, float) else
+                          {"img_scale": scale, "multiscale_mode": "range"})
             flip_step = {"type": "RandomFlip", "flip_ratio": 1.0 if flip else 0.0, "direction": "horizontal"}
             if "RandomFlip" in kinds:
                 steps[kinds.index("RandomFlip")] = flip_step
@@ -51,13 +57,16 @@ def tta_configs(config: Config, split: str, scales: list[list[int]]) -> list[Con
     return views
 
 
-def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int]] | None,
+def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int] | float] | None,
                         num_workers: int = 1, use_gpu: bool = False, show_dir: str | None = None,
-                        show_score_thr: float = 0.3) -> tuple[dict, str, list[dict]]:
+                        show_score_thr: float = 0.3, pr_iou: float = 0.4,
+                        pr_score_thr: float | None = None) -> tuple[dict, str, list[dict]]:
     """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
     Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
-    the summary is pycocotools' followed by each category's AP and AP50.  ``show_dir``: a picture per image
-    there, its ground truth beside its detections scoring ``show_score_thr`` or more."""
+    the summary is pycocotools' followed by each category's AP and AP50, then box precision and recall at
+    IoU ``pr_iou`` of the detections scoring ``pr_score_thr`` or more (None: the threshold with the best
+    F1 on this split).  ``show_dir``: a picture per image there, its ground truth beside its detections
+    scoring ``show_score_thr`` or more."""
     import ray
 
     from .builder import (
@@ -98,7 +107,12 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
             print(f"  {line}", file=sys.stderr)
     collector = DetectionCollector(dataset, rank=0)
     metrics = collector.score(predictions, classwise=True)
-    return metrics, collector.summary, collector.results(predictions)
+    counts = collector.precision_recall(predictions, pr_iou, pr_score_thr)
+    chosen = "given" if pr_score_thr is not None else "the best F1 on this split"
+    summary = (f"{collector.summary}\n\nbox precision {counts['box_precision']:.3f}, "
+               f"recall {counts['box_recall']:.3f}, F1 {counts['box_f1']:.3f} at IoU {pr_iou} "
+               f"for scores >= {counts['box_score_thr']} ({chosen})")
+    return {**metrics, **counts}, summary, collector.results(predictions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,11 +122,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--aug-test", action="store_true", help="multi-scale + flip test-time augmentation")
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
-                        help="scales for --aug-test, LONGxSHORT separated by commas")
+                        help="scales for --aug-test separated by commas: LONGxSHORT sizes, or factors "
+                             "of each image's size (e.g. 1.5,2,2.5)")
     parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
     parser.add_argument("--show-dir", help="write a picture per image here: ground truth beside the detections")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="draw detections scoring at least this")
+    parser.add_argument("--pr-iou", type=float, default=0.4,
+                        help="IoU at which box precision and recall are counted (default 0.4, as DeepForest)")
+    parser.add_argument("--pr-score-thr", type=float,
+                        help="score threshold for box precision and recall (default: the best F1 on this split; "
+                             "choose it on val, then give it for the test set)")
     return parser
+
+
+def parse_tta_scales(text: str) -> list[list[int] | float]:
+    """``"1333x800,1666x1000"`` -> ``[[1333, 800], [1666, 1000]]``; ``"1.5,2"`` -> ``[1.5, 2.0]``."""
+    try:
+        scales = [[int(v) for v in scale.split("x")] if "x" in scale else float(scale) for scale in text.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or any(isinstance(s, list) and (len(s) != 2 or min(s) <= 0) or isinstance(s, float) and s <= 0
+                         for s in scales):
+        raise ConfigError(f"--tta-scales: expected LONGxSHORT or factors separated by commas "
+                          f"(1333x800,1666x1000 or 1.5,2), got {text!r}")
+    return scales
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         scales = None
         if args.aug_test:
-            try:
-                scales = [[int(v) for v in scale.split("x")] for scale in args.tta_scales.split(",")]
-            except ValueError:
-                raise ConfigError(f"--tta-scales: expected LONGxSHORT[,LONGxSHORT...], "
-                                  f"got {args.tta_scales!r}") from None
+            scales = parse_tta_scales(args.tta_scales)
         show_dir = storage.absolute(args.show_dir) if args.show_dir else None
         metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
                                                         args.num_workers, args.use_gpu, show_dir,
-                                                        args.show_score_thr)
+                                                        args.show_score_thr, args.pr_iou, args.pr_score_thr)
         if args.out:
             storage.write_text(args.out, json.dumps(results) + "\n")
         print(summary)

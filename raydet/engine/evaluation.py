@@ -19,6 +19,7 @@ from .. import storage
 from ..data.coco_writer import detections_to_coco, records_to_coco
 from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb
+from ..evaluation.box_pr import match_split
 from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
 from ..visualization import comparison_png
 from .distributed import gather_to_rank_zero
@@ -97,6 +98,19 @@ class DetectionCollector:
         self.pictured = [(r, by_id[int(r["image_id"])]) for r in dataset.records
                          if int(r["image_id"]) in by_id][: self.num_pictures]
         return metrics
+
+    def precision_recall(self, predictions: list[tuple[int, Detections]], iou_thr: float = 0.4,
+                         score_thr: float | None = None) -> dict[str, float]:
+        """Box precision, recall and F1 (``raydet.evaluation.box_pr``) of the detections scoring ``>= score_thr``
+        at IoU ``iou_thr``; ``score_thr`` None: the threshold with the best F1 on this split.  Returns those
+        under ``box_precision``, ``box_recall``, ``box_f1``, with ``box_score_thr`` and ``box_iou_thr``."""
+        by_id = dict(predictions)
+        empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32)}
+        found = [by_id.get(int(r["image_id"]), empty) for r in self.dataset.records]
+        matched = match_split([(r["boxes"], r["ignore"]) for r in self.dataset.records],
+                              [(d["boxes"], d["scores"]) for d in found], iou_thr)
+        threshold = matched.best_f1_threshold() if score_thr is None else score_thr
+        return {**matched.at(threshold), "box_score_thr": round(threshold, 4), "box_iou_thr": iou_thr}
 
     def picture_png(self, score_threshold: float = 0.3) -> bytes:
         """The latest evaluation's first few images: ground truth beside the detections (score

@@ -16,15 +16,16 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from raydet.builder import build_dataset, build_model, build_pipeline, data_section
-from raydet.config import Config, load_config
+from raydet.config import Config, ConfigError, load_config
 from raydet.data.coco_writer import detections_to_coco
 from raydet.data.collate import collate
 from raydet.data.sample import load_sample
 from raydet.data.sampling import plan_eval
 from raydet.engine.evaluation import predict
+from raydet.evaluation.box_pr import match_split
 from raydet.evaluation.coco_metric import METRIC_NAMES, coco_bbox_metrics, coco_from_dict
 from raydet.models.detectors.base import BaseDetector
-from raydet.test import main, tta_configs
+from raydet.test import main, parse_tta_scales, tta_configs
 
 
 def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):
@@ -34,6 +35,22 @@ def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):
              for v in views]
     assert steps == [([320, 256], 0.0), ([320, 256], 1.0), ([400, 320], 0.0), ([400, 320], 1.0)]
     assert config["data"]["test"]["pipeline"][1]["flip_ratio"] == 0.0  # the original is untouched
+
+
+def test_tta_scales_are_sizes_or_factors_of_each_images_size(small_shapes):
+    assert parse_tta_scales("1333x800,1666x1000") == [[1333, 800], [1666, 1000]]
+    assert parse_tta_scales("1.5,2") == [1.5, 2.0]
+    for bad in ("", "1333x", "2x3x4", "0", "-1.5", "big"):
+        with pytest.raises(ConfigError, match="--tta-scales"):
+            parse_tta_scales(bad)
+    config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
+    by_factor, by_size = tta_configs(config, "test", [1.5, [320, 256]])[::2]
+    resize = by_factor["data"]["test"]["pipeline"][0]
+    assert resize["scale_factor"] == 1.5 and "img_scale" not in resize
+    assert build_pipeline(by_factor, "test")(load_sample(build_dataset(by_factor, "test").records[0]),
+                                             None).scale_factor == pytest.approx((1.5,) * 4, abs=0.01)
+    resize = by_size["data"]["test"]["pipeline"][0]
+    assert resize["img_scale"] == [320, 256] and "scale_factor" not in resize
 
 
 def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict[str, float]:
@@ -54,6 +71,22 @@ def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict
     results = detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], dataset.cat_ids)
     ground_truth = coco_from_dict(json.loads(Path(dataset.ann_file).read_text()))
     return coco_bbox_metrics(ground_truth, results, [int(r["image_id"]) for r in dataset.records])[0]
+
+
+BOX_PR_NAMES = ("box_precision", "box_recall", "box_f1", "box_score_thr", "box_iou_thr")
+
+
+def box_pr_of_results(dataset, results: list[dict], iou_thr: float = 0.4) -> dict[str, float]:
+    """Box precision / recall of a COCO results list at its best-F1 threshold, matched by ``box_pr``."""
+    detections = []
+    for record in dataset.records:
+        mine = [r for r in results if r["image_id"] == int(record["image_id"])]
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in mine)]).reshape(-1, 4)
+        detections.append((boxes, np.array([r["score"] for r in mine])))
+    matched = match_split([(r["boxes"], r["ignore"]) for r in dataset.records], detections, iou_thr)
+    threshold = matched.best_f1_threshold()
+    assert 0 < matched.at(threshold)["box_recall"]  # else the comparison means little
+    return {**matched.at(threshold), "box_score_thr": threshold, "box_iou_thr": iou_thr}
 
 
 def pycocotools_metrics(ann_file: str, results_file: Path) -> dict[str, float]:
@@ -89,12 +122,15 @@ def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, 
     tta_printed = capsys.readouterr().out
     dataset = build_dataset(config, "test")
     for name, output, expected in (("plain.json", printed, expected_plain), ("tta.json", tta_printed, expected_tta)):
-        metrics = printed_metrics(output)
-        assert set(metrics) == set(METRIC_NAMES)
+        printed_all = printed_metrics(output)
+        assert set(printed_all) == set(METRIC_NAMES) | set(BOX_PR_NAMES)
+        metrics = {key: printed_all[key] for key in METRIC_NAMES}
         assert metrics == pytest.approx(expected, abs=1e-4), name  # the checkpoint's detections, every image once
         # the results file, scored by pycocotools on its own against the annotation file, gives the same metrics
         assert pycocotools_metrics(dataset.ann_file, tmp_path / name) == metrics, name
         results = json.loads((tmp_path / name).read_text())
+        # box precision / recall at IoU 0.4 and the best-F1 threshold: the same from the results file
+        assert printed_all == pytest.approx({**metrics, **box_pr_of_results(dataset, results)}, abs=1e-4), name
         assert {key for result in results for key in result} == {"image_id", "category_id", "bbox", "score"}
         assert {result["category_id"] for result in results} <= set(dataset.cat_ids)
     for record in dataset.records:  # a picture per image: ground truth beside detections, at the image's size
