@@ -13,7 +13,10 @@ The YELL image is cut into overlapping square tiles.  Its bottom
 region; a tile lies entirely in one region, so no pixel is in both splits.
 Boxes are clipped to their tile; a clipped box keeping less than
 ``min_visible`` of its area becomes an ``iscrowd`` (ignore) box, and slivers
-under 2 px are dropped.  SOAP_061 is written whole as a second, separate set.
+under 2 px are dropped.  SOAP_061 is written whole as a second, separate set
+with one class, ``Tree``, like the training set (its crowns are marked
+``Alive`` or ``Dead``; crown detection is scored over all of them, as
+DeepForest does).
 
 Layout::
 
@@ -161,12 +164,12 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
         written[split] = out / "annotations" / f"{split}.json"
         write_json(records_to_coco(records, ["Tree"], [1], img_prefix=str(out / "images")), written[split])
 
-    soap = read_voc(str(sources / f"{SOAP}.xml"), str(sources), ProblemReport("error"))
+    soap = read_voc(str(sources / f"{SOAP}.xml"), str(sources), ProblemReport("error")).records[0]
     shutil.copyfile(sources / f"{SOAP}.png", out / "images" / f"{SOAP}.png")
-    soap_record = {**soap.records[0], "path": str(out / "images" / f"{SOAP}.png"), "image_id": 1}
+    soap_record = {**soap, "path": str(out / "images" / f"{SOAP}.png"), "image_id": 1,
+                   "labels": np.zeros_like(soap["labels"])}  # Alive and Dead crowns are all trees
     written["soap_061"] = out / "annotations" / "soap_061.json"
-    write_json(records_to_coco([soap_record], soap.classes, soap.cat_ids, img_prefix=str(out / "images")),
-               written["soap_061"])
+    write_json(records_to_coco([soap_record], ["Tree"], [1], img_prefix=str(out / "images")), written["soap_061"])
 
     for name, target in (("LICENSE.deepforest", "LICENSE.deepforest"),
                          ("AUTHORS.deepforest.md", "AUTHORS.deepforest.md")):
@@ -175,6 +178,7 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
     (out / "README.md").write_text(
         f"# neon_trees\n\n{ATTRIBUTION}\nPrepared by `python -m raydet.data.prepare neon_trees`: {tile_size} px tiles "
         f"every {stride} px of {YELL}.png; rows {split_row}..{height} are the validation region; "
-        f"boxes clipped to tiles (under {min_visible:.0%} visible: iscrowd). {SOAP}.png is annotations/soap_061.json.\n"
+        f"boxes clipped to tiles (under {min_visible:.0%} visible: iscrowd). {SOAP}.png is annotations/soap_061.json "
+        f"(another site; its Alive and Dead crowns are all class Tree).\n"
     )
     return written
