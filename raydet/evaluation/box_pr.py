@@ -42,11 +42,22 @@ class MatchedDetections:
         return {"box_precision": round(precision, 4), "box_recall": round(recall, 4), "box_f1": round(f1, 4)}
 
     def best_f1_threshold(self) -> float:
-        """The score threshold (one of the detections' scores) with the highest F1; the highest such one on ties."""
-        candidates = np.unique(self.scores[self.counted])[::-1]
-        if candidates.size == 0:
+        """The score threshold (one of the detections' scores) with the highest F1; the highest such one on ties.
+
+        One pass over the detections sorted by score (cumulative true positives), so a split of
+        millions of detections takes well under a second.
+        """
+        scores = self.scores[self.counted]
+        if scores.size == 0:
             return 1.0
-        return float(max(candidates, key=lambda thr: self.at(float(thr))["box_f1"]))
+        order = np.argsort(-scores, kind="stable")
+        ranked = scores[order]
+        true_positives = np.cumsum(self.true_positive[self.counted][order])
+        precision = true_positives / np.arange(1, len(ranked) + 1)
+        recall = true_positives / max(self.num_ground_truth, 1)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        ends = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])  # a threshold keeps all of its ties
+        return float(ranked[ends[int(np.argmax(f1[ends]))]])
 
 
 def match_image(gt_boxes: np.ndarray, gt_ignore: np.ndarray, boxes: np.ndarray, scores: np.ndarray,

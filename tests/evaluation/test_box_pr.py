@@ -40,3 +40,19 @@ def test_precision_recall_by_threshold_and_the_best_f1_threshold_across_images()
     assert matched.at(0.0) == {"box_precision": pytest.approx(2 / 3, abs=1e-4), "box_recall": 0.5,
                                "box_f1": pytest.approx(4 / 7, abs=1e-4)}
     assert matched.best_f1_threshold() == pytest.approx(0.3)  # F1 4/7 beats 0.4 and 1/3
+
+
+def test_the_best_f1_threshold_is_the_one_a_scan_of_every_threshold_finds():
+    rng = np.random.default_rng(0)
+    ground_truth, detections = [], []
+    for _ in range(20):
+        corners = rng.uniform(0, 200, (8, 2))
+        gt = np.concatenate([corners, corners + rng.uniform(10, 40, (8, 2))], 1).astype(np.float32)
+        boxes = np.concatenate([gt + rng.normal(0, 5, gt.shape), gt[:3] + 30]).astype(np.float32)
+        ground_truth.append((gt, rng.random(8) < 0.1))
+        detections.append((boxes, np.round(rng.random(len(boxes)), 2)))  # rounded: tied scores
+    matched = match_split(ground_truth, detections, iou_thr=0.4)
+    scan = {float(t): matched.at(float(t))["box_f1"] for t in np.unique(matched.scores[matched.counted])}
+    chosen = matched.best_f1_threshold()
+    assert chosen in scan and scan[chosen] == max(scan.values())
+    assert scan[chosen] > 0.3 and len(scan) > 50  # a real trade-off to choose in
