@@ -15,14 +15,16 @@ a URI (``s3://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize`` (``LONGxSHORT`` sizes, or plain factors of each image's own
-size for ``Resize: {scale_factor: …}`` pipelines), each also flipped horizontally; the model's ``aug_test``
-maps each view's detections back to the original image and merges them by NMS.
+size for ``Resize: {scale_factor: …}`` pipelines), each also flipped
+horizontally; the model's ``aug_test`` maps each view's detections back to the
+original image and merges them by NMS.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import math
 import sys
 
 from . import storage
@@ -141,8 +143,8 @@ def parse_tta_scales(text: str) -> list[list[int] | float]:
         scales = [[int(v) for v in scale.split("x")] if "x" in scale else float(scale) for scale in text.split(",")]
     except ValueError:
         scales = []
-    if not scales or any(isinstance(s, list) and (len(s) != 2 or min(s) <= 0) or isinstance(s, float) and s <= 0
-                         for s in scales):
+    if not scales or any(isinstance(s, list) and (len(s) != 2 or min(s) <= 0)
+                         or isinstance(s, float) and not (0 < s < math.inf) for s in scales):
         raise ConfigError(f"--tta-scales: expected LONGxSHORT or factors separated by commas "
                           f"(1333x800,1666x1000 or 1.5,2), got {text!r}")
     return scales
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         scales = None
         if args.aug_test:
             scales = parse_tta_scales(args.tta_scales)
+        if not 0 < args.pr_iou <= 1:
+            raise ConfigError(f"--pr-iou: expected an IoU in (0, 1], got {args.pr_iou}")
         show_dir = storage.absolute(args.show_dir) if args.show_dir else None
         metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
                                                         args.num_workers, args.use_gpu, show_dir,

@@ -40,7 +40,7 @@ def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):
 def test_tta_scales_are_sizes_or_factors_of_each_images_size(small_shapes):
     assert parse_tta_scales("1333x800,1666x1000") == [[1333, 800], [1666, 1000]]
     assert parse_tta_scales("1.5,2") == [1.5, 2.0]
-    for bad in ("", "1333x", "2x3x4", "0", "-1.5", "big"):
+    for bad in ("", "1333x", "2x3x4", "0", "-1.5", "big", "nan", "inf"):
         with pytest.raises(ConfigError, match="--tta-scales"):
             parse_tta_scales(bad)
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
@@ -51,6 +51,12 @@ def test_tta_scales_are_sizes_or_factors_of_each_images_size(small_shapes):
                                              None).scale_factor == pytest.approx((1.5,) * 4, abs=0.01)
     resize = by_size["data"]["test"]["pipeline"][0]
     assert resize["img_scale"] == [320, 256] and "scale_factor" not in resize
+
+
+def test_an_iou_given_in_percent_is_one_clear_error(small_shapes, tmp_path, capsys):
+    assert main([str(DEMO_CONFIG), str(tmp_path / "checkpoint.pt"), "--pr-iou", "40",
+                 "--set", *quick_overrides(small_shapes)]) == 2
+    assert "--pr-iou: expected an IoU in (0, 1], got 40.0" in capsys.readouterr().err
 
 
 def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict[str, float]:
