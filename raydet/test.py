@@ -108,13 +108,14 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
         for line in problems.lines():
             print(f"  {line}", file=sys.stderr)
     collector = DetectionCollector(dataset, rank=0)
-    metrics = collector.score(predictions, classwise=True)
+    results = collector.results(predictions)
+    metrics = collector.score(predictions, classwise=True, results=results)
     counts = collector.precision_recall(predictions, pr_iou, pr_score_thr)
     chosen = "given" if pr_score_thr is not None else "the best F1 on this split"
     summary = (f"{collector.summary}\n\nbox precision {counts['box_precision']:.3f}, "
                f"recall {counts['box_recall']:.3f}, F1 {counts['box_f1']:.3f} at IoU {pr_iou} "
                f"for scores >= {counts['box_score_thr']} ({chosen})")
-    return {**metrics, **counts}, summary, collector.results(predictions)
+    return {**metrics, **counts}, summary, results
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,13 +87,15 @@ class DetectionCollector:
         """``predictions`` as a COCO results list, under the annotation file's category ids."""
         return detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], self.dataset.cat_ids)
 
-    def score(self, predictions: list[tuple[int, Detections]], classwise: bool = False) -> dict[str, float]:
+    def score(self, predictions: list[tuple[int, Detections]], classwise: bool = False,
+              results: list[dict] | None = None) -> dict[str, float]:
         """The COCO metrics of ``predictions`` (every image of the split's); ``summary`` gets pycocotools'
-        summary (and each category's AP and AP50 with ``classwise``)."""
+        summary (and each category's AP and AP50 with ``classwise``).  ``results``: ``self.results(predictions)``
+        when the caller already has it."""
         dataset = self.dataset
         image_ids = [int(r["image_id"]) for r in dataset.records]
-        metrics, self.summary = coco_bbox_metrics(self._ground_truth(), self.results(predictions), image_ids,
-                                                  classwise=classwise)
+        results = self.results(predictions) if results is None else results
+        metrics, self.summary = coco_bbox_metrics(self._ground_truth(), results, image_ids, classwise=classwise)
         by_id = dict(predictions)
         self.pictured = [(r, by_id[int(r["image_id"])]) for r in dataset.records
                          if int(r["image_id"]) in by_id][: self.num_pictures]
