@@ -52,7 +52,7 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int],
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}, "no detections: every AP is 0"
     with _printed_into(io.StringIO()) as printed:
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes([dict(result) for result in results])  # loadRes adds keys to each dict
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.params.imgIds = sorted(set(image_ids))
         evaluator.evaluate()

@@ -36,6 +36,14 @@ def test_perfect_detections_score_one(gt):
     assert [float(line.rsplit("= ", 1)[1]) for line in lines[:6]] == [metrics[name] for name in METRIC_NAMES]
 
 
+def test_the_given_results_are_left_as_they_were(gt):
+    # pycocotools' loadRes adds area, id, iscrowd and segmentation to each dict it is given;
+    # raydet.test writes the same list to --out after scoring it
+    results = [detection(1, 7, [10, 10, 100, 50]), detection(2, 7, [50, 60, 100, 100])]
+    coco_bbox_metrics(gt, results, [1, 2])
+    assert [set(result) for result in results] == [{"image_id", "category_id", "bbox", "score"}] * 2
+
+
 def test_a_missed_image_lowers_recall(gt):
     results = [detection(1, 7, [10, 10, 100, 50]), detection(1, 9, [120, 120, 40, 40])]
     metrics, _ = coco_bbox_metrics(gt, results, [1, 2])
