@@ -3,7 +3,10 @@
 Category ids are sorted and mapped to labels ``0..K-1`` in that order (the
 same mapping every time the file is read); ``iscrowd`` boxes become
 ``ignore`` flags.  COCO boxes are ``[x, y, w, h]``; records hold
-``[x1, y1, x2, y2] = [x, y, x + w, y + h]``.
+``[x1, y1, x2, y2] = [x, y, x + w, y + h]``.  With ``with_mask`` each
+annotation's ``segmentation`` (polygons; RLE for crowd regions) becomes the
+record's compressed RLE mask, and an annotation whose segmentation cannot be
+used is dropped like one with a bad box (``raydet.data.records.check_mask``).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pycocotools.coco import COCO
 from .. import storage
 from .image_io import local_file_problem
 from .problems import DataError, ProblemReport
-from .records import ReadResult, check_box, make_record
+from .records import ReadResult, check_box, check_mask, make_record
 
 
 def load_json(path: str) -> object:
@@ -37,14 +40,17 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_files: bool = True) -> ReadResult:
-    """Read a COCO detection json into records.
+def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_files: bool = True,
+              with_mask: bool = False) -> ReadResult:
+    """Read a COCO detection (or instance segmentation) json into records.
 
     Args:
         ann_file: path of the json.
         img_prefix: folder or URI prefix that ``file_name`` is relative to.
         problems: where bad entries are reported (its policy decides skip / error).
         check_files: check that local image files exist and are not empty.
+        with_mask: read each annotation's ``segmentation`` into the record's ``masks``
+            (else ``masks`` is ``None`` and segmentations are not looked at).
 
     Raises:
         DataError: the file is missing, is not JSON, lacks ``images`` /
@@ -108,8 +114,12 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
         image = images[ann["image_id"]]
         box = check_box([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]], image["height"], image["width"],
                         where, problems)
-        if box is not None:
-            annotations.append({**ann, "id": len(annotations) + 1, "bbox_xyxy": box})
+        if box is None:
+            continue
+        mask = (check_mask(ann.get("segmentation"), box, image["height"], image["width"], where, problems)
+                if with_mask else None)
+        if mask is not None or not with_mask:
+            annotations.append({**ann, "id": len(annotations) + 1, "bbox_xyxy": box, "mask_rle": mask})
 
     # pycocotools builds the per-image and per-category index (it prints progress: silence it).
     coco = COCO()
@@ -134,6 +144,7 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
             boxes=[a["bbox_xyxy"] for a in anns],
             labels=[label_of[a["category_id"]] for a in anns],
             ignore=[bool(a.get("iscrowd", 0)) for a in anns],
+            masks=[a["mask_rle"] for a in anns] if with_mask else None,
         ))
     if not records:
         raise DataError(f"{ann_file}: no usable images ({problems.short()})")

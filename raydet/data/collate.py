@@ -8,13 +8,18 @@
                flip_direction "horizontal" / "vertical" / "diagonal" / None, image_id int
     gt_bboxes  list of B float32 [N_i, 4] x1y1x2y2 in the img_shape frame (ignored boxes excluded)
     gt_labels  list of B int64 [N_i]
+    gt_masks   list of B uint8 [N_i, H_i, W_i] (0 / 1) instance masks in step with gt_bboxes, in the
+               same pixel frame: (H_i, W_i) is image i's own size (its pad_shape), not the stacked
+               (H, W); only for a dataset read with masks (``with_mask``)
 
 Evaluation batches carry only ``img`` and ``img_metas`` (mmdetection's test
 pipeline does the same), so ``model(**batch, return_loss=False)`` works as is.
 
 ``pack_batch`` / ``unpack_batch`` turn a ``Batch`` into one row of plain numpy
 columns (no Python objects) and back, which is how a batch collated inside a
-Ray Data task travels to the training worker.
+Ray Data task travels to the training worker.  Masks travel as compressed RLE
+(a few hundred bytes per instance instead of ``H_i * W_i``) and are decoded back
+exactly on arrival.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 
+from .masks import decode_masks, encode_masks
 from .sample import Sample
 
 FLIP_DIRECTIONS = (None, "horizontal", "vertical", "diagonal")  # index = the packed flip code
@@ -34,14 +40,20 @@ class Batch(TypedDict, total=False):
     img_metas: list[dict]
     gt_bboxes: list[torch.Tensor]
     gt_labels: list[torch.Tensor]
+    gt_masks: list[torch.Tensor]
 
 
-def collate(samples: list[Sample], size_divisor: int = 32, with_gt: bool = True) -> Batch:
+def collate(samples: list[Sample], size_divisor: int = 32, with_gt: bool = True,
+            with_mask: bool | None = None) -> Batch:
     """Pad each image bottom/right to the batch's shape (a multiple of ``size_divisor``) and stack.
 
     ``pad_shape`` stays each image's own padded size (``Pad``'s, else its
     ``img_shape``); ``batch_input_shape`` is the stacked tensor's ``(H, W)``.
     An empty list gives an empty batch (``img`` ``[0, 3, 0, 0]``).
+
+    ``with_mask`` (with ``with_gt``): add ``gt_masks``; ``None`` decides by the samples,
+    which must then all carry masks or none.  Say ``True`` for the batches of a dataset with
+    masks, so that one left empty by bad images has the same keys (``gt_masks == []``).
     """
     heights = [s.pad_shape[0] for s in samples] or [0]
     widths = [s.pad_shape[1] for s in samples] or [0]
@@ -62,7 +74,22 @@ def collate(samples: list[Sample], size_divisor: int = 32, with_gt: bool = True)
     if with_gt:
         batch["gt_bboxes"] = [s.boxes[~s.ignore].to(torch.float32) for s in samples]
         batch["gt_labels"] = [s.labels[~s.ignore].to(torch.int64) for s in samples]
+        if _batch_has_masks(samples, with_mask):
+            batch["gt_masks"] = [s.masks[~s.ignore].to(torch.uint8) for s in samples]
     return batch
+
+
+def _batch_has_masks(samples: list[Sample], with_mask: bool | None) -> bool:
+    """Whether a batch of ``samples`` gets ``gt_masks`` (see ``collate``); ``ValueError`` when it cannot."""
+    without = [s.image_id for s in samples if s.masks is None]
+    with_masks = [s.image_id for s in samples if s.masks is not None]
+    if with_mask is None:
+        with_mask = bool(with_masks)
+    if with_mask and without:
+        wanted = f"images {with_masks} of the same batch have masks" if with_masks else "with_mask=True asks for them"
+        raise ValueError(f"cannot collate gt_masks: images {without} have no masks but {wanted}; "
+                         "read the dataset with with_mask: true")
+    return with_mask
 
 
 def pack_batch(batch: Batch) -> dict[str, np.ndarray]:
@@ -87,7 +114,35 @@ def pack_batch(batch: Batch) -> dict[str, np.ndarray]:
         packed["gt_counts"] = np.array([len(b) for b in batch["gt_bboxes"]], np.int64)
         packed["gt_bboxes"] = torch.cat(batch["gt_bboxes"]).numpy() if size else np.zeros((0, 4), np.float32)
         packed["gt_labels"] = torch.cat(batch["gt_labels"]).numpy() if size else np.zeros(0, np.int64)
+    if "gt_masks" in batch:
+        packed.update(pack_masks(batch["gt_masks"]))
     return packed
+
+
+def pack_masks(masks: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per-image ``[N_i, H_i, W_i]`` uint8 masks -> compressed RLE in numpy columns.
+
+    Returns:
+        ``gt_mask_shape`` int64 ``[B, 2]`` (each image's ``H_i, W_i``), ``gt_mask_rle_lengths``
+        int64 ``[sum N_i]`` (bytes of each mask's RLE ``counts``, image by image) and ``gt_mask_rle``
+        uint8 ``[sum of lengths]`` (those ``counts`` concatenated).  ``N_i`` is ``gt_counts``.
+    """
+    counts = [rle for image_masks in masks for rle in encode_masks(image_masks.numpy())]
+    return {
+        "gt_mask_shape": np.array([m.shape[-2:] for m in masks], np.int64).reshape(len(masks), 2),
+        "gt_mask_rle_lengths": np.array([len(c) for c in counts], np.int64),
+        "gt_mask_rle": np.frombuffer(b"".join(counts), np.uint8).copy(),
+    }
+
+
+def unpack_masks(packed: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    """``pack_masks``' columns (with ``gt_counts``) -> per-image ``[N_i, H_i, W_i]`` uint8 masks."""
+    buffer = np.asarray(packed["gt_mask_rle"], np.uint8).tobytes()
+    ends = np.cumsum(packed["gt_mask_rle_lengths"])
+    counts = [buffer[end - length:end] for end, length in zip(ends, packed["gt_mask_rle_lengths"])]
+    first = np.cumsum(packed["gt_counts"]) - packed["gt_counts"]
+    return [torch.from_numpy(decode_masks(counts[start:start + number], int(height), int(width)))
+            for start, number, (height, width) in zip(first, packed["gt_counts"], packed["gt_mask_shape"])]
 
 
 def unpack_batch(packed: dict[str, np.ndarray]) -> Batch:
@@ -115,4 +170,6 @@ def unpack_batch(packed: dict[str, np.ndarray]) -> Batch:
         labels = torch.from_numpy(np.array(packed["gt_labels"], dtype=np.int64).reshape(-1))
         batch["gt_bboxes"] = [boxes[start:end] for start, end in zip(starts, ends)]
         batch["gt_labels"] = [labels[start:end] for start, end in zip(starts, ends)]
+    if "gt_mask_rle" in packed:
+        batch["gt_masks"] = unpack_masks(packed)
     return batch

@@ -31,11 +31,13 @@ class DetectionDataset:
         pipeline: the transforms a decoded sample goes through.
         problems: what was wrong with the annotations (and was skipped or repaired).
         num_without_boxes_filtered: images dropped by ``filter_empty_gt``.
+        with_mask: whether the records carry instance masks (each record's ``masks``).
     """
 
     def __init__(self, result: ReadResult, pipeline: list[Transform], problems: ProblemReport,
-                 ann_file: str, img_prefix: str, filter_empty_gt: bool):
+                 ann_file: str, img_prefix: str, filter_empty_gt: bool, with_mask: bool = False):
         records = result.records
+        self.with_mask = with_mask
         self.num_without_boxes_filtered = 0
         if filter_empty_gt:
             kept = [r for r in records if (~r["ignore"]).any()]
@@ -70,13 +72,15 @@ class DetectionDataset:
         empty = sum(1 for r in self.records if not (~r["ignore"]).any())
         filtered = (f", {self.num_without_boxes_filtered} without boxes left out"
                     if self.num_without_boxes_filtered else "")
-        return (f"{len(self):,} images ({empty} without boxes{filtered}), {num_boxes:,} boxes ({num_ignored} ignored), "
+        masks = " with masks" if self.with_mask else ""
+        return (f"{len(self):,} images ({empty} without boxes{filtered}), {num_boxes:,} boxes{masks} "
+                f"({num_ignored} ignored), "
                 f"{len(self.classes)} classes; {self.problems.short()}")
 
 
 @DATASETS.register()
 class CocoDataset(DetectionDataset):
-    """A COCO detection json.
+    """A COCO detection json (with ``with_mask``: instance segmentation).
 
     Args:
         ann_file: the json (absolute, or resolved against ``data.data_root``).
@@ -85,13 +89,16 @@ class CocoDataset(DetectionDataset):
         on_bad_record: ``skip`` bad entries (reported) or stop with an ``error``.
         filter_empty_gt: leave out images without any (non-ignored) box (mmdetection does for training).
         check_files: check that local image files exist and are not empty.
+        with_mask: read instance masks (each annotation's ``segmentation``: polygons, or RLE for
+            crowd regions) for Mask R-CNN; an annotation without a usable one is dropped and reported.
     """
 
     def __init__(self, ann_file: str, img_prefix: str, pipeline: list[Transform] = (),
-                 on_bad_record: OnBadRecord = "skip", filter_empty_gt: bool = False, check_files: bool = True):
+                 on_bad_record: OnBadRecord = "skip", filter_empty_gt: bool = False, check_files: bool = True,
+                 with_mask: bool = False):
         problems = ProblemReport(on_bad_record)
-        result = read_coco(ann_file, img_prefix, problems, check_files)
-        super().__init__(result, list(pipeline), problems, ann_file, img_prefix, filter_empty_gt)
+        result = read_coco(ann_file, img_prefix, problems, check_files, with_mask)
+        super().__init__(result, list(pipeline), problems, ann_file, img_prefix, filter_empty_gt, with_mask)
 
 
 @DATASETS.register()

@@ -15,7 +15,7 @@ from ..config.schema import DataSection
 from .collate import Batch, collate
 from .image_io import ImageError
 from .problems import ProblemReport
-from .records import Record, record_at
+from .records import Record, record_at, table_has_masks
 from .sample import Sample, load_sample
 from .transforms import Compose
 
@@ -36,9 +36,10 @@ class BatchRecipe:
 
 
 def prepare_sample(record: Record, pipeline: Compose, rng: np.random.Generator,
-                   problems: ProblemReport | None = None) -> Sample:
-    """Read and decode ``record``'s image and run ``pipeline`` on it (raises ``ImageError`` for a bad image)."""
-    return pipeline(load_sample(record, problems), rng)
+                   problems: ProblemReport | None = None, with_masks: bool = True) -> Sample:
+    """Read and decode ``record``'s image (and masks, unless ``with_masks`` is false) and run ``pipeline``
+    on it (raises ``ImageError`` for a bad image)."""
+    return pipeline(load_sample(record, problems, with_masks), rng)
 
 
 def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarray, pipeline: Compose,
@@ -47,7 +48,8 @@ def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarr
     ``numpy.random.default_rng(seeds[i])``, collated and padded to a multiple of ``size_divisor``.
 
     A corrupt or missing image is left out of the batch and reported in the returned ``ProblemReport``
-    (the batch then holds fewer images; it may hold none).
+    (the batch then holds fewer images; it may hold none).  Records with masks give ``gt_masks`` with
+    ``with_gt`` (every batch of such records, even an empty one); without it their masks are not decoded.
     """
     samples, problems = [], ProblemReport()
     for index, seed in zip(indices, seeds):
@@ -55,7 +57,7 @@ def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarr
             continue
         record = record_at(records, int(index))
         try:
-            samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems))
+            samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems, with_gt))
         except ImageError as err:
             problems.add(err.kind, f"image {record['image_id']}", str(err))
-    return collate(samples, size_divisor, with_gt), problems
+    return collate(samples, size_divisor, with_gt, with_mask=with_gt and table_has_masks(records)), problems

@@ -27,6 +27,9 @@ PROBLEM_KINDS: dict[str, str] = {
     "invalid_box": "box with x2 <= x1, y2 <= y1 or non-numeric coordinates (dropped)",
     "box_outside_image": "box entirely outside its image (dropped)",
     "box_clipped": "box partly outside its image (clipped to the image, kept)",
+    "invalid_mask": "missing or malformed segmentation (polygons, RLE) of an annotation read with masks (dropped)",
+    "empty_mask": "segmentation that covers no pixel (annotation dropped)",
+    "mask_outside_box": "segmentation that does not overlap its annotation's bbox (annotation dropped)",
     "size_mismatch": "decoded image size differs from the annotation (boxes clipped, kept)",
 }
 # Problems that are repaired without losing data: reported, never an error.

@@ -3,8 +3,12 @@
 Images of varied size (128–320 px a side) on a striped colour gradient, each
 with 0–6 solid shapes — rectangles, ellipses, triangles — of random colour,
 scale (12 px up to most of the image) and aspect ratio (1:2 to 2:1), not
-overlapping, so a box is the tight extent of its shape.  About one image in
-twelve has no shape at all.  A few hundred images take a few seconds.
+overlapping.  Each object's instance mask is the pixels painted for it (COCO
+RLE ``segmentation``, its ``area`` the mask's).  A box is the tight extent of its
+rectangle or ellipse; a triangle's apex row can be thinner than a pixel and so
+miss every pixel centre, leaving its mask up to 2 px inside the box there.
+About one image in twelve has no shape at all.  A few hundred images take a
+few seconds.
 
 Layout::
 
@@ -22,6 +26,7 @@ import torch
 import torchvision.io
 
 from .coco_writer import records_to_coco, write_json
+from .masks import encode_masks
 from .records import Record, make_record
 
 CLASSES = ("rectangle", "ellipse", "triangle")
@@ -76,19 +81,22 @@ def _place_objects(rng: np.random.Generator, height: int, width: int) -> list[tu
     return placed
 
 
-def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
-    """One random image ``[H, W, 3]`` uint8 and its ``(label, (x1, y1, x2, y2))`` objects."""
+def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]], np.ndarray]:
+    """One random image ``[H, W, 3]`` uint8, its ``(label, (x1, y1, x2, y2))`` objects and their
+    ``[N, H, W]`` uint8 instance masks (the pixels painted for each)."""
     height, width = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
     image = _background(rng, height, width)
     objects = _place_objects(rng, height, width)
-    for label, (x1, y1, x2, y2) in objects:
+    masks = np.zeros((len(objects), height, width), np.uint8)
+    for index, (label, (x1, y1, x2, y2)) in enumerate(objects):
         local = image[y1:y2, x1:x2].mean(axis=(0, 1))
         colour = rng.uniform(0, 255, size=3)
         while np.abs(colour - local).sum() < 150:  # keep shapes visible against their surroundings
             colour = rng.uniform(0, 255, size=3)
         mask = _shape_mask(CLASSES[label], (x1, y1, x2, y2), rng)
         image[y1:y2, x1:x2][mask] = colour
-    return np.clip(image, 0, 255).astype(np.uint8), objects
+        masks[index, y1:y2, x1:x2] = mask
+    return np.clip(image, 0, 255).astype(np.uint8), objects, masks
 
 
 def generate_shapes(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 240,
@@ -106,12 +114,13 @@ def generate_shapes(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 
         for split, count in (("train", num_train), ("val", num_val)):
             records: list[Record] = []
             for index in range(count):
-                image, objects = draw_image(rng)
+                image, objects, masks = draw_image(rng)
                 path = out / "images" / f"{split}_{index:06d}.png"
                 chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
                 pngs.append(png_writers.submit(torchvision.io.write_png, chw, str(path), compression_level=1))
                 records.append(make_record(index + 1, str(path), image.shape[0], image.shape[1],
-                                           boxes=[box for _, box in objects], labels=[label for label, _ in objects]))
+                                           boxes=[box for _, box in objects], labels=[label for label, _ in objects],
+                                           masks=encode_masks(masks)))
             written[split] = out / "annotations" / f"{split}.json"
             write_json(records_to_coco(records, CLASSES, [1, 2, 3], img_prefix=str(out / "images")), written[split])
     for png in pngs:

@@ -56,3 +56,30 @@ def jpeg_with_orientation(path: Path, height: int, width: int, orientation: int)
     Image.fromarray(array).save(buffer, format="JPEG", exif=exif.tobytes())
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def mask_sample(height: int = 60, width: int = 100, image_id: int = 1):
+    """A ``Sample`` with three instances whose boxes are their masks' tight boxes: a rectangle, an ellipse and
+    an ignored triangle; the image is 255 on the instances' pixels and 0 elsewhere (pixels and masks must
+    move together)."""
+    import torch
+
+    from raydet.data.sample import Sample
+
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    rectangle = (xs > 4) & (xs < 20) & (ys > 6) & (ys < 30)
+    ellipse = ((xs - 0.6 * width) / (0.15 * width)) ** 2 + ((ys - 0.5 * height) / (0.3 * height)) ** 2 <= 1
+    triangle = (ys > 0.75 * height) & (ys < height - 1) & (np.abs(xs - 0.25 * width) < (ys - 0.75 * height))
+    masks = torch.from_numpy(np.stack([rectangle, ellipse, triangle]).astype(np.uint8))
+    img = (masks.amax(dim=0) * 255).expand(3, height, width).contiguous()
+    return Sample(img=img, boxes=tight_boxes(masks), labels=torch.arange(3), ignore=torch.tensor([False, False, True]),
+                  image_id=image_id, ori_shape=(height, width), img_shape=(height, width),
+                  pad_shape=(height, width), masks=masks)
+
+
+def tight_boxes(masks):
+    """``[N, 4]`` float32 x1, y1, x2, y2 (x2, y2 exclusive) of ``[N, H, W]`` non-empty masks."""
+    import torch
+    from torchvision.ops import masks_to_boxes
+
+    return masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])

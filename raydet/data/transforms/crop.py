@@ -1,4 +1,4 @@
-"""``RandomCrop``: crop a random window; boxes shifted, clipped, and dropped when nothing is left."""
+"""``RandomCrop``: crop a random window; boxes shifted, clipped, and dropped when nothing is left (masks cropped)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 
 from ...registry import TRANSFORMS
-from ..sample import Sample
+from ..sample import Sample, masks_with_pixels
 from .base import Transform
 
 
@@ -25,8 +25,9 @@ def crop_boxes(boxes: torch.Tensor, top: int, left: int, height: int, width: int
 class RandomCrop(Transform):
     """Crop a random window (training only: the crop is not recorded for mapping back).
 
-    Boxes are shifted into the window and clipped to it; boxes left with no area
-    are dropped together with their labels and ignore flags.
+    Boxes are shifted into the window and clipped to it; masks are cropped with
+    the image.  Boxes left with no area, and instances whose mask has no pixel left
+    in the window, are dropped together with their labels, ignore flags and masks.
 
     Args:
         crop_size: ``[height, width]`` in pixels (``absolute``), as fractions of the
@@ -67,9 +68,12 @@ class RandomCrop(Transform):
             top = int(rng.integers(0, height - crop_h + 1))
             left = int(rng.integers(0, width - crop_w + 1))
             boxes, keep = crop_boxes(sample.boxes, top, left, crop_h, crop_w)
+            masks = None if sample.masks is None else F.crop_mask(sample.masks, top, left, crop_h, crop_w)
+            if masks is not None:
+                keep &= masks_with_pixels(masks)
             if self.allow_negative_crop or not had_targets or bool((keep & ~sample.ignore).any()):
                 sample.img = F.crop_image(sample.img, top, left, crop_h, crop_w)
-                sample.boxes = boxes
+                sample.boxes, sample.masks = boxes, masks
                 sample.keep_boxes(keep)
                 sample.img_shape = sample.pad_shape = (crop_h, crop_w)
                 return sample

@@ -1,4 +1,4 @@
-"""``RandomFlip``: horizontal / vertical / diagonal flips of image and boxes."""
+"""``RandomFlip``: horizontal / vertical / diagonal flips of image, boxes and masks."""
 from __future__ import annotations
 
 from typing import Literal
@@ -26,6 +26,7 @@ def flip_boxes(boxes: torch.Tensor, img_shape: tuple[int, int], direction: str) 
 
 
 def flip_image(img: torch.Tensor, direction: str) -> torch.Tensor:
+    """Flip a ``[..., H, W]`` image (or ``[N, H, W]`` masks: flipping a mask is flipping its pixels)."""
     if direction in ("horizontal", "diagonal"):
         img = F.horizontal_flip_image(img)
     if direction in ("vertical", "diagonal"):
@@ -59,5 +60,6 @@ class RandomFlip(Transform):
         direction = self._directions[int(rng.integers(len(self._directions)))]
         sample.img = flip_image(sample.img, direction)
         sample.boxes = flip_boxes(sample.boxes, sample.img_shape, direction)
+        sample.map_masks(lambda masks: flip_image(masks, direction))
         sample.flip, sample.flip_direction = True, direction
         return sample

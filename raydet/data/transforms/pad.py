@@ -13,7 +13,7 @@ from .base import Transform
 
 @TRANSFORMS.register()
 class Pad(Transform):
-    """Pad bottom/right (boxes do not move); records ``pad_shape``.
+    """Pad bottom/right (boxes do not move; masks are padded with 0); records ``pad_shape``.
 
     Args:
         size_divisor: pad height and width up to a multiple of this.
@@ -41,5 +41,6 @@ class Pad(Transform):
             pad_w = math.ceil(width / self.size_divisor) * self.size_divisor
         if (pad_h, pad_w) != (height, width):
             sample.img = F.pad_image(sample.img, [0, 0, pad_w - width, pad_h - height], fill=self.pad_val)
+            sample.map_masks(lambda masks: F.pad_mask(masks, [0, 0, pad_w - width, pad_h - height]))
         sample.pad_shape = (pad_h, pad_w)
         return sample

@@ -1,4 +1,4 @@
-"""``RandomRotate90``: quarter-turn rotations of image and boxes (overhead imagery has no "up")."""
+"""``RandomRotate90``: quarter-turn rotations of image, boxes and masks (overhead imagery has no "up")."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,6 +41,7 @@ class RandomRotate90(Transform):
         turns = int(rng.integers(1, 4))
         sample.boxes = rotate90_boxes(sample.boxes, sample.img_shape, turns)
         sample.img = torch.rot90(sample.img, turns, dims=(-2, -1)).contiguous()
+        sample.map_masks(lambda masks: torch.rot90(masks, turns, dims=(-2, -1)).contiguous())
         if turns % 2:
             sample.img_shape = sample.img_shape[::-1]
             sample.pad_shape = sample.pad_shape[::-1]
