@@ -5,7 +5,10 @@ and the raydet detector built from ``configs/_base_/models/<arch>_r50_fpn.yaml``
 holding the converted weights are timed alternately in one process:
 
 - train step: forward + backward of a batch (``--batch`` images of ``--size``²);
-- inference: ``eval()`` forward of one image under ``torch.inference_mode``.
+  Mask R-CNN's ground-truth masks are the ellipses inscribed in the boxes;
+- inference: ``eval()`` forward of one image under ``torch.inference_mode``
+  (Mask R-CNN: masks pasted into the image, torchvision's as probabilities,
+  raydet's thresholded).
 
 torchvision receives the images as its users give them (a list of 0..1 images,
 ``min_size = max_size = --size`` so its resize keeps the size) and normalises,
@@ -17,7 +20,7 @@ Prints one JSON line: per detector the median seconds of both and ``ratio``, the
 median over rounds of raydet's time / torchvision's (below 1: raydet is faster).
 
 raydet's speed options (``OPTIMISATIONS``: ``model.backbone.fold_norm``,
-``model.winograd``, ``model.roi_head.bbox_roi_extractor.gather_roi_align``) are on in
+``model.winograd``, ``gather_roi_align`` of the RoI extractors, ``model.channels_last``) are on in
 ``raydet``, as the configs have them.  The same weights are also timed, in the same
 rounds, with all of them off (``all_off``: raydet computing what torchvision computes,
 op for op) and with each one off in turn (``without``); ``share`` is how much each
@@ -29,7 +32,7 @@ configs and of torchvision with a pretrained backbone: ``FrozenBatchNorm2d`` (it
 statistics taken from the benchmark's images), stem and ``layer1`` frozen.
 
     python benchmarks/model_speed.py [--size 512] [--batch 2] [--repeats 5] [--threads 1]
-        [--detectors retinanet fcos fasterrcnn] [--backbone trainable|frozen]
+        [--detectors retinanet fcos fasterrcnn maskrcnn] [--backbone trainable|frozen]
 """
 from __future__ import annotations
 
@@ -54,24 +57,30 @@ from raydet.models.torchvision_weights import convert_torchvision_state_dict  # 
 
 NUM_CLASSES = 80
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DETECTORS = {  # arch: (torchvision builder, raydet config, key path of num_classes, torchvision adds a background)
-    "retinanet": (torchvision.models.detection.retinanet_resnet50_fpn, "retinanet_r50_fpn.yaml", "bbox_head", False),
-    "fcos": (torchvision.models.detection.fcos_resnet50_fpn, "fcos_r50_fpn.yaml", "bbox_head", False),
+DETECTORS = {  # arch: (torchvision builder, raydet config, key paths of num_classes, torchvision adds a background)
+    "retinanet": (torchvision.models.detection.retinanet_resnet50_fpn, "retinanet_r50_fpn.yaml", ("bbox_head",),
+                  False),
+    "fcos": (torchvision.models.detection.fcos_resnet50_fpn, "fcos_r50_fpn.yaml", ("bbox_head",), False),
     "fasterrcnn": (torchvision.models.detection.fasterrcnn_resnet50_fpn, "faster_rcnn_r50_fpn.yaml",
-                   "roi_head.bbox_head", True),
+                   ("roi_head.bbox_head",), True),
+    "maskrcnn": (torchvision.models.detection.maskrcnn_resnet50_fpn, "mask_rcnn_r50_fpn.yaml",
+                 ("roi_head.bbox_head", "roi_head.mask_head"), True),
 }
-# raydet's speed options: name -> (detectors that have it, the config key that turns it off)
+ALL = tuple(DETECTORS)
+BBOX_GATHER_OFF = "model.roi_head.bbox_roi_extractor.gather_roi_align=false"
+# raydet's speed options: name -> {detector that has it: the config overrides that turn it off}
 OPTIMISATIONS = {
-    "fold_norm": (("retinanet", "fcos", "fasterrcnn"), "model.backbone.fold_norm=false"),
-    "winograd": (("retinanet", "fcos", "fasterrcnn"), "model.winograd=0"),
-    "gather_roi_align": (("fasterrcnn",), "model.roi_head.bbox_roi_extractor.gather_roi_align=false"),
-    "channels_last": (("retinanet", "fcos", "fasterrcnn"), "model.channels_last=false"),  # eval mode only
+    "fold_norm": {arch: ("model.backbone.fold_norm=false",) for arch in ALL},
+    "winograd": {arch: ("model.winograd=0",) for arch in ALL},
+    "gather_roi_align": {"fasterrcnn": (BBOX_GATHER_OFF,),
+                         "maskrcnn": (BBOX_GATHER_OFF, "model.roi_head.mask_roi_extractor.gather_roi_align=false")},
+    "channels_last": {arch: ("model.channels_last=false",) for arch in ALL},  # eval mode only
 }
 
 
-def optimisations(arch: str) -> dict[str, str]:
-    """The speed options ``arch`` has: name -> the override that turns it off."""
-    return {name: off for name, (archs, off) in OPTIMISATIONS.items() if arch in archs}
+def optimisations(arch: str) -> dict[str, tuple[str, ...]]:
+    """The speed options ``arch`` has: name -> the overrides that turn it off."""
+    return {name: offs[arch] for name, offs in OPTIMISATIONS.items() if arch in offs}
 
 
 def freeze_like_pretrained(reference: torch.nn.Module, images: list[torch.Tensor]) -> None:
@@ -105,21 +114,21 @@ def build_models(arch: str, size: int, backbone: str, images: list[torch.Tensor]
     Single-stage class logits get a wider init (std 0.05, bias 0) so that, as with a
     trained model, many anchors pass the score threshold and post-processing has work.
     """
-    builder, config_name, head_path, background = DETECTORS[arch]
+    builder, config_name, head_paths, background = DETECTORS[arch]
     torch.manual_seed(0)
     reference = builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + background,
                         min_size=size, max_size=size)
     if not background:
         torch.nn.init.normal_(reference.head.classification_head.cls_logits.weight, std=0.05)
         torch.nn.init.zeros_(reference.head.classification_head.cls_logits.bias)
-    overrides = [f"model.{head_path}.num_classes={NUM_CLASSES}", "model.backbone.init_cfg=null"]
+    overrides = [*(f"model.{path}.num_classes={NUM_CLASSES}" for path in head_paths), "model.backbone.init_cfg=null"]
     if backbone == "frozen":
         freeze_like_pretrained(reference, images)  # the configs' own backbone settings
     else:  # torchvision's weights=None backbone
         overrides += ["model.backbone.norm=BN", "model.backbone.norm_eval=false", "model.backbone.frozen_stages=-1"]
     offs = optimisations(arch)
-    variants = {"raydet": [], "all_off": list(offs.values()),
-                **{f"without_{name}": [off] for name, off in offs.items()}}
+    variants = {"raydet": [], "all_off": [off for option in offs.values() for off in option],
+                **{f"without_{name}": list(option) for name, option in offs.items()}}
     state = convert_torchvision_state_dict(reference.state_dict(), arch)
     models = {}
     for name, extra in variants.items():
@@ -136,11 +145,20 @@ def make_inputs(batch: int, size: int):
         top_left = torch.rand(4, 2, generator=generator) * size * 0.6
         boxes.append(torch.cat([top_left, top_left + 16 + torch.rand(4, 2, generator=generator) * size * 0.35], dim=1))
     labels = [torch.randint(0, NUM_CLASSES, (4,), generator=generator) for _ in range(batch)]
+    masks = [inscribed_ellipses(image_boxes, size) for image_boxes in boxes]
     mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     img = torch.stack([(image - mean) / std for image in images])
     metas = [{"ori_shape": (size, size), "img_shape": (size, size), "pad_shape": (size, size),
               "scale_factor": [1.0] * 4, "flip": False, "flip_direction": None, "image_id": i} for i in range(batch)]
-    return images, boxes, labels, img, metas
+    return images, boxes, labels, masks, img, metas
+
+
+def inscribed_ellipses(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[N, size, size]``: the ellipse inscribed in each of ``boxes [N, 4]``."""
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    centre, radius = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+    return ((((xs - centre[:, 0, None, None]) / radius[:, 0, None, None]) ** 2
+             + ((ys - centre[:, 1, None, None]) / radius[:, 1, None, None]) ** 2) <= 1).to(torch.uint8)
 
 
 def seconds(fn) -> float:
@@ -158,14 +176,16 @@ def train_step(model, call) -> None:
 
 
 def benchmark(arch: str, size: int, batch: int, repeats: int, backbone: str = "trainable") -> dict:
-    images, boxes, labels, img, metas = make_inputs(batch, size)
+    images, boxes, labels, masks, img, metas = make_inputs(batch, size)
     reference, models = build_models(arch, size, backbone, images)
     background = DETECTORS[arch][3]
-    targets = [{"boxes": image_boxes, "labels": image_labels + background}
-               for image_boxes, image_labels in zip(boxes, labels)]
+    with_mask = arch == "maskrcnn"
+    targets = [{"boxes": image_boxes, "labels": image_labels + background, **({"masks": m} if with_mask else {})}
+               for image_boxes, image_labels, m in zip(boxes, labels, masks)]
+    gt_masks = masks if with_mask else None
 
     def raydet_runs(model):
-        return (lambda: train_step(model, lambda: model(img, metas, boxes, labels)),
+        return (lambda: train_step(model, lambda: model(img, metas, boxes, labels, gt_masks=gt_masks)),
                 lambda: model.simple_test(img[:1], metas[:1]))
 
     runs = {"torchvision": (lambda: train_step(reference, lambda: reference(images, targets)),

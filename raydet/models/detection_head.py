@@ -14,11 +14,21 @@ class DetectionHead(nn.Module, metaclass=abc.ABCMeta):
     several augmentations' detections with class-wise NMS at ``nms_iou_thr``, again
     keeping ``max_per_img``.
 
+    A head that also segments its detections (``with_mask``: Mask R-CNN's RoI head) adds
+    ``"mask_probs": [K, M, M]``, each detection's foreground probabilities on an ``M x M``
+    grid over its box; the detector pastes them into the image and keeps the pixels whose
+    probability is at least ``mask_thr_binary``.
+
     Attributes:
         num_classes: object classes (no background); labels are ``0 .. num_classes - 1``.
         nms_iou_thr: IoU above which class-wise NMS drops the lower-scoring of two boxes.
         max_per_img: the most detections kept per image.
+        with_mask: whether ``simple_test`` gives ``mask_probs`` (and training needs ``gt_masks``).
+        mask_thr_binary: with ``with_mask``, the probability from which a pasted mask's pixel is foreground.
     """
+
+    with_mask: bool = False
+    mask_thr_binary: float = 0.5
 
     def __init__(self, num_classes: int, nms_iou_thr: float, max_per_img: int):
         super().__init__()

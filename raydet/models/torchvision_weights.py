@@ -1,11 +1,12 @@
 """torchvision detection checkpoints -> raydet detectors.
 
 ``convert_torchvision_state_dict`` renames the parameters of torchvision's
-``fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn`` and ``fcos_resnet50_fpn``
-(both the old and the current key layouts) to the matching raydet detector built
-from ``configs/_base_/models/*_r50_fpn.yaml``, and re-orders the class outputs:
-torchvision's classes are the rows ``class_indices`` (background first in Faster
-R-CNN), raydet's are ``0 .. num_classes - 1`` (background last).
+``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn`` and
+``fcos_resnet50_fpn`` (both the old and the current key layouts) to the matching raydet
+detector built from ``configs/_base_/models/*_r50_fpn.yaml``, and re-orders the class
+outputs: torchvision's classes are the rows ``class_indices`` (background first in Faster
+and Mask R-CNN), raydet's are ``0 .. num_classes - 1`` (background last in the box
+classifier, absent from the mask logits).
 
 ``load_torchvision_detector`` does the whole job for a built detector; a config
 asks for it with ``model.init_cfg: {type: Pretrained, checkpoint:
@@ -22,7 +23,9 @@ from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
 logger = logging.getLogger(__name__)
 
-Arch = Literal["fasterrcnn", "retinanet", "fcos"]
+Arch = Literal["fasterrcnn", "maskrcnn", "retinanet", "fcos"]
+# the architectures whose classifier has a background output (torchvision: the first)
+_WITH_BACKGROUND = ("fasterrcnn", "maskrcnn")
 
 # COCO: torchvision's 91 outputs are indexed by category id (0: background, 10 unused "N/A" ids);
 # raydet numbers the 80 categories 0..79 in category-id order.
@@ -35,15 +38,24 @@ _COMMON_RULES: list[tuple[str, object]] = [
     (r"backbone\.fpn\.inner_blocks\.(\d+)(?:\.0)?\.(weight|bias)", r"neck.lateral_convs.\1.\2"),
     (r"backbone\.fpn\.layer_blocks\.(\d+)(?:\.0)?\.(weight|bias)", r"neck.fpn_convs.\1.\2"),
 ]
+_FASTER_RCNN_RULES: list[tuple[str, object]] = [
+    (r"rpn\.head\.conv(?:\.0\.0)?\.(weight|bias)", r"rpn_head.rpn_conv.\1"),
+    (r"rpn\.head\.cls_logits\.(weight|bias)", r"rpn_head.rpn_cls.\1"),
+    (r"rpn\.head\.bbox_pred\.(weight|bias)", r"rpn_head.rpn_reg.\1"),
+    (r"roi_heads\.box_head\.fc6\.(weight|bias)", r"roi_head.bbox_head.shared_fcs.0.\1"),
+    (r"roi_heads\.box_head\.fc7\.(weight|bias)", r"roi_head.bbox_head.shared_fcs.1.\1"),
+    (r"roi_heads\.box_predictor\.cls_score\.(weight|bias)", r"roi_head.bbox_head.fc_cls.\1"),
+    (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", r"roi_head.bbox_head.fc_reg.\1"),
+]
 _RULES: dict[str, list[tuple[str, object]]] = {
-    "fasterrcnn": [
-        (r"rpn\.head\.conv(?:\.0\.0)?\.(weight|bias)", r"rpn_head.rpn_conv.\1"),
-        (r"rpn\.head\.cls_logits\.(weight|bias)", r"rpn_head.rpn_cls.\1"),
-        (r"rpn\.head\.bbox_pred\.(weight|bias)", r"rpn_head.rpn_reg.\1"),
-        (r"roi_heads\.box_head\.fc6\.(weight|bias)", r"roi_head.bbox_head.shared_fcs.0.\1"),
-        (r"roi_heads\.box_head\.fc7\.(weight|bias)", r"roi_head.bbox_head.shared_fcs.1.\1"),
-        (r"roi_heads\.box_predictor\.cls_score\.(weight|bias)", r"roi_head.bbox_head.fc_cls.\1"),
-        (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", r"roi_head.bbox_head.fc_reg.\1"),
+    "fasterrcnn": _FASTER_RCNN_RULES,
+    "maskrcnn": [
+        *_FASTER_RCNN_RULES,
+        # conv i: mask_head.<i>.0.*, before torchvision 0.13 (and in its COCO checkpoint) mask_head.mask_fcn<i+1>.*
+        (r"roi_heads\.mask_head\.(?:(\d+)\.0|mask_fcn(\d+))\.(weight|bias)",
+         lambda m: f"roi_head.mask_head.convs.{m[1] if m[1] is not None else int(m[2]) - 1}.conv.{m[3]}"),
+        (r"roi_heads\.mask_predictor\.conv5_mask\.(weight|bias)", r"roi_head.mask_head.upsample.\1"),
+        (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(weight|bias)", r"roi_head.mask_head.conv_logits.\1"),
     ],
     "retinanet": [
         # current layout: conv.<i>.0.*; before torchvision 0.13: conv.<2i>.* (conv, relu, conv, …)
@@ -69,6 +81,7 @@ _RULES: dict[str, list[tuple[str, object]]] = {
 # raydet parameters whose rows are per class
 _CLASS_PARAMS = {
     "fasterrcnn": ("roi_head.bbox_head.fc_cls.", "roi_head.bbox_head.fc_reg."),
+    "maskrcnn": ("roi_head.bbox_head.fc_cls.", "roi_head.bbox_head.fc_reg.", "roi_head.mask_head.conv_logits."),
     "retinanet": ("bbox_head.retina_cls.",),
     "fcos": ("bbox_head.conv_cls.",),
 }
@@ -80,8 +93,8 @@ def is_torchvision_state_dict(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def torchvision_num_classes(state_dict: Mapping[str, Tensor], arch: Arch) -> int:
-    """Number of class outputs of a torchvision checkpoint (Faster R-CNN: background included)."""
-    if arch == "fasterrcnn":
+    """Number of class outputs of a torchvision checkpoint (Faster / Mask R-CNN: background included)."""
+    if arch in _WITH_BACKGROUND:
         return state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0]
     num_anchors = state_dict["head.regression_head.bbox_reg.weight"].shape[0] // 4
     return state_dict["head.classification_head.cls_logits.weight"].shape[0] // num_anchors
@@ -99,10 +112,12 @@ def _rename(key: str, arch: Arch, num_fpn_inputs: int) -> str:
 
 
 def _select_classes(key: str, value: Tensor, arch: Arch, class_indices: list[int], num_outputs: int) -> Tensor:
-    """Rows of a per-class parameter for ``class_indices`` (+ background for Faster R-CNN's classifier)."""
-    if arch == "fasterrcnn" and ".fc_cls." in key:
+    """Rows of a per-class parameter for ``class_indices`` (+ background for Faster / Mask R-CNN's classifier)."""
+    if ".fc_cls." in key:
         return value[class_indices + [0]]  # background moves from first to last
-    if arch == "fasterrcnn":  # fc_reg: 4 rows per class
+    if ".conv_logits." in key:  # Mask R-CNN's mask logits: one channel per class, background dropped
+        return value[class_indices]
+    if ".fc_reg." in key:  # 4 rows per class
         rows = [4 * c + k for c in class_indices for k in range(4)]
         return value[rows]
     num_anchors = value.shape[0] // num_outputs  # RetinaNet: rows are anchor-major (a * K + class)
@@ -118,17 +133,17 @@ def convert_torchvision_state_dict(state_dict: Mapping[str, Tensor], arch: Arch,
     Args:
         class_indices: torchvision's class outputs that become raydet classes 0, 1, …
             (``COCO_CATEGORY_IDS`` for COCO's 80 classes); by default all of them
-            (all but Faster R-CNN's background).
+            (all but Faster / Mask R-CNN's background).
         drop_class_params: leave out the per-class parameters (to fine-tune on other
             classes: those layers keep their fresh initialisation).
     """
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith("_metadata")}
     num_outputs = torchvision_num_classes(state_dict, arch)
     if class_indices is None:
-        class_indices = list(range(1, num_outputs)) if arch == "fasterrcnn" else list(range(num_outputs))
-    if any(not 0 <= c < num_outputs for c in class_indices) or (arch == "fasterrcnn" and 0 in class_indices):
-        raise ValueError(f"class_indices must be torchvision class outputs (1..{num_outputs - 1} for Faster R-CNN, "
-                         f"0..{num_outputs - 1} otherwise), got {class_indices}")
+        class_indices = list(range(1, num_outputs)) if arch in _WITH_BACKGROUND else list(range(num_outputs))
+    if any(not 0 <= c < num_outputs for c in class_indices) or (arch in _WITH_BACKGROUND and 0 in class_indices):
+        raise ValueError(f"class_indices must be torchvision class outputs (1..{num_outputs - 1} for Faster / "
+                         f"Mask R-CNN, 0..{num_outputs - 1} otherwise), got {class_indices}")
     num_fpn_inputs = len({k.split(".")[3] for k in state_dict if k.startswith("backbone.fpn.inner_blocks.")})
     converted = {}
     for key, value in state_dict.items():
@@ -142,7 +157,7 @@ def convert_torchvision_state_dict(state_dict: Mapping[str, Tensor], arch: Arch,
 
 
 def load_torchvision_detector(detector: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
-    """Load a torchvision checkpoint into ``detector`` (a ``FasterRCNN``, ``RetinaNet`` or ``FCOS``).
+    """Load a torchvision checkpoint into ``detector`` (a ``FasterRCNN``, ``MaskRCNN``, ``RetinaNet`` or ``FCOS``).
 
     Classes: when the checkpoint has as many classes as the detector they map one to
     one; torchvision's 91 COCO outputs map onto 80 classes by ``COCO_CATEGORY_IDS``;
@@ -153,8 +168,8 @@ def load_torchvision_detector(detector: nn.Module, state_dict: Mapping[str, Tens
     if arch is None:
         raise TypeError(f"{type(detector).__name__} has no torchvision counterpart to convert weights from")
     num_outputs = torchvision_num_classes(state_dict, arch)
-    num_tv_classes = num_outputs - 1 if arch == "fasterrcnn" else num_outputs
-    num_classes = detector.final_head.bbox_head.num_classes if arch == "fasterrcnn" else detector.final_head.num_classes
+    num_tv_classes = num_outputs - 1 if arch in _WITH_BACKGROUND else num_outputs
+    num_classes = detector.final_head.num_classes
     class_indices, drop = None, False
     if num_classes == len(COCO_CATEGORY_IDS) and num_outputs == 91:
         class_indices = COCO_CATEGORY_IDS

@@ -30,6 +30,8 @@ ARCHS = {
     "fcos": (torchvision.models.detection.fcos_resnet50_fpn, "fcos_r50_fpn.yaml", "bbox_head", False),
     "fasterrcnn": (torchvision.models.detection.fasterrcnn_resnet50_fpn, "faster_rcnn_r50_fpn.yaml",
                    "roi_head.bbox_head", True),
+    "maskrcnn": (torchvision.models.detection.maskrcnn_resnet50_fpn, "mask_rcnn_r50_fpn.yaml",
+                 "roi_head.bbox_head", True),
 }
 
 
@@ -62,6 +64,7 @@ def raydet_model(arch: str, num_classes: int = NUM_CLASSES, overrides: tuple[str
     _, config_name, head_path, _ = ARCHS[arch]
     config = load_config(REPO / "configs/_base_/models" / config_name, [
         f"model.{head_path}.num_classes={num_classes}",
+        *([f"model.roi_head.mask_head.num_classes={num_classes}"] if arch == "maskrcnn" else []),
         "model.backbone.init_cfg=null",  # no download; weights come from the torchvision model
         "model.backbone.norm=BN",  # torchvision uses BatchNorm2d when nothing is pretrained …
         "model.backbone.norm_eval=false",
@@ -115,19 +118,22 @@ def preprocess(images: list[torch.Tensor], min_size: int, max_size: int,
 
 
 def assert_same_detections(expected: dict, actual: dict, label_offset: int = 0,
-                           box_tol: float = 1e-3, score_tol: float = 1e-4) -> None:
+                           box_tol: float = 1e-3, score_tol: float = 1e-4) -> list[int]:
     """Same number of detections and a one-to-one match: same label, boxes within ``box_tol`` px,
     scores within ``score_tol``.  (Detections whose scores tie to within float rounding may come
-    out of NMS in either order, so they are matched, not zipped.)"""
+    out of NMS in either order, so they are matched, not zipped.)  Returns, for each expected
+    detection, the index of its match in ``actual``."""
     assert len(expected["boxes"]) == len(actual["boxes"]), (len(expected["boxes"]), len(actual["boxes"]))
     unmatched = list(range(len(actual["boxes"])))
+    matches = []
     for box, score, label in zip(expected["boxes"], expected["scores"], expected["labels"]):
         for position, j in enumerate(unmatched):
             if (int(actual["labels"][j]) + label_offset == int(label)
                     and float((actual["boxes"][j] - box).abs().max()) <= box_tol
                     and abs(float(actual["scores"][j] - score)) <= score_tol):
-                del unmatched[position]
+                matches.append(unmatched.pop(position))
                 break
         else:
             raise AssertionError(f"no raydet detection matches torchvision's "
                                  f"{box.tolist()} {float(score):.6f} {int(label)}")
+    return matches

@@ -26,7 +26,8 @@ class SingleStageDetector(BaseDetector):
         return self.bbox_head
 
     def forward_train(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor],
-                      gt_labels: list[Tensor]) -> dict[str, Tensor]:
+                      gt_labels: list[Tensor], gt_masks: list[Tensor] | None = None) -> dict[str, Tensor]:
+        self.check_gt_masks(gt_masks)
         return self.bbox_head.forward_train(self.extract_feat(img), img_metas, gt_bboxes, gt_labels)
 
     def detect(self, img: Tensor, img_metas: list[dict]) -> list[dict[str, Tensor]]:

@@ -15,7 +15,7 @@ from .base import BaseDetector
 @MODELS.register()
 class TwoStageDetector(BaseDetector):
     """``rpn_head`` (a ``BaseProposalHead``: ``RPNHead``) proposes boxes, ``roi_head`` (a ``BaseRoIHead``:
-    ``StandardRoIHead``) classifies and refines them."""
+    ``StandardRoIHead``) classifies and refines them (and, with a mask branch, segments them)."""
 
     def __init__(self, backbone: nn.Module, rpn_head: BaseProposalHead, roi_head: BaseRoIHead,
                  neck: nn.Module | None = None, init_cfg: Pretrained | None = None, winograd: Literal[0, 2, 4] = 4,
@@ -29,10 +29,11 @@ class TwoStageDetector(BaseDetector):
         return self.roi_head
 
     def forward_train(self, img: Tensor, img_metas: list[dict], gt_bboxes: list[Tensor],
-                      gt_labels: list[Tensor]) -> dict[str, Tensor]:
+                      gt_labels: list[Tensor], gt_masks: list[Tensor] | None = None) -> dict[str, Tensor]:
+        self.check_gt_masks(gt_masks)
         feats = self.extract_feat(img)
         losses, proposals = self.rpn_head.forward_train(feats, img_metas, gt_bboxes)
-        losses.update(self.roi_head.forward_train(feats, proposals, img_metas, gt_bboxes, gt_labels))
+        losses.update(self.roi_head.forward_train(feats, proposals, img_metas, gt_bboxes, gt_labels, gt_masks))
         return losses
 
     def detect(self, img: Tensor, img_metas: list[dict]) -> list[dict[str, Tensor]]:

@@ -18,7 +18,8 @@ class BaseRoIHead(DetectionHead):
 
     @abc.abstractmethod
     def forward_train(self, feats: list[Tensor], proposals: list[Tensor], img_metas: list[dict],
-                      gt_bboxes: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
+                      gt_bboxes: list[Tensor], gt_labels: list[Tensor],
+                      gt_masks: list[Tensor] | None = None) -> dict[str, Tensor]:
         """The losses of a batch.
 
         Args:
@@ -27,6 +28,8 @@ class BaseRoIHead(DetectionHead):
             img_metas: per image, its metas (``img_shape``, ``pad_shape``, ``scale_factor``, …).
             gt_bboxes: per image ``[N_i, 4]`` x1y1x2y2 in the resized image's pixels (``N_i`` may be 0).
             gt_labels: per image ``[N_i]`` int64 in ``[0, num_classes)``.
+            gt_masks: with ``with_mask`` (and only then), per image ``[N_i, H_i, W_i]`` uint8 instance
+                masks in the pixels of ``gt_bboxes``.
         Returns:
             scalar tensors by name; those whose name has ``loss`` in it are summed into the objective.
         """
@@ -41,5 +44,6 @@ class BaseRoIHead(DetectionHead):
             proposals: per image ``[P_i, 4]`` x1y1x2y2 in its resized frame.
             img_metas: per image, its metas.
         Returns:
-            per image ``{"boxes": [K, 4] x1y1x2y2, "scores": [K], "labels": [K] int64}``, ``K <= max_per_img``.
+            per image ``{"boxes": [K, 4] x1y1x2y2, "scores": [K], "labels": [K] int64}``, ``K <= max_per_img``;
+            with ``with_mask`` also ``"mask_probs": [K, M, M]`` (see ``DetectionHead``).
         """
