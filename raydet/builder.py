@@ -312,6 +312,26 @@ def check_top_level_keys(config: Config) -> None:
             )
 
 
+def check_masks_match(config: Config, model: torch.nn.Module) -> None:
+    """A detector with a mask head trains on masks (``data.train.with_mask: true``), one without does not;
+    ``evaluation.save_best: segm_*`` needs a detector that segments."""
+    segments = bool(getattr(getattr(model, "final_head", None), "with_mask", False))
+    name = config["model"].get("type")
+    train = (config.get("data") or {}).get("train")
+    if isinstance(train, dict) and bool(train.get("with_mask", False)) != segments:
+        where = config.where("data.train.with_mask")
+        if segments:
+            raise ConfigError(f"{where}: {name} has a mask head and trains on instance masks: set "
+                              "data.train.with_mask: true (a COCO json with segmentations, e.g. "
+                              "_base_/datasets/coco_instance.yaml)")
+        raise ConfigError(f"{where}: {name} has no mask head, so it cannot train on masks: drop with_mask "
+                          "(or use a detector with a mask head, e.g. MaskRCNN)")
+    save_best = (config.get("evaluation") or {}).get("save_best", "")
+    if isinstance(save_best, str) and save_best.startswith("segm_") and not segments:
+        raise ConfigError(f"{config.where('evaluation.save_best')}: {save_best} needs a detector that segments; "
+                          f"{name} predicts boxes only (use a bbox_* metric)")
+
+
 def check_config(config: Config, data: bool = True) -> list[str]:
     """Build every buildable node of ``config`` (the datasets, reading their annotations, only with
     ``data``); one summary line per node."""
@@ -322,6 +342,7 @@ def check_config(config: Config, data: bool = True) -> list[str]:
         model = build_model(config)
         n_params = sum(p.numel() for p in model.parameters())
         lines.append(f"model: {config['model']['type']} built ({n_params:,} parameters)")
+        check_masks_match(config, model)
         if "optimizer" in config:
             optimizer = optimizer_for(config, model)
             lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")

@@ -9,10 +9,13 @@ that draw each image's detections; thousands of images never sit in memory at
 once.  Writes:
 
 - ``DIR/predictions.json``: COCO results (``image_id``, ``category_id``,
-  ``bbox`` as x, y, w, h, ``score``) plus ``file_name``, every detection the
+  ``bbox`` as x, y, w, h, ``score``; from a detector that makes masks, each
+  mask as ``segmentation``, an RLE ``{"size": [h, w], "counts": str}`` that
+  ``pycocotools.mask.decode`` reads) plus ``file_name``, every detection the
   model keeps (``--score-thr`` does not filter it);
 - ``DIR/pictures/<name>.png``: each image with its detections of score
-  ``>= --score-thr`` drawn (one colour per class, captions "class score").
+  ``>= --score-thr`` drawn (one colour per class, captions "class score",
+  masks filled in their class's colour).
 
 Progress (images/s and time left) goes to stderr.  An unreadable or corrupt
 image is reported (file and reason) and skipped; the rest are processed and
@@ -72,6 +75,15 @@ def classes_of(config, split: str) -> tuple[list[str], list[int]]:
     return list(dataset.classes), list(dataset.cat_ids)
 
 
+def results_of_batch(found: list[tuple[int, dict]], cat_ids: list[int], paths: list[str]) -> list[dict]:
+    """``predictions.json``'s entries for one batch's detections (``[(image_id, Detections)]``, the image id
+    an index into ``paths``): COCO results (with ``segmentation`` RLE from a mask detector) and ``file_name``."""
+    from .data.coco_writer import detections_to_coco
+
+    return [{**result, "file_name": paths[image_id]} for image_id, detections in found
+            for result in detections_to_coco([image_id], [detections], cat_ids)]
+
+
 def _progress(done: int, total: int, started: float) -> str:
     elapsed = time.time() - started
     rate = done / elapsed if elapsed > 0 else 0.0
@@ -86,7 +98,6 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     import ray
 
     from .builder import batch_recipe, model_factory, with_absolute_paths
-    from .data.coco_writer import detections_to_coco
     from .data.records import make_record, records_to_table
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.launcher import connect_ray
@@ -114,9 +125,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
             for example in examples:
                 print(f"skipped {example}", file=sys.stderr)
         detected, unusable = detected + len(found), unusable + problems.total
-        for image_id, detections in found:
-            for result in detections_to_coco([image_id], [detections], cat_ids):
-                results.append({**result, "file_name": paths[image_id]})
+        results.extend(results_of_batch(found, cat_ids, paths))
         print(_progress(detected + unusable, len(paths), started), file=sys.stderr)
     results.sort(key=lambda result: result["image_id"])  # input order (the actors finish in any order)
     storage.write_text(storage.join(out_dir, "predictions.json"), json.dumps(results) + "\n")

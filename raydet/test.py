@@ -5,11 +5,14 @@ local Ray (or the cluster in ``RAY_ADDRESS``): tasks decode the split, an
 actor pool of ``--num-workers`` models (a GPU each with ``--use-gpu``) detects,
 each image exactly once.  Prints pycocotools' summary, each category's AP and
 AP50, then one JSON line of the metrics under training's names
-(``bbox_mAP``, ``bbox_mAP_50``, …).  ``--out`` writes the detections in COCO
-results format (``image_id``, ``category_id`` from the annotation file,
-``bbox`` as x, y, w, h, ``score``), which pycocotools scores the same.
+(``bbox_mAP``, ``bbox_mAP_50``, …; for a detector that makes masks, such as
+Mask R-CNN, also ``segm_mAP``, ``segm_mAP_50``, … where the split's ground
+truth has segmentations).  ``--out`` writes the detections in COCO results
+format (``image_id``, ``category_id`` from the annotation file, ``bbox`` as
+x, y, w, h, ``score``; each mask as ``segmentation``, an RLE
+``{"size": [h, w], "counts": str}``), which pycocotools scores the same.
 ``--show-dir``: a picture per image, its ground truth beside its detections
-(``--show-score-thr``).  ``CHECKPOINT`` is a ``checkpoint.pt`` (e.g.
+(``--show-score-thr``), masks drawn filled.  ``CHECKPOINT`` is a ``checkpoint.pt`` (e.g.
 ``best_checkpoint`` of ``final_metrics.json``) or its folder, a local path or
 a URI (``s3://…``).
 
@@ -65,7 +68,8 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
                         pr_score_thr: float | None = None) -> tuple[dict, str, list[dict]]:
     """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
     Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
-    the summary is pycocotools' followed by each category's AP and AP50, then box precision and recall at
+    the summary is pycocotools' followed by each category's AP and AP50 (for boxes, and for masks from a
+    mask detector: ``DetectionCollector.score``), then box precision and recall at
     IoU ``pr_iou`` of the detections scoring ``pr_score_thr`` or more (None: the threshold with the best
     F1 on this split).  ``show_dir``: a picture per image there, its ground truth beside its detections
     scoring ``show_score_thr`` or more."""

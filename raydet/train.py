@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         final = outcome.final_metrics
         print("\n".join([
             "",
-            "training finished: " + "  ".join(f"{k} {final[k]:.4f}" for k in final if k.startswith("bbox_mAP")),
+            "training finished: " + "  ".join(f"{k} {final[k]:.4f}" for k in final
+                                              if k.startswith(("bbox_mAP", "segm_mAP"))),
             f"  iterations {final['iters']}, epochs {final['epochs']}, {final['wall_time_s']} s",
             f"  metrics:     {outcome.work_dir / 'final_metrics.json'}",
             f"  checkpoint:  {final['best_checkpoint']}",

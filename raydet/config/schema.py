@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 SPLITS = ("train", "val", "test")
-MetricName = Literal["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"]
+MetricName = Literal["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
+                     "segm_mAP", "segm_mAP_50", "segm_mAP_75", "segm_mAP_s", "segm_mAP_m", "segm_mAP_l"]
 
 
 def _at_least(owner: object, minimum: int, *names: str) -> None:

@@ -2,6 +2,7 @@
 
     for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2):
         ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
+              # (and "masks": K COCO RLE dicts from a mask detector, as raydet.engine.evaluation.predict makes)
 
 The batches are the evaluation plan's (``raydet.data.sampling.plan_eval`` with
 one rank: aspect-sorted, every image in exactly one batch).  ``map_batches``
@@ -184,13 +185,11 @@ def _records_index(records_ref: ray.ObjectRef) -> tuple[pa.Table, dict[int, int]
 
 def _draw_pictures(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, out_dir: str, classes: list[str],
                    score_threshold: float, ground_truth: bool) -> dict[str, np.ndarray]:
-    """Ray Data task body: rows of detections drawn on their original images and written as PNGs
-    (``out_dir/<image file name>.png``); the rows pass on unchanged."""
-    import torchvision
-
+    """Ray Data task body: rows of detections drawn on their original images (masks too, from a mask
+    detector) and written as PNGs (``out_dir/<image file name>.png``); the rows pass on unchanged."""
     from ..data.image_io import ImageError, load_rgb
     from ..data.records import record_at
-    from ..visualization import comparison_png, draw_detections
+    from ..visualization import comparison_png, detections_png, ground_truth_of
 
     table, row_of, names = _records_index(records_ref)
     for detections, problems in zip(rows["detections"], rows["problems"]):
@@ -201,12 +200,10 @@ def _draw_pictures(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, out_
             except ImageError:  # decoded once already, unreadable since: no picture, the detections stand
                 continue
             if ground_truth:
-                png = comparison_png([(image, {"boxes": record["boxes"], "labels": record["labels"]}, found)],
-                                     classes, score_threshold, size=max(image.shape[1:]))
+                png = comparison_png([(image, ground_truth_of(record), found)], classes, score_threshold,
+                                     size=max(image.shape[1:]))
             else:
-                drawn = draw_detections(image, torch.as_tensor(found["boxes"]), torch.as_tensor(found["labels"]),
-                                        torch.as_tensor(found["scores"]), classes, score_threshold)
-                png = torchvision.io.encode_png(drawn).numpy().tobytes()
+                png = detections_png(image, found, classes, score_threshold)
             storage.write_bytes(storage.join(out_dir, names[row_of[image_id]]), png)
     return rows
 
@@ -215,7 +212,7 @@ def with_pictures(dataset: ray.data.Dataset, records_ref: ray.ObjectRef, out_dir
                   score_threshold: float = 0.3, ground_truth: bool = False) -> ray.data.Dataset:
     """``detections_dataset``'s rows, unchanged, once Ray Data tasks have drawn each image's detections
     (score ``>= score_threshold``; ``ground_truth``: beside the record's boxes) into
-    ``out_dir/<image file name>.png`` (a folder or a URI)."""
+    ``out_dir/<image file name>.png`` (a folder or a URI), masks filled where the detector makes them."""
     return dataset.map_batches(_draw_pictures, batch_size=1, fn_kwargs={
         "records_ref": records_ref, "out_dir": out_dir, "classes": classes, "score_threshold": score_threshold,
         "ground_truth": ground_truth})

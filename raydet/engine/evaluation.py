@@ -5,12 +5,16 @@ of the split (every image exactly once overall).  Detections are gathered to
 rank 0 with ``torch.distributed.all_gather_object`` and scored by pycocotools
 against the split's ground truth: the annotation json itself for a
 ``CocoDataset`` (so object sizes use COCO's own areas), the records written as
-COCO json for other datasets.
+COCO json for other datasets.  A detector that makes masks (Mask R-CNN) is scored by
+its masks too (COCO ``segm`` metrics) where the ground truth has segmentations;
+its masks become compressed RLE as soon as they are predicted, one image at a
+time, so that no dense mask is gathered or kept.
 """
 from __future__ import annotations
 
+import functools
 import json
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -19,12 +23,33 @@ from .. import storage
 from ..data.coco_writer import detections_to_coco, records_to_coco
 from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb
+from ..data.masks import encode_masks
 from ..evaluation.box_pr import match_split
-from ..evaluation.coco_metric import coco_bbox_metrics, coco_from_dict
-from ..visualization import comparison_png
+from ..evaluation.coco_metric import coco_from_dict, coco_metrics, segmentation_problem
+from ..visualization import comparison_png, ground_truth_of
 from .distributed import gather_to_rank_zero
 
-Detections = dict[str, np.ndarray]  # {"boxes": [K,4] original pixels, "scores": [K], "labels": [K]}
+#: One image's detections: ``{"boxes": [K,4] original pixels, "scores": [K], "labels": [K]}`` arrays and, from a
+#: detector that makes masks, ``"masks"``: K COCO RLE dicts ``{"size": [h, w], "counts": bytes}`` (original pixels).
+Detections = dict[str, Any]
+
+
+def masks_to_rles(masks: torch.Tensor) -> list[dict]:
+    """``[K, H, W]`` bool masks -> K COCO RLE dicts ``{"size": [H, W], "counts": bytes}`` (compressed)."""
+    height, width = masks.shape[-2:]
+    return [{"size": [int(height), int(width)], "counts": counts}
+            for counts in encode_masks(masks.detach().cpu().numpy())]
+
+
+def to_detections(result: dict[str, torch.Tensor]) -> Detections:
+    """One image's model output -> ``Detections``: tensors become arrays, ``masks`` ``[K, H, W]`` RLE."""
+    return {key: masks_to_rles(value) if key == "masks" else value.detach().cpu().numpy()
+            for key, value in result.items()}
+
+
+def carries_masks(predictions: list[tuple[int, Detections]]) -> bool:
+    """Whether ``predictions`` come from a detector that makes masks."""
+    return any("masks" in detections for _, detections in predictions)
 
 
 @torch.no_grad()
@@ -32,7 +57,8 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.devic
     """``(image_id, detections)`` for every image of ``batches`` (``model`` unwrapped, not DDP).
 
     A batch whose ``img`` is a list holds test-time views of the same images
-    (``img_metas`` then a list per view): it goes through ``aug_test``.
+    (``img_metas`` then a list per view): it goes through ``aug_test``.  Masks (``[K, H, W]`` from
+    a mask detector) are RLE-encoded image by image (``to_detections``).
     """
     was_training = model.training
     model.eval()
@@ -45,7 +71,7 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.devic
             results = model.simple_test(batch["img"].to(device), batch["img_metas"], rescale=True)
             metas = batch["img_metas"]
         for meta, result in zip(metas, results):
-            predictions.append((int(meta["image_id"]), {k: v.detach().cpu().numpy() for k, v in result.items()}))
+            predictions.append((int(meta["image_id"]), to_detections(result)))
     model.train(was_training)
     return predictions
 
@@ -87,19 +113,36 @@ class DetectionCollector:
         """``predictions`` as a COCO results list, under the annotation file's category ids."""
         return detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], self.dataset.cat_ids)
 
+    @functools.cached_property
+    def _segm_problem(self) -> str | None:
+        """Why the split's ground truth cannot score masks (``segmentation_problem``), checked once."""
+        return segmentation_problem(self._ground_truth())
+
     def score(self, predictions: list[tuple[int, Detections]], classwise: bool = False,
               results: list[dict] | None = None) -> dict[str, float]:
-        """The COCO metrics of ``predictions`` (every image of the split's); ``summary`` gets pycocotools'
-        summary (and each category's AP and AP50 with ``classwise``).  ``results``: ``self.results(predictions)``
-        when the caller already has it."""
+        """The COCO metrics of ``predictions`` (every image of the split's): ``bbox_mAP``, ... and, when the
+        predictions carry masks and the ground truth has segmentations, ``segm_mAP``, ....  ``summary`` gets
+        pycocotools' summary (and each category's AP and AP50 with ``classwise``), under ``bbox:`` and
+        ``segm:`` headings with masks.  ``results``: ``self.results(predictions)`` when the caller has it."""
         dataset = self.dataset
         image_ids = [int(r["image_id"]) for r in dataset.records]
         results = self.results(predictions) if results is None else results
-        metrics, self.summary = coco_bbox_metrics(self._ground_truth(), results, image_ids, classwise=classwise)
+        metrics, self.summary = coco_metrics(self._ground_truth(), results, image_ids, "bbox", classwise)
+        if carries_masks(predictions):
+            segm_metrics, segm_summary = self._segm_metrics(results, image_ids, classwise)
+            metrics.update(segm_metrics)
+            self.summary = f"bbox:\n{self.summary}\n\nsegm:\n{segm_summary}"
         by_id = dict(predictions)
         self.pictured = [(r, by_id[int(r["image_id"])]) for r in dataset.records
                          if int(r["image_id"]) in by_id][: self.num_pictures]
         return metrics
+
+    def _segm_metrics(self, results: list[dict], image_ids: list[int],
+                      classwise: bool) -> tuple[dict[str, float], str]:
+        """``coco_metrics`` of the masks; none, and the reason as the summary, without usable ground truth."""
+        if self._segm_problem is not None:
+            return {}, f"no segm metrics: {self._segm_problem}"
+        return coco_metrics(self._ground_truth(), results, image_ids, "segm", classwise)
 
     def precision_recall(self, predictions: list[tuple[int, Detections]], iou_thr: float = 0.4,
                          score_thr: float | None = None) -> dict[str, float]:
@@ -116,6 +159,6 @@ class DetectionCollector:
 
     def picture_png(self, score_threshold: float = 0.3) -> bytes:
         """The latest evaluation's first few images: ground truth beside the detections (score
-        ``>= score_threshold``), one PNG's bytes."""
-        return comparison_png([(load_rgb(record["path"]), {"boxes": record["boxes"], "labels": record["labels"]},
-                                found) for record, found in self.pictured], self.dataset.classes, score_threshold)
+        ``>= score_threshold``; masks too where there are), one PNG's bytes."""
+        return comparison_png([(load_rgb(record["path"]), ground_truth_of(record), found)
+                               for record, found in self.pictured], self.dataset.classes, score_threshold)

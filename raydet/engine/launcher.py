@@ -43,7 +43,7 @@ from ..data.datasets import DetectionDataset
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
 from ..data.ray_stream import start_stream_runners, stop_stream_runners
-from ..evaluation.coco_metric import METRIC_NAMES
+from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder
 from .spec import TrainingSpec
@@ -362,6 +362,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     metrics = returned.get("metrics", {})
     final = {
         **{name: metrics.get(name, -1.0) for name in METRIC_NAMES},
+        **{name: metrics[name] for name in SEGM_METRIC_NAMES if name in metrics},  # mask detectors
         "iters": returned.get("iters"),
         "epochs": returned.get("epochs"),
         "wall_time_s": round(time.time() - started, 1),

@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..evaluation.coco_metric import METRIC_NAMES
+from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 
 #: What a training run reports to Tune after an epoch: its mean training loss (every epoch the
-#: run reports) and the COCO metrics on ``data.val`` (every evaluation).
-REPORTED_METRICS = (*METRIC_NAMES, "loss")
+#: run reports) and the COCO metrics on ``data.val`` (every evaluation; ``segm_*`` from mask detectors).
+REPORTED_METRICS = (*METRIC_NAMES, *SEGM_METRIC_NAMES, "loss")
 
 
 @dataclass
