@@ -16,31 +16,29 @@ from pycocotools import mask as mask_utils
 def segmentation_to_rle(segmentation: object, height: int, width: int) -> bytes:
     """A COCO ``segmentation`` -> compressed RLE ``counts`` of an ``height x width`` mask.
 
-    Accepts polygons (``[[x1, y1, x2, y2, ...], ...]``, several parts merged),
+    Accepts polygons (``[[x1, y1, x2, y2, ...], ...]``, several parts merged; a part of fewer than
+    3 points encloses nothing and is left out, as detectron2 does),
     uncompressed RLE (``{"size": [h, w], "counts": [ints]}``, COCO's crowd regions) and
     compressed RLE (``{"size": [h, w], "counts": "..."}``).
 
     Raises:
-        ValueError: malformed (a polygon with fewer than 3 points, an odd number of
-            coordinates or non-finite ones; an RLE of another size or with bad counts),
+        ValueError: malformed (no polygon part of 3 points or more, an odd number of
+            coordinates, non-finite ones or ones far outside the image; an RLE of another
+            size or with bad counts),
             with a message that says which.
     """
     if isinstance(segmentation, list):
         if not segmentation:
             raise ValueError("the polygon list is empty")
         for part in segmentation:
-            if not isinstance(part, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     for v in part):
-                raise ValueError(f"polygon {_short(part)} is not a list of numbers")
-            if len(part) < 6 or len(part) % 2:
-                raise ValueError(f"polygon {_short(part)} needs at least 3 x, y points ({len(part)} numbers)")
-            if not all(math.isfinite(v) for v in part):
-                raise ValueError(f"polygon {_short(part)} has a non-finite coordinate")
-        rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation], height, width))
-        return rle["counts"]
+            _check_polygon(part, height, width)
+        parts = [[float(v) for v in part] for part in segmentation if len(part) >= 6]
+        if not parts:
+            raise ValueError(f"polygon {_short(segmentation)} needs at least 3 x, y points")
+        return mask_utils.merge(mask_utils.frPyObjects(parts, height, width))["counts"]
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = segmentation["size"]
-        if not isinstance(size, list) or [int(v) for v in size] != [height, width]:
+        if not isinstance(size, list) or size != [height, width]:
             raise ValueError(f"RLE size {size!r} is not the image's [{height}, {width}]")
         counts = segmentation["counts"]
         if isinstance(counts, list):
@@ -56,6 +54,20 @@ def segmentation_to_rle(segmentation: object, height: int, width: int) -> bytes:
             raise ValueError(f"RLE counts are not a valid compressed RLE of {height * width} pixels")
         return counts
     raise ValueError(f"segmentation {_short(segmentation)} is neither polygons nor RLE")
+
+
+def _check_polygon(part: object, height: int, width: int) -> None:
+    """``ValueError`` unless ``part`` is ``[x1, y1, x2, y2, ...]``: finite numbers, in pairs, within one image size
+    of the ``height x width`` image (pycocotools rasterises the whole outline: a far-off point costs memory)."""
+    if not isinstance(part, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in part):
+        raise ValueError(f"polygon {_short(part)} is not a list of numbers")
+    if len(part) % 2:
+        raise ValueError(f"polygon {_short(part)} has an odd number of coordinates ({len(part)})")
+    if not all(math.isfinite(v) for v in part):
+        raise ValueError(f"polygon {_short(part)} has a non-finite coordinate")
+    xs, ys = part[0::2], part[1::2]
+    if xs and (min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height):
+        raise ValueError(f"polygon {_short(part)} reaches far outside the {width}x{height} image")
 
 
 def compressed_runs(counts: bytes) -> list[int] | None:

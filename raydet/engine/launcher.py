@@ -27,6 +27,7 @@ from ..builder import (
     batch_recipe,
     build_datasets,
     build_model,
+    check_masks_match,
     check_num_classes,
     check_top_level_keys,
     data_section,
@@ -244,7 +245,9 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     scaling, mlflow_settings = settings["scaling"], settings["mlflow"]
     num_workers = scaling.num_workers if num_workers is None else num_workers
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
-    optimizer_for(config, build_model(config))
+    model = build_model(config)
+    check_masks_match(config, model)
+    optimizer_for(config, model)
     if resume not in (None, "auto"):
         resume = storage.absolute(resume)  # the workers run elsewhere
         try:

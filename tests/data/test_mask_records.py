@@ -107,7 +107,7 @@ def test_bad_masks_are_skipped_and_counted_and_the_valid_objects_kept(tmp_path, 
 
 def test_a_bad_mask_under_the_error_policy_names_the_file_and_the_annotation(tmp_path):
     with pytest.raises(DataError) as raised:
-        read(tmp_path, [annotation(1, [2, 3, 10, 6], SQUARE), annotation(7, [2, 3, 10, 6], [[1, 2, 3]])],
+        read(tmp_path, [annotation(1, [2, 3, 10, 6], SQUARE), annotation(7, [2, 3, 10, 6], [[1, 2, 3, 4]])],
              policy="error")
     message = str(raised.value)
     assert str(tmp_path / "ann.json") in message and "annotations[1] (id 7, image 1)" in message
@@ -212,3 +212,10 @@ def test_configs_with_masks_build_datasets_with_masks(shapes_dir):
         node = coco["data"][split]
         assert node.pop("with_mask") is True and node == detection["data"][split]
     assert json.loads((shapes_dir / "annotations/val.json").read_text())["annotations"][0]["segmentation"]
+
+
+def test_with_mask_on_a_file_without_any_segmentation_is_one_clear_error(tmp_path):
+    # e.g. shapes data made before raydet wrote masks: not hundreds of skipped objects and an empty training set
+    with pytest.raises(DataError, match=r"ann.json: with_mask: true, but no annotation has a 'segmentation'.*"
+                                        r"prepare shapes again"):
+        read(tmp_path, [annotation(1, [2, 3, 10, 6]), annotation(2, [20, 3, 30, 6])])

@@ -16,6 +16,12 @@ def test_polygon_mask_fills_its_outline_and_parts_merge():
     assert rle_boxes([counts], 7, 8).tolist() == [[1.0, 1.0, 7.0, 6.0]]
 
 
+def test_a_polygon_part_of_fewer_than_3_points_is_left_out_not_the_object():
+    square = [10, 10, 50, 10, 50, 50, 10, 50]
+    counts = segmentation_to_rle([square, [1, 1, 2, 2]], height=100, width=100)
+    assert counts == segmentation_to_rle([square], 100, 100) and rle_areas([counts], 100, 100).tolist() == [1600.0]
+
+
 def test_masks_round_trip_through_rle_of_every_kind():
     rng = np.random.default_rng(0)
     masks = (rng.random((3, 9, 11)) < 0.4).astype(np.uint8)
@@ -31,7 +37,10 @@ def test_masks_round_trip_through_rle_of_every_kind():
 
 @pytest.mark.parametrize("segmentation, message", [
     ([[1, 2, 3, 4]], "at least 3 x, y points"),
-    ([[1, 2, 3, 4, 5, 6, 7]], "at least 3 x, y points"),
+    ([[1, 2, 3, 4, 5, 6, 7]], "odd number of coordinates"),
+    ([[1, 2, 3, 4], [5, 6]], "at least 3 x, y points"),
+    ([[1e9, 0, 5, 0, 5, 5]], "reaches far outside the 8x7 image"),
+    ({"size": [None, None], "counts": "9250Q1"}, "is not the image's [7, 8]"),
     ([[1, 2, 3, "a", 5, 6]], "not a list of numbers"),
     ([[1, 2, 3, float("nan"), 5, 6]], "non-finite"),
     ([], "empty"),

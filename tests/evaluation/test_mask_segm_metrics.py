@@ -257,8 +257,15 @@ def test_score_of_boxes_alone_is_what_it_was(coco_dataset):
     collector = DetectionCollector(coco_dataset, rank=0)
     boxes_only = [(i, {k: v for k, v in d.items() if k != "masks"}) for i, d in PERFECT]
     metrics = collector.score(boxes_only)
-    expected = coco_bbox_metrics(coco_from_dict(ground_truth_json()), results_of(boxes_only), [1, 2])
-    assert (metrics, collector.summary) == expected
+    assert (metrics, collector.summary) == coco_bbox_metrics(coco_from_dict(ground_truth_json()),
+                                                             results_of(boxes_only), [1, 2])
+    gt = coco_from_dict(ground_truth_json())  # and pycocotools' own bbox evaluation, not raydet's
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(results_of(boxes_only)), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert list(metrics.values()) == [round(float(v), 4) for v in evaluator.stats[:6]]
 
 
 def records_dataset(with_masks: bool) -> DetectionDataset:
