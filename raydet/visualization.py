@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torchvision
 from PIL import ImageDraw, ImageFont
@@ -81,6 +82,11 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
     return pil_to_tensor(picture)
 
 
+def _tensor(values: object, dtype: type) -> torch.Tensor:
+    """A tensor copy of array-like ``values`` (records' arrays may be read-only views of Arrow buffers)."""
+    return torch.from_numpy(np.array(values, dtype=dtype))
+
+
 def comparison_png(pictures: list[tuple[torch.Tensor, dict, dict]], class_names: list[str],
                    score_threshold: float = 0.3, size: int = 512) -> bytes:
     """One PNG: a row per image, its ground truth on the left and its detections on the right.
@@ -101,9 +107,9 @@ def comparison_png(pictures: list[tuple[torch.Tensor, dict, dict]], class_names:
         shape = [max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))]
         resized = torchvision.transforms.v2.functional.resize(image, shape, antialias=True)
         for title, objects, scores in zip(titles, (truth, found), (None, found["scores"])):
-            drawn = draw_detections(resized, torch.as_tensor(objects["boxes"]).float().reshape(-1, 4) * scale,
-                                    torch.as_tensor(objects["labels"]),
-                                    None if scores is None else torch.as_tensor(scores),
+            drawn = draw_detections(resized, _tensor(objects["boxes"], np.float32).reshape(-1, 4) * scale,
+                                    _tensor(objects["labels"], np.int64),
+                                    None if scores is None else _tensor(scores, np.float32),
                                     class_names, score_threshold, objects.get("masks"))
             panel = torch.full((3, header + size, size), 255, dtype=torch.uint8)
             panel[:, header: header + drawn.shape[1], : drawn.shape[2]] = drawn

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import warnings
 
+import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -37,3 +39,16 @@ def test_comparison_puts_ground_truth_left_and_detections_right_a_row_per_image(
     left, right = grid[:, padding + header: padding + header + 256, padding: padding + 256], \
         grid[:, padding + header: padding + header + 256, 2 * padding + 256: 2 * padding + 512]
     assert not torch.equal(left, right)  # the two panels differ where their boxes and captions do
+
+
+def test_read_only_arrays_of_records_are_drawn_without_a_warning():
+    # records read back from the Arrow table hold read-only arrays; torch warns when it wraps one
+    boxes = np.array([[1, 1, 20, 20]], np.float32)
+    labels = np.array([0])
+    for array in (boxes, labels):
+        array.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        png = comparison_png([(torch.zeros(3, 32, 32, dtype=torch.uint8), {"boxes": boxes, "labels": labels},
+                               {"boxes": boxes, "labels": labels, "scores": np.array([0.9], np.float32)})], ["a"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
