@@ -95,8 +95,9 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
         images[image["id"]] = image
 
     if with_mask and data.get("annotations") and not any(
-            isinstance(ann, dict) and "segmentation" in ann for ann in data["annotations"]):
-        raise DataError(f"{ann_file}: with_mask: true, but no annotation has a 'segmentation' (instance masks): "
+            isinstance(ann, dict) and ann.get("segmentation") for ann in data["annotations"]):
+        raise DataError(f"{ann_file}: with_mask: true, but no annotation has a 'segmentation' (instance masks; "
+                        "box-only exports write empty ones): "
                         "use a file with masks, or drop with_mask (shapes data made before raydet wrote masks: "
                         "run python -m raydet.data.prepare shapes again)")
     annotations = []

@@ -25,7 +25,7 @@ from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb
 from ..data.masks import encode_masks
 from ..evaluation.box_pr import match_split
-from ..evaluation.coco_metric import coco_from_dict, coco_metrics, segmentation_problem
+from ..evaluation.coco_metric import coco_from_dict, coco_metrics, prepare_segmentations
 from ..visualization import comparison_png, ground_truth_of
 from .distributed import gather_to_rank_zero
 
@@ -115,8 +115,8 @@ class DetectionCollector:
 
     @functools.cached_property
     def _segm_problem(self) -> str | None:
-        """Why the split's ground truth cannot score masks (``segmentation_problem``), checked once."""
-        return segmentation_problem(self._ground_truth())
+        """Why the split's ground truth cannot score masks, or None (``prepare_segmentations``, run once)."""
+        return prepare_segmentations(self._ground_truth())
 
     def score(self, predictions: list[tuple[int, Detections]], classwise: bool = False,
               results: list[dict] | None = None) -> dict[str, float]:

@@ -58,7 +58,7 @@ def coco_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int], iou_t
 
     Args:
         coco_gt: ground truth (crowd objects are handled by COCOeval as "ignore"); for ``"segm"`` every
-            annotation needs a ``segmentation`` (``segmentation_problem`` says whether it has).
+            annotation needs a ``segmentation`` (``prepare_segmentations`` says whether it has).
         results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, for ``"segm"`` each
             with ``"segmentation"`` (a COCO RLE ``{"size": [h, w], "counts": str}``); left as they are.
         image_ids: the images that were evaluated (an image with no detections
@@ -98,9 +98,11 @@ def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int],
     return coco_metrics(coco_gt, results, image_ids, "bbox", classwise)
 
 
-def segmentation_problem(coco_gt: COCO) -> str | None:
-    """Why ``coco_gt`` cannot be the ground truth of a segm evaluation (an annotation without a segmentation,
-    or with a malformed one, on which pycocotools would fail), or None when it can."""
+def prepare_segmentations(coco_gt: COCO) -> str | None:
+    """Make ``coco_gt`` the ground truth of a segm evaluation: each annotation's segmentation becomes the
+    compressed RLE raydet reads it as (``segmentation_to_rle``: a polygon part of fewer than 3 points left out,
+    which pycocotools would take for a box or refuse).  Returns why it cannot be (an annotation without a
+    segmentation, or with a malformed one), or None when it can."""
     annotations = coco_gt.dataset.get("annotations", [])
     missing = [ann for ann in annotations if not ann.get("segmentation")]
     if missing and len(missing) == len(annotations):
@@ -110,10 +112,12 @@ def segmentation_problem(coco_gt: COCO) -> str | None:
                 f"(annotation {missing[0].get('id')} of image {missing[0].get('image_id')}, first)")
     for ann in annotations:
         image = coco_gt.imgs[ann["image_id"]]
+        size = [int(image["height"]), int(image["width"])]
         try:
-            segmentation_to_rle(ann["segmentation"], int(image["height"]), int(image["width"]))
+            counts = segmentation_to_rle(ann["segmentation"], *size)
         except ValueError as error:
             return f"annotation {ann.get('id')} of image {ann['image_id']}: {error}"
+        ann["segmentation"] = {"size": size, "counts": counts.decode("ascii")}  # coco_gt.anns holds the same dict
     return None
 
 

@@ -219,3 +219,5 @@ def test_with_mask_on_a_file_without_any_segmentation_is_one_clear_error(tmp_pat
     with pytest.raises(DataError, match=r"ann.json: with_mask: true, but no annotation has a 'segmentation'.*"
                                         r"prepare shapes again"):
         read(tmp_path, [annotation(1, [2, 3, 10, 6]), annotation(2, [20, 3, 30, 6])])
+    with pytest.raises(DataError, match="no annotation has a 'segmentation'"):  # a box-only export's empty lists
+        read(tmp_path, [annotation(1, [2, 3, 10, 6], []), annotation(2, [20, 3, 30, 6], [])])

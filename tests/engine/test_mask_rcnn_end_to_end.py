@@ -51,12 +51,13 @@ def test_mask_rcnn_trains_on_streamed_masks_and_its_masks_are_scored_and_written
     logged = mlflow.MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).data.metrics
     assert {"train/loss_mask", "val/segm_mAP", "val/segm_mAP_50"} <= set(logged), sorted(logged)
 
-    # raydet.test on a checkpoint whose every RoI is a confident "rectangle": masks on every image, so the
-    # comparison with pycocotools below is over real detections (an untrained model finds nothing)
+    # raydet.test on a checkpoint whose every RoI is a confident "rectangle" filled by its mask: masks on every
+    # image, so the comparison with pycocotools below is over real detections (an untrained model finds nothing)
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
         model.roi_head.bbox_head.fc_cls.bias[0] = 8.0
+        model.roi_head.mask_head.conv_logits.bias.fill_(8.0)
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pt")
     capsys.readouterr()
     assert test_cli.main([str(MASK_DEMO), str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "results.json"),
@@ -67,13 +68,13 @@ def test_mask_rcnn_trains_on_streamed_masks_and_its_masks_are_scored_and_written
     assert results and all(set(r) == {"image_id", "category_id", "bbox", "score", "segmentation"} for r in results)
     assert {r["image_id"] for r in results} == {int(record["image_id"]) for record in dataset.records}
     heights = {int(record["image_id"]): (record["height"], record["width"]) for record in dataset.records}
-    for result in results[:50]:  # each mask at its original image's size, inside its box
+    for result in results:  # each mask at its original image's size, filling its box (the box's own pixels)
         mask = mask_utils.decode(result["segmentation"])
         assert mask.shape == heights[result["image_id"]]
         x, y, w, h = result["bbox"]
         rows, cols = np.nonzero(mask)
-        if len(rows):
-            assert cols.min() >= x - 1 and cols.max() <= x + w + 1 and rows.min() >= y - 1 and rows.max() <= y + h + 1
+        assert len(rows) and abs(cols.min() - x) <= 2 and abs(cols.max() + 1 - (x + w)) <= 2, result["bbox"]
+        assert abs(rows.min() - y) <= 2 and abs(rows.max() + 1 - (y + h)) <= 2, result["bbox"]
     expected = pycocotools_segm(dataset.ann_file, tmp_path / "results.json")
     assert {name: printed[name] for name in SEGM_METRIC_NAMES} == pytest.approx(expected, abs=1e-4)
     assert expected["segm_mAP_50"] > 0  # else the comparison means nothing

@@ -24,7 +24,7 @@ from raydet.evaluation.coco_metric import (
     coco_bbox_metrics,
     coco_from_dict,
     coco_metrics,
-    segmentation_problem,
+    prepare_segmentations,
 )
 
 HEIGHT, WIDTH = 120, 160
@@ -169,16 +169,27 @@ def test_segm_needs_a_mask_for_every_detection_and_a_known_iou_type(coco_gt):
 
 def test_ground_truth_without_usable_segmentations_is_named():
     gt = ground_truth_json()
-    assert segmentation_problem(coco_from_dict(gt)) is None
+    assert prepare_segmentations(coco_from_dict(gt)) is None
     for ann in gt["annotations"]:
         ann.pop("segmentation")
-    assert segmentation_problem(coco_from_dict(gt)) == "the ground truth has no segmentation"
+    assert prepare_segmentations(coco_from_dict(gt)) == "the ground truth has no segmentation"
     gt = ground_truth_json()
     gt["annotations"][1]["segmentation"] = []
     assert "1 of 3 ground-truth objects have no segmentation (annotation 2 of image 1" in \
-        segmentation_problem(coco_from_dict(gt))
+        prepare_segmentations(coco_from_dict(gt))
     gt["annotations"][1]["segmentation"] = [[1, 2, 3, 4, 5]]
-    assert segmentation_problem(coco_from_dict(gt)).startswith("annotation 2 of image 1: polygon")
+    assert prepare_segmentations(coco_from_dict(gt)).startswith("annotation 2 of image 1: polygon")
+
+
+def test_a_short_polygon_part_in_the_ground_truth_is_scored_as_raydet_reads_it(coco_gt):
+    # pycocotools takes a first part of 4 numbers for a box (and refuses 2): such parts are left out, as in training
+    gt = ground_truth_json()
+    for ann in gt["annotations"]:
+        ann["segmentation"] = [[1, 1, 2, 2], *ann["segmentation"]]
+    with_short_parts = coco_from_dict(gt)
+    assert prepare_segmentations(with_short_parts) is None
+    results = results_of(LOOSE)
+    assert coco_metrics(with_short_parts, results, [1, 2], "segm") == coco_metrics(coco_gt, results, [1, 2], "segm")
 
 
 class FixedMaskDetector(torch.nn.Module):

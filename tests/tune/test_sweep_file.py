@@ -113,6 +113,7 @@ def test_malformed_distributions_name_the_path(tmp_path, search, message):
     ("tune: {searcher: optuna}\nsearch: {optimizer.lr: {_delete_: true, grid: [0.1, 0.2]}}",
      "tune.searcher optuna samples; it cannot enumerate grid: optimizer.lr (write choice: instead)"),
     ("data: {val: null}", "tune.metric: bbox_mAP_50 is computed on data.val, which this config does not have"),
+    ("tune: {metric: segm_mAP}", "tune.metric: segm_mAP scores masks, which this config's FCOS does not make"),
     ("tune: {trial: {num_gpus: 1}}", "tune.trial"),
 ])
 def test_a_bad_sweep_is_one_error_line_before_any_trial(tmp_path, small_shapes, capsys, text, message):
