@@ -2,6 +2,7 @@
 
     python benchmarks/neon_trees.py [--config configs/neon_trees/fcos_convnet_fpn_neon.yaml]
                                     [--work-dir DIR] [--checkpoint CKPT] [--set k=v ...]
+                                    [--tta-flips none,horizontal,vertical,diagonal --tta-scale 2.0]
 
 What a user would run, in order, each command a fresh process:
 
@@ -11,7 +12,9 @@ What a user would run, in order, each command a fresh process:
 3. ``python -m raydet.test CONFIG CKPT --split val``: COCO AP and AP50, and box precision / recall at
    IoU 0.4 at the score threshold with the best F1 on val;
 4. ``python -m raydet.test CONFIG CKPT --set data.test.ann_file=annotations/soap_061.json
-   --pr-score-thr T``: the same on SOAP_061 (another NEON site, never trained on), at val's threshold.
+   --pr-score-thr T``: the same on SOAP_061 (another NEON site, never trained on), at val's threshold;
+5. with ``--tta-flips D,D,…``: steps 3 and 4 again with ``--aug-test --tta-scales S --tta-flips D,D,…``
+   (the test pipeline's scale, seen in each flip direction), as ``val_tta`` and ``soap_061_tta``.
 
 ``CKPT`` is the run's ``best_checkpoint`` (the evaluation with the highest val AP50).  Prints one
 JSON line: ``train_wall_s``, ``val`` and ``soap_061`` metrics, and the machine.
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="score this checkpoint instead of training")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides (training and testing)")
+    parser.add_argument("--tta-flips", help="also score with test-time augmentation in these flip directions")
+    parser.add_argument("--tta-scale", default="2.0", help="the TTA views' scale (default: the test pipeline's 2x)")
     args = parser.parse_args()
     if not (DATA / "annotations/soap_061.json").is_file():
         run("raydet.data.prepare", "neon_trees", "--out", str(DATA))
@@ -83,6 +88,13 @@ def main() -> None:
     record["soap_061"] = test_metrics(args.config, checkpoint, *overrides,
                                       "--set", "data.test.ann_file=annotations/soap_061.json",
                                       "--pr-score-thr", str(record["val"]["box_score_thr"]))
+    if args.tta_flips:
+        tta = ["--aug-test", "--tta-scales", args.tta_scale, "--tta-flips", args.tta_flips]
+        record["tta"] = {"scale": args.tta_scale, "flips": args.tta_flips}
+        record["val_tta"] = test_metrics(args.config, checkpoint, "--split", "val", *tta, *overrides)
+        record["soap_061_tta"] = test_metrics(args.config, checkpoint, *tta, *overrides,
+                                              "--set", "data.test.ann_file=annotations/soap_061.json",
+                                              "--pr-score-thr", str(record["val_tta"]["box_score_thr"]))
     record["machine"] = machine()
     print(json.dumps(record))
 

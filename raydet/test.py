@@ -18,9 +18,11 @@ a URI (``s3://…``).
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize`` (``LONGxSHORT`` sizes, or plain factors of each image's own
-size for ``Resize: {scale_factor: …}`` pipelines), each also flipped
-horizontally; the model's ``aug_test`` maps each view's detections back to the
-original image and merges them by NMS.
+size for ``Resize: {scale_factor: …}`` pipelines), each seen in every
+``--tta-flips`` direction (default ``none,horizontal``; overhead imagery, which
+has no "up", can use ``none,horizontal,vertical,diagonal``); the model's
+``aug_test`` maps each view's detections back to the original image and merges
+them by NMS.
 """
 from __future__ import annotations
 
@@ -34,18 +36,22 @@ from . import storage
 from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
 from .config import Config, ConfigError
 from .errors import report_user_errors
+from .registry import did_you_mean
+
+TTA_FLIPS = ("none", "horizontal", "vertical", "diagonal")
 
 
-def tta_configs(config: Config, split: str, scales: list[list[int] | float]) -> list[Config]:
-    """One config per test-time view: each scale (``[long, short]`` or a factor of the image's size), unflipped
-    and flipped (``Resize`` and ``RandomFlip`` replaced)."""
+def tta_configs(config: Config, split: str, scales: list[list[int] | float],
+                flips: list[str] = ("none", "horizontal")) -> list[Config]:
+    """One config per test-time view: each scale (``[long, short]`` or a factor of the image's size) in each
+    flip direction of ``flips`` (``TTA_FLIPS``; ``"none"`` unflipped), ``Resize`` and ``RandomFlip`` replaced."""
     pipeline = config["data"][split].get("pipeline") or []
     kinds = [step.get("type") for step in pipeline]
     if "Resize" not in kinds:
         raise ConfigError(f"{config.where(f'data.{split}.pipeline')}: --aug-test needs a Resize step to vary")
     views = []
     for scale in scales:
-        for flip in (False, True):
+        for flip in flips:
             view = copy.deepcopy(dict(config))
             steps = view["data"][split]["pipeline"] = [dict(step) for step in pipeline]
             resize = steps[kinds.index("Resize")]
@@ -53,7 +59,8 @@ def tta_configs(config: Config, split: str, scales: list[list[int] | float]) -> 
             resize.pop("scale_factor", None)
             resize.update({"scale_factor": scale} if isinstance(scale, float) else
                           {"img_scale": scale, "multiscale_mode": "range"})
-            flip_step = {"type": "RandomFlip", "flip_ratio": 1.0 if flip else 0.0, "direction": "horizontal"}
+            flip_step = ({"type": "RandomFlip", "flip_ratio": 0.0} if flip == "none" else
+                         {"type": "RandomFlip", "flip_ratio": 1.0, "direction": flip})
             if "RandomFlip" in kinds:
                 steps[kinds.index("RandomFlip")] = flip_step
             else:
@@ -65,7 +72,8 @@ def tta_configs(config: Config, split: str, scales: list[list[int] | float]) -> 
 def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: list[list[int] | float] | None,
                         num_workers: int = 1, use_gpu: bool = False, show_dir: str | None = None,
                         show_score_thr: float = 0.3, pr_iou: float = 0.4,
-                        pr_score_thr: float | None = None) -> tuple[dict, str, list[dict]]:
+                        pr_score_thr: float | None = None,
+                        flips: list[str] = ("none", "horizontal")) -> tuple[dict, str, list[dict]]:
     """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
     Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
     the summary is pycocotools' followed by each category's AP and AP50 (for boxes, and for masks from a
@@ -94,7 +102,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = datasets[split]
     check_num_classes(config, dataset.classes, split)
-    views = [config] if scales is None else tta_configs(config, split, scales)
+    views = [config] if scales is None else tta_configs(config, split, scales, flips)
     connect_ray(num_workers)
     check_gpus(num_workers, use_gpu)
     records = ray.put(dataset.table())
@@ -131,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test separated by commas: LONGxSHORT sizes, or factors "
                              "of each image's size (e.g. 1.5,2,2.5)")
+    parser.add_argument("--tta-flips", default="none,horizontal",
+                        help="flip directions for --aug-test separated by commas, from "
+                             f"{','.join(TTA_FLIPS)} (overhead imagery: all four)")
     parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
     parser.add_argument("--show-dir", help="write a picture per image here: ground truth beside the detections")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="draw detections scoring at least this")
@@ -155,20 +166,32 @@ def parse_tta_scales(text: str) -> list[list[int] | float]:
     return scales
 
 
+def parse_tta_flips(text: str) -> list[str]:
+    """``"none,horizontal,vertical"`` -> ``["none", "horizontal", "vertical"]`` (each of ``TTA_FLIPS``, once)."""
+    flips = [flip.strip() for flip in text.split(",")]
+    unknown = [flip for flip in flips if flip not in TTA_FLIPS]
+    if unknown or len(set(flips)) != len(flips):
+        raise ConfigError(f"--tta-flips: expected directions from {', '.join(TTA_FLIPS)} separated by commas, "
+                          f"each once, got {text!r}{did_you_mean(unknown[0], TTA_FLIPS) if unknown else ''}")
+    return flips
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
         config = config_from_args(args)
-        scales = None
+        scales, flips = None, None
         if args.aug_test:
             scales = parse_tta_scales(args.tta_scales)
+            flips = parse_tta_flips(args.tta_flips)
         if not 0 < args.pr_iou <= 1:
             raise ConfigError(f"--pr-iou: expected an IoU in (0, 1], got {args.pr_iou}")
         show_dir = storage.absolute(args.show_dir) if args.show_dir else None
         metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
                                                         args.num_workers, args.use_gpu, show_dir,
-                                                        args.show_score_thr, args.pr_iou, args.pr_score_thr)
+                                                        args.show_score_thr, args.pr_iou, args.pr_score_thr,
+                                                        flips)
         if args.out:
             storage.write_text(args.out, json.dumps(results) + "\n")
         print(summary)

@@ -21,11 +21,12 @@ from raydet.data.coco_writer import detections_to_coco
 from raydet.data.collate import collate
 from raydet.data.sample import load_sample
 from raydet.data.sampling import plan_eval
+from raydet.data.transforms.flip import flip_boxes
 from raydet.engine.evaluation import predict
 from raydet.evaluation.box_pr import match_split
 from raydet.evaluation.coco_metric import METRIC_NAMES, coco_bbox_metrics, coco_from_dict
 from raydet.models.detectors.base import BaseDetector
-from raydet.test import main, parse_tta_scales, tta_configs
+from raydet.test import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
 
 
 def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):
@@ -195,24 +196,39 @@ class ExtremesDetector(BaseDetector):
         return results
 
 
-def test_a_symmetric_model_sees_a_flipped_image_as_the_flip_of_the_unflipped(small_shapes):
-    """TTA geometry: the flipped view's detections, mapped back, are the unflipped view's; in the flipped
-    frame they are the mirror image about the resized width (not the padded one); aug_test merges the two."""
+def test_a_symmetric_model_sees_each_flipped_view_as_the_flip_of_the_unflipped(small_shapes):
+    """TTA geometry, every ``--tta-flips`` direction: each flipped view's detections, mapped back, are the
+    unflipped view's; in the flipped frame they are the mirror image within the resized image (not the padded
+    batch); aug_test merges all four views into the unflipped detections."""
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
-    plain, flipped = tta_configs(config, "test", [[320, 256]])
-    record = next(r for r in build_dataset(config, "test").records if r["width"] % 32)  # padded on the right
+    views_configs = tta_configs(config, "test", [1.1], list(TTA_FLIPS))
+    assert [view["data"]["test"]["pipeline"][1].get("direction") for view in views_configs] == [
+        None, "horizontal", "vertical", "diagonal"]
     section = data_section(config)
-    views = [collate([build_pipeline(view, "test")(load_sample(record), np.random.default_rng(0))],
-                     section.size_divisor, with_gt=False) for view in (plain, flipped)]
-    assert views[1]["img_metas"][0]["flip"] and views[0]["img"].shape[-1] > views[0]["img_metas"][0]["img_shape"][1]
     model = ExtremesDetector().eval()
-    in_frame = [model.detect(view["img"], view["img_metas"])[0]["boxes"] for view in views]
-    width = views[0]["img_metas"][0]["img_shape"][1]
-    x1, y1, x2, y2 = in_frame[0].unbind(1)
-    mirrored = torch.stack([width - x2, y1, width - x1, y2], 1)
-    assert torch.equal(in_frame[1], mirrored)
-    original = [model.simple_test(view["img"], view["img_metas"])[0] for view in views]
-    assert torch.allclose(original[1]["boxes"], original[0]["boxes"], atol=1e-4)
-    merged = model.aug_test([view["img"] for view in views], [view["img_metas"] for view in views])[0]
-    assert torch.allclose(merged["boxes"], original[0]["boxes"], atol=1e-4)
-    assert torch.equal(merged["labels"], original[0]["labels"])
+    padded_both_ways = 0
+    for record in build_dataset(config, "test").records[:6]:
+        views = [collate([build_pipeline(view, "test")(load_sample(record), np.random.default_rng(0))],
+                         section.size_divisor, with_gt=False) for view in views_configs]
+        img_shape = tuple(views[0]["img_metas"][0]["img_shape"])
+        padded_both_ways += all(views[0]["img"].shape[-2:][i] > img_shape[i] for i in (0, 1))
+        assert [view["img_metas"][0]["flip"] for view in views] == [False, True, True, True]
+        in_frame = [model.detect(view["img"], view["img_metas"])[0]["boxes"] for view in views]
+        for direction, boxes in zip(TTA_FLIPS[1:], in_frame[1:]):
+            assert torch.equal(boxes, flip_boxes(in_frame[0], img_shape, direction)), direction
+        original = [model.simple_test(view["img"], view["img_metas"])[0] for view in views]
+        for result in original[1:]:
+            assert torch.allclose(result["boxes"], original[0]["boxes"], atol=1e-4)
+        merged = model.aug_test([view["img"] for view in views], [view["img_metas"] for view in views])[0]
+        assert torch.allclose(merged["boxes"], original[0]["boxes"], atol=1e-4)
+        assert torch.equal(merged["labels"], original[0]["labels"])
+    assert padded_both_ways  # else a flip about the padded size would go unnoticed
+
+
+def test_tta_flips_are_named_directions_each_once():
+    assert parse_tta_flips("none,horizontal,vertical,diagonal") == list(TTA_FLIPS)
+    assert parse_tta_flips("vertical") == ["vertical"]
+    for bad, hint in (("none,vertcal", "did you mean 'vertical'"), ("none,none", "each once"), ("", "got ''")):
+        with pytest.raises(ConfigError, match="--tta-flips") as error:
+            parse_tta_flips(bad)
+        assert hint in str(error.value)
