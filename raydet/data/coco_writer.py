@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import storage
-from .masks import rle_areas
+from .masks import json_rle, rle_areas
 from .records import Record
 
 
@@ -62,7 +62,7 @@ def _segmentations(record: Record) -> list[dict | None]:
         return [None] * len(record["boxes"])
     height, width = int(record["height"]), int(record["width"])
     areas = rle_areas(record["masks"], height, width)
-    return [{"segmentation": {"size": [height, width], "counts": counts.decode("ascii")}, "area": float(area)}
+    return [{"segmentation": json_rle(counts, height, width), "area": float(area)}
             for counts, area in zip(record["masks"], areas)]
 
 
@@ -94,15 +94,8 @@ def detections_to_coco(image_ids: Sequence[int], detections: Sequence[dict], cat
             results.append({"image_id": int(image_id), "category_id": int(cat_ids[label]),
                             "bbox": [round(v, 3) for v in _xywh(box)], "score": round(float(score), 5)})
             if masks is not None:
-                results[-1]["segmentation"] = _json_rle(masks[k])
+                results[-1]["segmentation"] = json_rle(masks[k]["counts"], *masks[k]["size"])
     return results
-
-
-def _json_rle(rle: dict) -> dict:
-    """A COCO RLE dict with its ``counts`` as ASCII text: ``{"size": [h, w], "counts": str}``."""
-    counts = rle["counts"]
-    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
-    return {"size": [int(v) for v in rle["size"]], "counts": text}
 
 
 def _numpy(value: Any) -> Any:

@@ -102,6 +102,12 @@ def decode_masks(counts: Sequence[bytes], height: int, width: int) -> np.ndarray
     return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
 
 
+def json_rle(counts: bytes | str, height: int, width: int) -> dict:
+    """One mask in COCO's JSON form (annotation files, results files): ``{"size": [h, w], "counts": str}``."""
+    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    return {"size": [int(height), int(width)], "counts": text}
+
+
 def encode_masks(masks: np.ndarray) -> list[bytes]:
     """``[N, H, W]`` bool / uint8 masks -> N compressed RLE counts."""
     masks = np.asarray(masks)

@@ -10,7 +10,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.masks import segmentation_to_rle
+from ..data.masks import json_rle, segmentation_to_rle
 
 #: The kinds of COCO evaluation: boxes, and instance masks (segmentations).
 IOU_TYPES = ("bbox", "segm")
@@ -117,7 +117,7 @@ def prepare_segmentations(coco_gt: COCO) -> str | None:
             counts = segmentation_to_rle(ann["segmentation"], *size)
         except ValueError as error:
             return f"annotation {ann.get('id')} of image {ann['image_id']}: {error}"
-        ann["segmentation"] = {"size": size, "counts": counts.decode("ascii")}  # coco_gt.anns holds the same dict
+        ann["segmentation"] = json_rle(counts, *size)  # coco_gt.anns holds the same dict
     return None
 
 

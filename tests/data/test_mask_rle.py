@@ -1,10 +1,20 @@
 """Instance masks as compressed RLE (``raydet.data.masks``): polygons and RLE in, dense bitmaps out."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from raydet.data.masks import compressed_runs, decode_masks, encode_masks, rle_areas, rle_boxes, segmentation_to_rle
+from raydet.data.masks import (
+    compressed_runs,
+    decode_masks,
+    encode_masks,
+    json_rle,
+    rle_areas,
+    rle_boxes,
+    segmentation_to_rle,
+)
 
 
 def test_polygon_mask_fills_its_outline_and_parts_merge():
@@ -53,3 +63,13 @@ def test_masks_round_trip_through_rle_of_every_kind():
 def test_malformed_segmentations_are_named(segmentation, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         segmentation_to_rle(segmentation, 7, 8)
+
+
+def test_json_rle_is_cocos_json_form_of_the_same_mask():
+    mask = np.zeros((1, 7, 5), np.uint8)
+    mask[0, 2:5, 1:4] = 1
+    counts = encode_masks(mask)[0]
+    for given in (counts, counts.decode("ascii")):
+        rle = json.loads(json.dumps(json_rle(given, 7, 5)))  # JSON-ready
+        assert rle["size"] == [7, 5] and isinstance(rle["counts"], str)
+        np.testing.assert_array_equal(segmentation_to_rle(rle, 7, 5), counts)
