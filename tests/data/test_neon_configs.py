@@ -70,3 +70,10 @@ def test_neon_pipelines_double_any_tile_and_keep_boxes_on_their_crowns(name, neo
         expected = np.sort((original[:, 2] - original[:, 0]) * (original[:, 3] - original[:, 1]))
         np.testing.assert_allclose(areas, expected * scale ** 2, rtol=0.02, atol=4)
     assert len(sizes) > 10  # scale jitter
+
+
+def test_the_neon_sweep_checks_every_trial_against_the_prepared_data(neon_dir):
+    checked = run_cli("raydet.tune", "configs/tune/neon_trees_lr.yaml", "--check",
+                      "--set", f"data.data_root={neon_dir}")
+    assert checked.returncode == 0, checked.stderr
+    assert "4 trial config(s) built: optimizer.lr (grid)" in checked.stdout and "sweep OK" in checked.stdout
