@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import sys
+from typing import Sequence
 
 from . import storage
 from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
@@ -38,11 +39,14 @@ from .config import Config, ConfigError
 from .errors import report_user_errors
 from .registry import did_you_mean
 
+#: Test-time flip directions: unflipped, left-right, up-down, both (a half turn).
 TTA_FLIPS = ("none", "horizontal", "vertical", "diagonal")
+#: ``--tta-flips``'s default: each scale unflipped and flipped left-right, as mmdetection's ``MultiScaleFlipAug``.
+DEFAULT_TTA_FLIPS = ("none", "horizontal")
 
 
 def tta_configs(config: Config, split: str, scales: list[list[int] | float],
-                flips: list[str] = ("none", "horizontal")) -> list[Config]:
+                flips: Sequence[str] = DEFAULT_TTA_FLIPS) -> list[Config]:
     """One config per test-time view: each scale (``[long, short]`` or a factor of the image's size) in each
     flip direction of ``flips`` (``TTA_FLIPS``; ``"none"`` unflipped), ``Resize`` and ``RandomFlip`` replaced."""
     pipeline = config["data"][split].get("pipeline") or []
@@ -73,7 +77,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
                         num_workers: int = 1, use_gpu: bool = False, show_dir: str | None = None,
                         show_score_thr: float = 0.3, pr_iou: float = 0.4,
                         pr_score_thr: float | None = None,
-                        flips: list[str] = ("none", "horizontal")) -> tuple[dict, str, list[dict]]:
+                        flips: Sequence[str] = DEFAULT_TTA_FLIPS) -> tuple[dict, str, list[dict]]:
     """``(metrics, summary, COCO results)`` of ``checkpoint`` on ``data.<split>``: the split decoded by Ray
     Data tasks and detected by ``num_workers`` actors (``raydet.engine.batch_inference``), each image once;
     the summary is pycocotools' followed by each category's AP and AP50 (for boxes, and for masks from a
@@ -139,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta-scales", default="1333x800,1666x1000",
                         help="scales for --aug-test separated by commas: LONGxSHORT sizes, or factors "
                              "of each image's size (e.g. 1.5,2,2.5)")
-    parser.add_argument("--tta-flips", default="none,horizontal",
+    parser.add_argument("--tta-flips", default=",".join(DEFAULT_TTA_FLIPS),
                         help="flip directions for --aug-test separated by commas, from "
-                             f"{','.join(TTA_FLIPS)} (overhead imagery: all four)")
+                             f"{','.join(TTA_FLIPS)} (diagonal: both flips, a half turn; overhead imagery: "
+                             "all four)")
     parser.add_argument("--out", help="write the detections here in COCO results format (a path or a URI)")
     parser.add_argument("--show-dir", help="write a picture per image here: ground truth beside the detections")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="draw detections scoring at least this")
@@ -181,17 +186,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         config = config_from_args(args)
-        scales, flips = None, None
+        scales, flips = None, DEFAULT_TTA_FLIPS
         if args.aug_test:
             scales = parse_tta_scales(args.tta_scales)
             flips = parse_tta_flips(args.tta_flips)
         if not 0 < args.pr_iou <= 1:
             raise ConfigError(f"--pr-iou: expected an IoU in (0, 1], got {args.pr_iou}")
         show_dir = storage.absolute(args.show_dir) if args.show_dir else None
-        metrics, summary, results = evaluate_checkpoint(config, args.checkpoint, args.split, scales,
-                                                        args.num_workers, args.use_gpu, show_dir,
-                                                        args.show_score_thr, args.pr_iou, args.pr_score_thr,
-                                                        flips)
+        metrics, summary, results = evaluate_checkpoint(
+            config, args.checkpoint, args.split, scales, num_workers=args.num_workers, use_gpu=args.use_gpu,
+            show_dir=show_dir, show_score_thr=args.show_score_thr, pr_iou=args.pr_iou,
+            pr_score_thr=args.pr_score_thr, flips=flips)
         if args.out:
             storage.write_text(args.out, json.dumps(results) + "\n")
         print(summary)

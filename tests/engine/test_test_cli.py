@@ -171,8 +171,8 @@ def test_metrics_of_a_checkpoint_plain_and_augmented(ray_session, small_shapes, 
 
 
 class ExtremesDetector(BaseDetector):
-    """A detector that is horizontally symmetric by construction: label 0 boxes the brightest tenth of the
-    image's pixels, label 1 the darkest tenth (inside ``img_shape``: padding ignored)."""
+    """A detector that is symmetric under every flip by construction: label 0 boxes the brightest tenth of
+    the image's pixels, label 1 the darkest tenth (inside ``img_shape``: padding ignored)."""
 
     final_head = SimpleNamespace(nms_iou_thr=0.5, max_per_img=100)
 
