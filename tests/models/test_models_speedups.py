@@ -57,15 +57,18 @@ def test_winograd_convolution_is_conv2d_forward_and_backward(m, shape, out_chann
     assert_same_function(actual, expected, inputs, atol=1e-10)
 
 
-def test_winograd_float32_rounding_is_that_of_a_direct_convolution():
-    """Against float64: F(2x2, 3x3) no worse than oneDNN's direct convolution, F(4x4, 3x3) within 10x."""
+def test_winograd_float32_rounding_is_within_a_fixed_multiple_of_a_dot_products():
+    """Against float64, each output's error in units of float32 eps x sum(|x * w|) (the scale of any float32
+    dot product's rounding): F(2x2, 3x3) within 4, F(4x4, 3x3) within 64.  Measured on a 2-core EPYC: 1.0-1.3
+    and 22-27 over four seeds, oneDNN's direct convolution 0.5.  (A bound relative to oneDNN's own error, as
+    this test had, held on one CPU and failed on an AVX-512 one whose direct convolution rounds better.)"""
     torch.manual_seed(0)
     x = torch.randn(1, 128, 32, 32)
     weight = torch.randn(128, 128, 3, 3) * (2 / (9 * 128)) ** 0.5
     exact = F.conv2d(x.double(), weight.double(), padding=1)
-    direct = (F.conv2d(x, weight, padding=1) - exact).abs().max()
-    assert (winograd_conv2d(x, weight, None, 2) - exact).abs().max() <= 2 * direct
-    assert (winograd_conv2d(x, weight, None, 4) - exact).abs().max() <= 10 * direct
+    unit = torch.finfo(torch.float32).eps * F.conv2d(x.double().abs(), weight.double().abs(), padding=1)
+    assert ((winograd_conv2d(x, weight, None, 2) - exact).abs() / unit).max() <= 4
+    assert ((winograd_conv2d(x, weight, None, 4) - exact).abs() / unit).max() <= 64
 
 
 def test_winograd_mode_takes_only_the_convolutions_that_gain(monkeypatch):
