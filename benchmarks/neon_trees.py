@@ -84,17 +84,15 @@ def main() -> None:
         checkpoint = final["best_checkpoint"]
     record["checkpoint"] = checkpoint
     overrides = ["--set", *args.set] if args.set else []
-    record["val"] = test_metrics(args.config, checkpoint, "--split", "val", *overrides)
-    record["soap_061"] = test_metrics(args.config, checkpoint, *overrides,
-                                      "--set", "data.test.ann_file=annotations/soap_061.json",
-                                      "--pr-score-thr", str(record["val"]["box_score_thr"]))
+    runs = {"": []}
     if args.tta_flips:
-        tta = ["--aug-test", "--tta-scales", args.tta_scale, "--tta-flips", args.tta_flips]
+        runs["_tta"] = ["--aug-test", "--tta-scales", args.tta_scale, "--tta-flips", args.tta_flips]
         record["tta"] = {"scale": args.tta_scale, "flips": args.tta_flips}
-        record["val_tta"] = test_metrics(args.config, checkpoint, "--split", "val", *tta, *overrides)
-        record["soap_061_tta"] = test_metrics(args.config, checkpoint, *tta, *overrides,
-                                              "--set", "data.test.ann_file=annotations/soap_061.json",
-                                              "--pr-score-thr", str(record["val_tta"]["box_score_thr"]))
+    for suffix, extra in runs.items():
+        val = record[f"val{suffix}"] = test_metrics(args.config, checkpoint, "--split", "val", *extra, *overrides)
+        record[f"soap_061{suffix}"] = test_metrics(args.config, checkpoint, *extra, *overrides,
+                                                   "--set", "data.test.ann_file=annotations/soap_061.json",
+                                                   "--pr-score-thr", str(val["box_score_thr"]))
     record["machine"] = machine()
     print(json.dumps(record))
 

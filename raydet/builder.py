@@ -312,15 +312,10 @@ def check_top_level_keys(config: Config) -> None:
             )
 
 
-def makes_masks(model: torch.nn.Module) -> bool:
-    """Whether ``model`` is a detector that segments (its final head has a mask branch)."""
-    return bool(getattr(getattr(model, "final_head", None), "with_mask", False))
-
-
 def check_masks_match(config: Config, model: torch.nn.Module) -> None:
     """A detector with a mask head trains on masks (``data.train.with_mask: true``), one without does not;
     ``evaluation.save_best: segm_*`` needs a detector that segments."""
-    segments = makes_masks(model)
+    segments = bool(getattr(getattr(model, "final_head", None), "with_mask", False))
     name = config["model"].get("type")
     train = (config.get("data") or {}).get("train")
     if isinstance(train, dict) and bool(train.get("with_mask", False)) != segments:

@@ -14,12 +14,10 @@ from typing import Any
 
 from ..builder import (
     build_dataset,
-    build_model,
     check_config,
     check_num_classes,
     data_section,
     is_elsewhere,
-    makes_masks,
     section,
     with_absolute_paths,
 )
@@ -105,7 +103,8 @@ def check_sweep(sweep: Sweep) -> list[str]:
     if settings.metric != "loss" and data_section(sweep.base).split("val") is None:
         raise ConfigError(f"{where}: tune.metric: {settings.metric} is computed on data.val, which this config "
                           "does not have; add data.val or optimise metric: loss (mode: min)")
-    if settings.metric.startswith("segm_") and not makes_masks(build_model(sweep.base)):
+    # check_config has just built the model and matched data.train.with_mask to its mask head: no second build
+    if settings.metric.startswith("segm_") and not ((sweep.base.get("data") or {}).get("train") or {}).get("with_mask"):
         raise ConfigError(f"{where}: tune.metric: {settings.metric} scores masks, which this config's "
                           f"{sweep.base['model']['type']} does not make (no mask head); optimise a bbox_* metric")
     if sweep.scheduler is not None and sweep.scheduler.grace_period >= sweep.max_epochs:
