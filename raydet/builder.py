@@ -1,15 +1,17 @@
-"""Config -> objects: builds the buildable nodes of a resolved config.
+"""Config -> objects: builds the buildable nodes of a parsed config.
 
 Everything that turns config into objects goes through here, so every failure
 becomes a ``ConfigError`` naming the file and key path (``model.neck.type``)
-the user has to change.  ``check_config`` builds everything without training;
-``python -m raydet.check CFG`` and the training launcher call it on the driver
-before any worker starts.
+the user has to change.  ``check_config`` is the one validation path: it
+builds everything without training and returns what it built (the model, the
+datasets, a line per node), which ``launch``, ``python -m raydet.check``,
+sweeps and the test / infer commands reuse instead of building again.
 
-The builder is the only reader of a ``Config``: it hands built objects and
-typed settings (``raydet.config.schema``) inward, so the data and engine code
-never reach back up to the config.  It imports data/, models/ and the
-optimizers, never engine/.
+Every function takes a ``ParsedConfig`` (``raydet.config.parsed``: a command
+parses its config once and hands that on) or, for a quick call, a raw
+``Config``, parsed on the spot.  The builder hands built objects and typed
+settings inward, so the data and engine code never reach back up to the
+config.  It imports data/, models/ and the optimizers, never engine/.
 """
 from __future__ import annotations
 
@@ -17,19 +19,21 @@ import dataclasses
 import functools
 import inspect
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from . import storage
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
-from .config.schema import SECTIONS, SPLITS, TOP_LEVEL_KEYS, DataSection
+from .config.parsed import ParsedConfig, as_parsed, config_errors
+from .config.schema import SECTIONS, SPLITS, DataSection, OptimizerConfig
 from .data.datasets import DetectionDataset
 from .data.decode import BatchRecipe
 from .data.problems import DataError
 from .data.transforms import Compose
 from .optimizers import build_optimizer
-from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry, build_section, did_you_mean
+from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry
 
 
 def lookup(config: dict, key_path: str) -> Any:
@@ -45,105 +49,79 @@ def lookup(config: dict, key_path: str) -> Any:
     return node
 
 
-def build_node(config: Config, key_path: str, registry: Registry, **defaults: Any) -> Any:
+def _raw(config: Config | ParsedConfig) -> Config:
+    return config.config if isinstance(config, ParsedConfig) else config
+
+
+def build_node(config: Config | ParsedConfig, key_path: str, registry: Registry, **defaults: Any) -> Any:
     """Build the ``type:`` node at ``key_path`` from ``registry``; errors name file and key path.
 
     Imports the config's ``custom_imports`` first, so this works unchanged in any
     process the config was shipped to (Ray Train workers, Ray Data tasks).
     """
+    config = _raw(config)
     import_custom_modules(config)
     node = lookup(config, key_path)
-    try:
+    with config_errors(config):
         return registry.build(node, key_path, **defaults)
-    except BuildError as err:
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
 
 
-def build_model(config: Config) -> torch.nn.Module:
+def build_model(config: Config | ParsedConfig) -> torch.nn.Module:
     return build_node(config, "model", MODELS)
 
 
-def section(config: Config, key: str) -> Any:
-    """The plain section ``key`` parsed into its dataclass (its defaults when absent)."""
-    try:
-        return build_section(SECTIONS[key], config.get(key), key)
-    except BuildError as err:
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+def section(config: Config | ParsedConfig, key: str) -> Any:
+    """The plain section ``key`` (one of ``SECTIONS``) as parsed (its defaults when absent)."""
+    if key not in SECTIONS:
+        raise KeyError(f"{key!r} is not a plain section; the sections are {', '.join(SECTIONS)}")
+    return getattr(as_parsed(config), key)
 
 
-def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _optimizer(config: Config, settings: OptimizerConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    with config_errors(config):
+        return build_optimizer(model, lookup(config, "optimizer"), settings)
+
+
+def optimizer_for(config: Config | ParsedConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The configured optimizer over ``model``'s trainable parameters."""
-    try:
-        return build_optimizer(model, lookup(config, "optimizer"), section(config, "optimizer_config"))
-    except BuildError as err:
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+    parsed = as_parsed(config)
+    return _optimizer(parsed.config, parsed.optimizer_config, model)
 
 
-def seed_of(config: Config) -> int:
+def seed_of(config: Config | ParsedConfig) -> int:
     """The config's ``seed`` (0 when absent)."""
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{config.source_of(('seed',))}: seed: expected an int, got {seed!r}")
-    return seed
+    return as_parsed(config).seed
 
 
-def data_section(config: Config) -> DataSection:
+def data_section(config: Config | ParsedConfig) -> DataSection:
     """The checked ``data:`` section."""
-    try:
-        return build_section(DataSection, lookup(config, "data"), "data")
-    except BuildError as err:
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+    return as_parsed(config).require_data()
 
 
-def _absolute(path: str, root: str) -> str:
-    """``path`` joined to ``root`` unless it is absolute or a URI; local results made absolute."""
-    return storage.absolute(storage.join(root, path))
+def with_absolute_paths(config: Config | ParsedConfig) -> Config:
+    """``config`` with ``data.data_root`` and ``Pretrained`` weights absolute (or URIs): see ``parse_config``."""
+    return as_parsed(config).config
 
 
-def _absolute_weights(node: Any) -> Any:
-    """``node`` with every ``{type: Pretrained, checkpoint: <relative local path>}`` in it made absolute."""
-    if isinstance(node, list):
-        return [_absolute_weights(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _absolute_weights(value) for key, value in node.items()}
-    if node.get("type") == "Pretrained" and isinstance(node.get("checkpoint"), str):
-        node["checkpoint"] = storage.absolute(node["checkpoint"])  # URIs (torchvision://, s3://) stay as written
-    return node
-
-
-def with_absolute_paths(config: Config) -> Config:
-    """A copy of ``config`` whose ``data.data_root`` and ``Pretrained`` weights are absolute (or URIs).
-
-    Relative paths mean "from where you started the command"; Ray workers run in
-    another working directory, so the driver resolves them before shipping the config.
-    """
-    resolved = dict(config)
-    if "data" in config:
-        resolved["data"] = {**config["data"], "data_root": _absolute(data_section(config).data_root, os.getcwd())}
-    if "model" in config:
-        resolved["model"] = _absolute_weights(config["model"])
-    return Config(resolved, config.filename, config.sources)
-
-
-def _dataset_node(config: Config, split: str) -> dict:
+def _dataset_node(parsed: ParsedConfig, split: str) -> dict:
     """``data.<split>`` with its ``ann_file`` / ``img_prefix`` made absolute (see ``build_dataset``)."""
-    data = data_section(config)
+    data = parsed.require_data()
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     node = data.split(split)
     if node is None:
-        raise ConfigError(f"{config.source_of(('data',))}: data.{split} is missing")
+        raise ConfigError(f"{parsed.source_of(('data',))}: data.{split} is missing")
     if not isinstance(node, dict):
-        raise ConfigError(f"{config.source_of(('data', split))}: data.{split}: "
+        raise ConfigError(f"{parsed.source_of(('data', split))}: data.{split}: "
                           f"expected a dataset mapping with 'type:', got {node!r}")
-    root = _absolute(data.data_root, os.getcwd())
-    import_custom_modules(config)
-    paths = {key: _absolute(node[key], root) for key in ("ann_file", "img_prefix") if isinstance(node.get(key), str)}
+    root = data.data_root
+    import_custom_modules(parsed.config)
+    paths = {key: storage.absolute(storage.join(root, node[key])) for key in ("ann_file", "img_prefix")
+             if isinstance(node.get(key), str)}
     return {**node, **paths}
 
 
-def build_dataset(config: Config, split: str, classes: list[str] | None = None) -> DetectionDataset:
+def build_dataset(config: Config | ParsedConfig, split: str, classes: list[str] | None = None) -> DetectionDataset:
     """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
 
     Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
@@ -153,7 +131,8 @@ def build_dataset(config: Config, split: str, classes: list[str] | None = None) 
     a dataset type that takes a class list when its node names none (the
     training split's classes, so every split numbers its labels alike).
     """
-    node = _dataset_node(config, split)
+    parsed = as_parsed(config)
+    node = _dataset_node(parsed, split)
     if classes is not None and node.get("classes") is None and _takes_classes(node):
         node = {**node, "classes": list(classes)}
     try:
@@ -161,7 +140,7 @@ def build_dataset(config: Config, split: str, classes: list[str] | None = None) 
     except BuildError as err:
         if isinstance(err.__cause__, DataError):
             raise DataError(f"data.{split}: {err.__cause__}") from None
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
+        raise ConfigError(f"{parsed.source_of(err.key_path)}: {err}") from err
 
 
 def _takes_classes(node: dict) -> bool:
@@ -170,13 +149,14 @@ def _takes_classes(node: dict) -> bool:
     return isinstance(kind, str) and kind in DATASETS and "classes" in inspect.signature(DATASETS.get(kind)).parameters
 
 
-def _needs_training_classes(config: Config, split: str) -> bool:
+def _needs_training_classes(parsed: ParsedConfig, split: str) -> bool:
     """Whether ``data.<split>`` would infer its own class list (it takes ``classes`` and names none)."""
-    node = data_section(config).split(split)
+    node = parsed.split(split)
     return isinstance(node, dict) and node.get("classes") is None and _takes_classes(node)
 
 
-def build_datasets(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, DetectionDataset]:
+def build_datasets(config: Config | ParsedConfig,
+                   splits: tuple[str, ...] = ("train", "val")) -> dict[str, DetectionDataset]:
     """Build the ``splits`` the config has, every one labelled with the training split's classes.
 
     A dataset that infers its classes from the names it finds (``VOCDataset``
@@ -187,14 +167,16 @@ def build_datasets(config: Config, splits: tuple[str, ...] = ("train", "val")) -
     asked for but needs them.  Splits whose classes still differ (two COCO
     files with other categories) are a ``DataError``.
     """
-    present = [split for split in splits if data_section(config).split(split) is not None]
+    parsed = as_parsed(config)
+    parsed.require_data()
+    present = [split for split in splits if parsed.split(split) is not None]
     datasets: dict[str, DetectionDataset] = {}
     train = None
-    if "train" in present or any(_needs_training_classes(config, split) for split in present):
-        if data_section(config).split("train") is not None:
-            train = build_dataset(config, "train")
+    if "train" in present or any(_needs_training_classes(parsed, split) for split in present):
+        if parsed.split("train") is not None:
+            train = build_dataset(parsed, "train")
     for split in present:
-        datasets[split] = train if split == "train" else build_dataset(config, split, train.classes if train else None)
+        datasets[split] = train if split == "train" else build_dataset(parsed, split, train.classes if train else None)
     if train is not None:
         for split, dataset in datasets.items():
             if dataset.classes != train.classes:
@@ -220,8 +202,9 @@ def num_classes_nodes(node: Any, path: tuple = ("model",)) -> list[tuple[tuple, 
     return found
 
 
-def check_num_classes(config: Config, classes: list[str], split: str = "train") -> None:
+def check_num_classes(config: Config | ParsedConfig, classes: list[str], split: str = "train") -> None:
     """Every ``num_classes`` in ``model`` must be the number of ``classes`` (those of ``data.<split>``)."""
+    config = _raw(config)
     for path, value in num_classes_nodes(config.get("model")):
         if value != len(classes):
             raise ConfigError(
@@ -229,11 +212,12 @@ def check_num_classes(config: Config, classes: list[str], split: str = "train") 
                 f"classes ({', '.join(classes)}); set it to {len(classes)}")
 
 
-def batch_recipe(config: Config, split: str) -> BatchRecipe:
+def batch_recipe(config: Config | ParsedConfig, split: str) -> BatchRecipe:
     """How ``data.<split>``'s planned batches are decoded: its pipeline, the data section's settings
     (without the dataset nodes: those are the builder's business), the seed."""
-    settings = dataclasses.replace(data_section(config), train=None, val=None, test=None)
-    return BatchRecipe(build_pipeline(config, split), settings, seed_of(config))
+    parsed = as_parsed(config)
+    settings = dataclasses.replace(parsed.require_data(), train=None, val=None, test=None)
+    return BatchRecipe(build_pipeline(parsed, split), settings, parsed.seed)
 
 
 def _only(config: Config, keys: tuple[str, ...]) -> Config:
@@ -242,113 +226,125 @@ def _only(config: Config, keys: tuple[str, ...]) -> Config:
                   {path: origin for path, origin in config.sources.items() if path and path[0] in keys})
 
 
-def model_factory(config: Config) -> Callable[[], torch.nn.Module]:
+def model_factory(config: Config | ParsedConfig) -> Callable[[], torch.nn.Module]:
     """``() -> model``, carrying only the ``model`` node (and ``custom_imports``): for building on a worker."""
-    return functools.partial(build_model, _only(config, ("custom_imports", "model")))
+    return functools.partial(build_model, _only(as_parsed(config).config, ("custom_imports", "model")))
 
 
-def optimizer_factory(config: Config) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
-    """``model -> optimizer``, carrying only the ``optimizer`` and ``optimizer_config`` nodes."""
-    return functools.partial(optimizer_for, _only(config, ("custom_imports", "optimizer", "optimizer_config")))
+def optimizer_factory(config: Config | ParsedConfig) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
+    """``model -> optimizer``, carrying only the ``optimizer`` node and the parsed ``optimizer_config``."""
+    parsed = as_parsed(config)
+    return functools.partial(_optimizer, _only(parsed.config, ("custom_imports", "optimizer")),
+                             parsed.optimizer_config)
 
 
-def is_elsewhere(config: Config, split: str) -> bool:
+def is_elsewhere(config: Config | ParsedConfig, split: str) -> bool:
     """Whether ``data.<split>``'s annotation file is a local path missing here (it lives on the cluster)."""
-    ann_file = _dataset_node(config, split).get("ann_file")
+    ann_file = _dataset_node(as_parsed(config), split).get("ann_file")
     return isinstance(ann_file, str) and not storage.is_uri(ann_file) and not os.path.exists(ann_file)
 
 
-def check_data(config: Config) -> list[str]:
-    """Summary lines for every split: the datasets built (with their problems), their classes checked
-    against each other and against the model's ``num_classes``.  A split whose annotation file is not
-    on this machine (it lives on the cluster) has its arguments and pipeline checked without reading it."""
-    data = data_section(config)
-    present = [split for split in SPLITS if data.split(split) is not None]
-    elsewhere = {split for split in present if is_elsewhere(config, split)}
-    lines_of: dict[str, list[str]] = {}
-    for split in elsewhere:
-        node = _dataset_node(config, split)
-        try:
-            DATASETS.check(node, f"data.{split}")
-        except BuildError as err:
-            raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from err
-        lines_of[split] = [f"data.{split}: {node['type']} arguments and pipeline OK; {node['ann_file']} is not on "
-                           "this machine, so its annotations were not read"]
+def _check_elsewhere(parsed: ParsedConfig, split: str) -> str:
+    """Check ``data.<split>``'s arguments and pipeline without reading its annotations; its summary line."""
+    node = _dataset_node(parsed, split)
+    with config_errors(parsed.config):
+        DATASETS.check(node, f"data.{split}")
+    return (f"data.{split}: {node['type']} arguments and pipeline OK; {node['ann_file']} is not on "
+            "this machine, so its annotations were not read")
+
+
+def check_data(config: Config | ParsedConfig, splits: tuple[str, ...] = SPLITS,
+               read_here: bool = False) -> tuple[dict[str, DetectionDataset], list[str]]:
+    """``(datasets, summary lines)`` of ``splits``: the datasets built (with their problems), their classes
+    checked against each other and against the model's ``num_classes``.  A split whose annotation file is
+    not on this machine (it lives on the cluster) has its arguments and pipeline checked without reading
+    it, unless ``read_here`` (a run that reads it here: a missing file is then its error)."""
+    parsed = as_parsed(config)
+    present = [split for split in splits if parsed.split(split) is not None]
+    elsewhere = set() if read_here else {split for split in present if is_elsewhere(parsed, split)}
+    lines_of = {split: [_check_elsewhere(parsed, split)] for split in elsewhere}
     readable = tuple(split for split in present if split not in elsewhere)
     if "train" in elsewhere:  # the training classes are on the cluster: each split alone
-        datasets = {split: build_dataset(config, split) for split in readable}
+        datasets = {split: build_dataset(parsed, split) for split in readable}
     else:
-        datasets = build_datasets(config, readable)
+        datasets = build_datasets(parsed, readable)
     for split, dataset in datasets.items():
         lines_of[split] = [f"data.{split}: {type(dataset).__name__} {dataset.summary()}",
                            *(f"    {line}" for line in dataset.problems.lines())]
     lines = [line for split in present for line in lines_of[split]]
-    if "train" in datasets and "model" in config:
-        check_num_classes(config, datasets["train"].classes)
+    if "train" in datasets and "model" in parsed.config:
+        check_num_classes(parsed, datasets["train"].classes)
     elif "train" in elsewhere:
         lines.append("data: classes across splits and the model's num_classes not checked: data.train's "
                      "annotations are not on this machine")
-    return lines
+    return datasets, lines
 
 
-def build_pipeline(config: Config, split: str) -> Compose:
+def build_pipeline(config: Config | ParsedConfig, split: str) -> Compose:
     """Only the transforms of ``data.<split>.pipeline`` (no annotation reading: for decode workers)."""
+    config = _raw(config)
     nodes = lookup(config, f"data.{split}").get("pipeline") or []
     if not isinstance(nodes, list):
         raise ConfigError(f"{config.where(f'data.{split}.pipeline')}: expected a list of transforms")
     return Compose([build_node(config, f"data.{split}.pipeline.{i}", TRANSFORMS) for i in range(len(nodes))])
 
 
-def check_top_level_keys(config: Config) -> None:
-    for key in config:
-        if key in ("search", "tune"):
-            raise ConfigError(f"{config.source_of((key,))}: {key}: is a sweep section: run this file with "
-                              "python -m raydet.tune (python -m raydet.train trains one config)")
-        if key not in TOP_LEVEL_KEYS:
-            known = ", ".join(TOP_LEVEL_KEYS)
-            raise ConfigError(
-                f"{config.source_of((key,))}: {key!r} is not a raydet config key"
-                f"{did_you_mean(str(key), TOP_LEVEL_KEYS)}; known keys: {known}"
-            )
-
-
-def check_masks_match(config: Config, model: torch.nn.Module) -> None:
+def check_masks_match(config: Config | ParsedConfig, model: torch.nn.Module) -> None:
     """A detector with a mask head trains on masks (``data.train.with_mask: true``), one without does not;
     ``evaluation.save_best: segm_*`` needs a detector that segments."""
+    parsed = as_parsed(config)
     segments = bool(getattr(getattr(model, "final_head", None), "with_mask", False))
-    name = config["model"].get("type")
-    train = (config.get("data") or {}).get("train")
+    name = parsed.config["model"].get("type")
+    train = parsed.split("train")
     if isinstance(train, dict) and bool(train.get("with_mask", False)) != segments:
-        where = config.where("data.train.with_mask")
+        where = parsed.config.where("data.train.with_mask")
         if segments:
             raise ConfigError(f"{where}: {name} has a mask head and trains on instance masks: set "
                               "data.train.with_mask: true (a COCO json with segmentations, e.g. "
                               "_base_/datasets/coco_instance.yaml)")
         raise ConfigError(f"{where}: {name} has no mask head, so it cannot train on masks: drop with_mask "
                           "(or use a detector with a mask head, e.g. MaskRCNN)")
-    save_best = (config.get("evaluation") or {}).get("save_best", "")
-    if isinstance(save_best, str) and save_best.startswith("segm_") and not segments:
-        raise ConfigError(f"{config.where('evaluation.save_best')}: {save_best} needs a detector that segments; "
-                          f"{name} predicts boxes only (use a bbox_* metric)")
+    save_best = parsed.evaluation.save_best
+    if save_best.startswith("segm_") and not segments:
+        raise ConfigError(f"{parsed.config.where('evaluation.save_best')}: {save_best} needs a detector that "
+                          f"segments; {name} predicts boxes only (use a bbox_* metric)")
 
 
-def check_config(config: Config, data: bool = True) -> list[str]:
-    """Build every buildable node of ``config`` (the datasets, reading their annotations, only with
-    ``data``); one summary line per node."""
-    check_top_level_keys(config)
-    seed_of(config)
-    lines = []
-    if "model" in config:
-        model = build_model(config)
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What ``check_config`` built, for the command that asked to reuse.
+
+    Attributes:
+        parsed: the config, parsed once.
+        model: the detector built from ``model`` (None without one).
+        datasets: the splits read on this machine, each labelled with the training split's classes.
+        lines: one summary line per node built.
+    """
+
+    parsed: ParsedConfig
+    model: torch.nn.Module | None
+    datasets: dict[str, DetectionDataset]
+    lines: list[str]
+
+
+def check_config(config: Config | ParsedConfig, data: bool = True, splits: tuple[str, ...] = SPLITS,
+                 read_here: bool = False) -> CheckedConfig:
+    """Build every buildable node of ``config`` — the model, its optimizer, every section and (with
+    ``data``) the datasets of ``splits``, reading their annotations (``read_here``: every split must be
+    readable on this machine) — and return what was built with one summary line per node."""
+    parsed = as_parsed(config)
+    lines, model = [], None
+    if "model" in parsed.config:
+        model = build_model(parsed)
         n_params = sum(p.numel() for p in model.parameters())
-        lines.append(f"model: {config['model']['type']} built ({n_params:,} parameters)")
-        check_masks_match(config, model)
-        if "optimizer" in config:
-            optimizer = optimizer_for(config, model)
+        lines.append(f"model: {parsed.config['model']['type']} built ({n_params:,} parameters)")
+        check_masks_match(parsed, model)
+        if "optimizer" in parsed.config:
+            optimizer = optimizer_for(parsed, model)
             lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")
-    for key in SECTIONS:
-        if key in config:
-            lines.append(f"{key}: {section(config, key)}")
-    if data and "data" in config:
-        lines.extend(check_data(config))
-    return lines
+    lines.extend(f"{key}: {getattr(parsed, key)}" for key in SECTIONS if key in parsed.config)
+    datasets = {}
+    if data and parsed.data is not None:
+        datasets, data_lines = check_data(parsed, splits, read_here)
+        lines.extend(data_lines)
+    return CheckedConfig(parsed, model, datasets, lines)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             sys.stdout.write(config.to_yaml())
             return
-        for line in check_config(config):
+        for line in check_config(config).lines:
             print(line)
         print("config OK")
 

@@ -146,7 +146,7 @@ def checked_config(config_path: str, overrides: list[str], tmp_path: Path) -> tu
     config = load_config(REPO / config_path, overrides)
     if "://" in str(config["data"]["data_root"]):
         config["data"]["data_root"] = str(tmp_path / "only-on-the-cluster")
-    return config, check_config(config)
+    return config, check_config(config).lines
 
 
 def load_launcher(name: str) -> dict:

@@ -1,9 +1,11 @@
-"""The driver side of a training run: checks, Ray, the data, MLflow, ``TorchTrainer``, the work directory.
+"""The driver side of a training run, in phases: check, paths and resume, Ray and tracking, trainer, outcome.
 
 ``launch`` is what ``python -m raydet.train`` calls.  Everything that can be
 checked before a worker starts is checked first (config, model, optimizer,
-every section, annotations), so a bad config fails in seconds with the config
-CLI's message instead of after the worker group is up.
+every section, annotations: ``raydet.builder.check_config``, the one
+validation path), so a bad config fails in seconds with the config CLI's
+message instead of after the worker group is up.  Each later phase reads what
+the one before handed it (``RunPlan``, ``RayParts``), never the config.
 """
 from __future__ import annotations
 
@@ -16,31 +18,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
 from .. import storage
-from ..builder import (
-    batch_recipe,
-    build_datasets,
-    build_model,
-    check_masks_match,
-    check_num_classes,
-    check_top_level_keys,
-    data_section,
-    model_factory,
-    optimizer_factory,
-    optimizer_for,
-    section,
-    seed_of,
-    with_absolute_paths,
-)
+from ..builder import CheckedConfig, batch_recipe, check_config, model_factory, optimizer_factory
 from ..config import Config, ConfigError
-from ..config.schema import SECTIONS
-from ..data.datasets import DetectionDataset
+from ..config.parsed import ParsedConfig, parse_config
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
 from ..data.ray_stream import start_stream_runners, stop_stream_runners
@@ -48,8 +35,12 @@ from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder
 from .spec import TrainingSpec
+from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
 from .tracking import MlflowRun, flatten
-from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, StepHook, train_loop_per_worker
+from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, LoopConfig, StepHook, train_loop_per_worker
+from .trainer import NonFiniteLossError
+
+__all__ = ["STARTUP_PHASES", "RunOptions", "TrainOutcome", "launch", "startup_phases"]
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 
@@ -152,66 +143,67 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
     return storage.join(run_folder, storage.name_of(checkpoint.path), CHECKPOINT_FILE)
 
 
-#: Start-up phases of a run, in order: (name in ``startup_s``, the mark that ends it).  Marks come from the
-#: driver (``launched`` … ``fit_started``) and rank 0 (``worker_started`` … ``first_iteration``).
-STARTUP_PHASES = (
-    ("checks", "checked"),              # config, model and optimizer built once, annotations read and checked
-    ("ray_start", "ray_ready"),         # a local Ray started (or the cluster joined)
-    ("records", "records_ready"),       # the records tables handed to Ray Data, the work dir written
-    ("mlflow_wait", "mlflow_ready"),    # what is left of opening the MLflow run (it opens while Ray starts)
-    ("to_fit", "fit_started"),          # the run recorder and the TorchTrainer
-    ("worker_group", "worker_started"),  # Ray Train's controller, placement, the worker processes and imports
-    ("model", "model_ready"),           # model, DDP, optimizer built; checkpoint restored (decoding has begun)
-    ("first_batch", "first_batch"),     # waiting for the first decoded batch
-    ("first_step", "first_iteration"),  # the first forward, backward and optimizer step
-)
-
-
-def startup_phases(marks: dict[str, float]) -> dict[str, float]:
-    """Seconds each start-up phase took (``STARTUP_PHASES``), and ``to_first_iteration`` from the launch.
-
-    A phase whose mark is missing (no iteration ran, say) is left out.
-    """
-    phases, previous = {}, marks["launched"]
-    for name, mark in STARTUP_PHASES:
-        if mark in marks:
-            phases[name] = round(marks[mark] - previous, 2)
-            previous = marks[mark]
-    if "first_iteration" in marks:
-        phases["to_first_iteration"] = round(marks["first_iteration"] - marks["launched"], 2)
-    return phases
-
-
-def _open_mlflow_run(config: Config, tracking_uri: str, artifact_location: str | None, run_name: str,
-                     work_dir: Path, options: RunOptions) -> MlflowRun:
-    """Create the run's MLflow run with its tags, params and ``config.yaml``."""
-    tracker = MlflowRun.create(tracking_uri, section(config, "mlflow").experiment_name, run_name,
-                               tags={"raydet.config": config.filename, "raydet.work_dir": str(work_dir),
-                                     **options.mlflow_tags},
-                               artifact_location=artifact_location)
-    tracker.log_params({**flatten(dict(config)), **options.mlflow_params})
-    tracker.log_text(config.to_yaml(), "config.yaml")
-    return tracker
-
-
-def _abandon_mlflow_run(opening: Future, error: BaseException) -> None:
-    """End the MLflow run of a launch that failed before training (if the run was opened at all)."""
-    with contextlib.suppress(Exception):
-        opening.result().end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-
-
-def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> TrainingSpec:
-    """What every worker receives, built here from the config (``datasets``: the splits read on the driver)."""
-    settings = {key: section(config, key) for key in SECTIONS}
-    has_val = "val" in datasets
+def training_spec(parsed: ParsedConfig, checked: CheckedConfig) -> TrainingSpec:
+    """What every worker receives, built here from the parsed config and the datasets ``check_config`` read."""
+    has_val = "val" in checked.datasets
     return TrainingSpec(
-        config_yaml=config.to_yaml(), seed=seed_of(config), runner=settings["runner"],
-        evaluation=settings["evaluation"], checkpointing=settings["checkpoint_config"], logging=settings["log_config"],
-        optim=settings["optimizer_config"], lr=settings["lr_config"], num_pictures=settings["mlflow"].num_images,
-        train=batch_recipe(config, "train"), val=batch_recipe(config, "val") if has_val else None,
-        val_dataset=datasets.get("val"),
-        build_model=model_factory(config), build_optimizer=optimizer_factory(config),
+        config_yaml=parsed.yaml, seed=parsed.seed, runner=parsed.runner, evaluation=parsed.evaluation,
+        checkpoint_config=parsed.checkpoint_config, log_config=parsed.log_config,
+        optimizer_config=parsed.optimizer_config, lr_config=parsed.lr_config, num_pictures=parsed.mlflow.num_images,
+        train=batch_recipe(parsed, "train"), val=batch_recipe(parsed, "val") if has_val else None,
+        val_dataset=checked.datasets.get("val"),
+        build_model=model_factory(parsed), build_optimizer=optimizer_factory(parsed),
     )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the check and path phases decided; the later phases read only this.
+
+    Attributes:
+        parsed, checked: the config parsed once, and what ``check_config`` built from it.
+        spec: what every worker receives.
+        work_dir: the run's work directory (absolute).
+        storage_path: Ray Train's storage (a local folder or a URI); the run's folder is ``run_folder``.
+        options: the run's name, MLflow tags and params, callbacks.
+        resume_from: the checkpoint the workers start from (``--resume PATH``; ``--resume auto`` without a
+            worker group), else None: Ray Train's own latest checkpoint of the run, if any.
+        num_workers, use_gpu, resources: the worker group.
+        scaling_config, checkpoint_config: Ray Train's objects for them.
+    """
+
+    parsed: ParsedConfig
+    checked: CheckedConfig
+    spec: TrainingSpec
+    work_dir: Path
+    storage_path: str
+    options: RunOptions
+    resume_from: str | None
+    num_workers: int
+    use_gpu: bool
+    resources: dict[str, float]
+    scaling_config: ray.train.ScalingConfig
+    checkpoint_config: ray.train.CheckpointConfig
+
+    @property
+    def run_folder(self) -> str:
+        """Ray Train's folder of this run: its checkpoints, ``config.yaml`` and ``final_metrics.json``."""
+        return storage.join(self.storage_path, self.options.name)
+
+    @property
+    def has_val(self) -> bool:
+        return self.spec.val is not None
+
+
+@dataclass(frozen=True)
+class RayParts:
+    """What the Ray phase started: the data stream runners (on this node, or none), the Ray datasets and
+    their summary (``raydet.data.ray_datasets``)."""
+
+    runners: list
+    datasets: dict
+    dataset_config: object
+    summary: object
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
@@ -235,154 +227,196 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
         NonFiniteLossError: training stopped at a NaN or inf loss (every worker stopped at that iteration).
     """
-    started = time.time()
-    marks = {"launched": started}  # when each start-up phase ended (the workers add theirs)
-    config = with_absolute_paths(config)
-    work_dir = work_dir.resolve()
-    check_top_level_keys(config)  # then everything the workers will build, here, first
-    seed_of(config)
-    settings = {key: section(config, key) for key in SECTIONS}
-    scaling, mlflow_settings = settings["scaling"], settings["mlflow"]
+    stopwatch = Stopwatch("launched")  # when each start-up phase ended (rank 0 adds its marks)
+    parsed = parse_config(config)
+    checked = check_run(parsed, resume)
+    plan = plan_run(parsed, checked, work_dir.resolve(), resume, num_workers, use_gpu, options)
+    stopwatch.mark("checked")
+    with mlflow_run(plan) as opening:
+        parts = start_ray(plan, stopwatch)
+        tracker = opening.result()
+        stopwatch.mark("mlflow_ready")
+        returned, best = fit(plan, parts, tracker, step_hooks, stopwatch)
+    final = final_metrics(plan, returned, best, tracker.run_id, stopwatch)
+    write_final_metrics(plan, final, tracker)
+    return TrainOutcome(final, plan.work_dir, tracker.tracking_uri, tracker.run_id)
+
+
+def check_run(parsed: ParsedConfig, resume: str | None) -> CheckedConfig:
+    """Phase 1: build everything the workers will build, here, first; read and check the training and val
+    annotations; check ``--resume PATH``'s checkpoint."""
+    if parsed.split("train") is None:
+        raise ConfigError(f"{parsed.source_of(('data',))}: data.train is missing: there is nothing to train on")
+    checked = check_config(parsed, splits=("train", "val"), read_here=True)
+    for split, dataset in checked.datasets.items():
+        if len(dataset) == 0:
+            raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
+    if resume not in (None, "auto"):
+        try:
+            load_checkpoint(storage.absolute(resume))
+        except FileNotFoundError:
+            raise ConfigError(f"--resume {storage.absolute(resume)}: checkpoint not found") from None
+        except Exception as err:
+            raise ConfigError(f"--resume {storage.absolute(resume)}: not a raydet checkpoint "
+                              f"({type(err).__name__}: {err})") from None
+    return checked
+
+
+def plan_run(parsed: ParsedConfig, checked: CheckedConfig, work_dir: Path, resume: str | None,
+             num_workers: int | None, use_gpu: bool | None, options: RunOptions | None) -> RunPlan:
+    """Phase 2: the worker group, Ray Train's objects, where the run lives and its name (``--resume auto``
+    finds the newest run of this work dir with a checkpoint and continues it)."""
+    scaling = parsed.scaling
     num_workers = scaling.num_workers if num_workers is None else num_workers
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
-    model = build_model(config)
-    check_masks_match(config, model)
-    optimizer_for(config, model)
-    if resume not in (None, "auto"):
-        resume = storage.absolute(resume)  # the workers run elsewhere
-        try:
-            load_checkpoint(resume)
-        except FileNotFoundError:
-            raise ConfigError(f"--resume {resume}: checkpoint not found") from None
-        except Exception as err:
-            raise ConfigError(f"--resume {resume}: not a raydet checkpoint ({type(err).__name__}: {err})") from None
-
+    resources = dict(scaling.resources_per_worker or {"CPU": 1})
+    try:
+        scaling_config = ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                                 resources_per_worker=resources)
+        checkpoint_config = ray.train.CheckpointConfig(
+            num_to_keep=parsed.checkpoint_config.max_keep_ckpts,
+            checkpoint_score_attribute=CHECKPOINT_SCORE if "val" in checked.datasets else None,
+            checkpoint_score_order="max")
+    except ValueError as err:
+        raise ConfigError(f"{parsed.source_of(('scaling',))}: scaling: {err}") from None
     storage_path = storage.absolute(scaling.storage_path or work_dir / "ray_results")
-    base_name = mlflow_settings.run_name or work_dir.name
+    base_name = parsed.mlflow.run_name or work_dir.name
     run_name = None
     if resume == "auto":
         run_name = find_latest_run(storage_path, base_name)
         found = "continuing " + run_name if run_name else "no earlier run with a checkpoint; starting anew"
         print(f"--resume auto: {found}")
     options = options or RunOptions(name=run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}")
-    run_name = options.name
+    resume_from = storage.absolute(resume) if resume not in (None, "auto") else None  # the workers run elsewhere
+    if resume == "auto" and num_workers == 0:  # Ray Train keeps no copy of a run without workers: it is here
+        resume_from = latest_checkpoint(storage.join(storage_path, options.name))
+    return RunPlan(parsed, checked, training_spec(parsed, checked), work_dir, storage_path, options, resume_from,
+                   num_workers, use_gpu, resources, scaling_config, checkpoint_config)
 
-    resources = dict(scaling.resources_per_worker or {"CPU": 1})
-    has_val = (config.get("data") or {}).get("val") is not None
-    try:
-        scaling_config = ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                                 resources_per_worker=resources)
-        checkpoint_config = ray.train.CheckpointConfig(
-            num_to_keep=settings["checkpoint_config"].max_keep_ckpts,
-            checkpoint_score_attribute=CHECKPOINT_SCORE if has_val else None, checkpoint_score_order="max")
-    except ValueError as err:
-        raise ConfigError(f"{config.source_of(('scaling',))}: scaling: {err}") from None
 
-    if data_section(config).split("train") is None:
-        raise ConfigError(f"{config.source_of(('data',))}: data.train is missing: there is nothing to train on")
-    datasets = build_datasets(config)
-    for split, dataset in datasets.items():
-        if len(dataset) == 0:
-            raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
-    check_num_classes(config, datasets["train"].classes)
-    spec = training_spec(config, datasets)
-    marks["checked"] = time.time()
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
-    # A new MLflow store takes seconds to set up (and mlflow to import): do it while Ray starts.
+@contextlib.contextmanager
+def mlflow_run(plan: RunPlan) -> Iterator[Future[MlflowRun]]:
+    """Phase 3a: open the run's MLflow run on a thread (a new store takes seconds to set up, and mlflow to
+    import: it opens while Ray starts); yields its future.  When the launch fails, the run ends FAILED
+    (KILLED on Ctrl+C) — unless a sweep's driver ends it (``options.ends_run_on_error``); a NaN loss
+    always ends it FAILED."""
+    plan.work_dir.mkdir(parents=True, exist_ok=True)  # it holds the default store
     pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
-    opening = pool.submit(_open_mlflow_run, config, tracking_uri, artifact_location, run_name, work_dir, options)
+    opening = pool.submit(_open_mlflow_run, plan)
     pool.shutdown(wait=False)  # the thread ends with its one task
     try:
-        connect_ray(num_workers * resources.get("CPU", 1))
-        # When the workers will run on this node (a laptop's local Ray), their stream runners start, and warm
-        # up, here and now, while the worker group starts; on a cluster each worker starts its own on its node.
-        runners = start_stream_runners(num_workers) if _workers_fit_here(num_workers, resources, use_gpu) else []
-        marks["ray_ready"] = time.time()
-        ray_datasets, data_config, summary = build_ray_datasets(datasets, data_section(config).samples_per_gpu)
-        (work_dir / "config.yaml").write_text(config.to_yaml())
-        run_folder = storage.join(storage_path, run_name)  # Ray Train's folder of this run: its checkpoints
-        storage.write_text(storage.join(run_folder, "config.yaml"), config.to_yaml())  # a resume needs it there
-        with open(work_dir / "train.log", "a") as log:
-            log.write("\n".join(summary.lines()) + "\n")
-        marks["records_ready"] = time.time()
-        tracker = opening.result()
+        yield opening
     except BaseException as error:
-        if options.ends_run_on_error:
-            _abandon_mlflow_run(opening, error)
+        if plan.options.ends_run_on_error or isinstance(error, NonFiniteLossError):
+            with contextlib.suppress(Exception):
+                opening.result().end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    marks["mlflow_ready"] = time.time()
-    resume_from = resume
-    if resume == "auto":  # continues through Ray Train's own copy of the run, which a run without workers lacks
-        resume_from = latest_checkpoint(run_folder) if num_workers == 0 else None
-    tracker.log_metrics({k.replace("/", "."): v for k, v in summary.metrics().items()}, step=0)
 
-    recorder = start_recorder(work_dir, tracking_uri, tracker.run_id)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        # In the object store: Ray Train's controller passes a reference on without unpickling the spec and
-        # the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
-        train_loop_config={LOOP_CONFIG: ray.put({
-            "spec": spec, "work_dir": str(work_dir),
-            "recorder": recorder,
-            "resume_from": resume_from,
-            # without a worker group Ray keeps no copy of a checkpoint: the loop writes it to stay
-            "checkpoint_dir": run_folder if num_workers == 0 else None,
-            "step_hooks": list(step_hooks),
-            "stream_runners": runners,
-        })},
-        scaling_config=scaling_config,
-        run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
-                                                   max_preemption_failures=scaling.max_preemption_failures,
-                                                   controller_failure_limit=options.controller_failure_limit),
-            callbacks=list(options.callbacks),
-            checkpoint_config=checkpoint_config,
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.get("CPU", 1))))}},
-        ),
-        datasets=ray_datasets,
-        dataset_config=data_config,
-    )
-    marks["fit_started"] = time.time()
+
+def _open_mlflow_run(plan: RunPlan) -> MlflowRun:
+    """Create the run's MLflow run with its tags, params and ``config.yaml``."""
+    parsed, options = plan.parsed, plan.options
+    tracking_uri, artifact_location = parsed.mlflow.resolved_uri(plan.work_dir)
+    tracker = MlflowRun.create(tracking_uri, parsed.mlflow.experiment_name, options.name,
+                               tags={"raydet.config": parsed.config.filename, "raydet.work_dir": str(plan.work_dir),
+                                     **options.mlflow_tags},
+                               artifact_location=artifact_location)
+    tracker.log_params({**flatten(dict(parsed.config)), **options.mlflow_params})
+    tracker.log_text(parsed.yaml, "config.yaml")
+    return tracker
+
+
+def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
+    """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
+    local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
+    the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
+    connect_ray(plan.num_workers * plan.resources.get("CPU", 1))
+    here = _workers_fit_here(plan.num_workers, plan.resources, plan.use_gpu)
+    runners = start_stream_runners(plan.num_workers) if here else []
+    stopwatch.mark("ray_ready")
+    ray_datasets, data_config, summary = build_ray_datasets(plan.checked.datasets,
+                                                            plan.parsed.require_data().samples_per_gpu)
+    (plan.work_dir / "config.yaml").write_text(plan.parsed.yaml)
+    storage.write_text(storage.join(plan.run_folder, "config.yaml"), plan.parsed.yaml)  # a resume needs it there
+    with open(plan.work_dir / "train.log", "a") as log:
+        log.write("\n".join(summary.lines()) + "\n")
+    stopwatch.mark("records_ready")
+    return RayParts(runners, ray_datasets, data_config, summary)
+
+
+def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence[StepHook],
+        stopwatch: Stopwatch) -> tuple[dict, ray.train.Checkpoint | None]:
+    """Phase 4: the run recorder and the ``TorchTrainer``; fit.  Returns rank 0's return value and the best
+    checkpoint (by ``evaluation.save_best`` with ``data.val``, else the latest)."""
+    tracker.log_metrics({k.replace("/", "."): v for k, v in parts.summary.metrics().items()}, step=0)
+    recorder = start_recorder(plan.work_dir, tracker.tracking_uri, tracker.run_id)
+    loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, resume_from=plan.resume_from,
+                      checkpoint_dir=plan.run_folder if plan.num_workers == 0 else None,
+                      step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
+    # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
+    # and the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: ray.put(loop)},
+                           scaling_config=plan.scaling_config, run_config=_run_config(plan),
+                           datasets=parts.datasets, dataset_config=parts.dataset_config)
+    stopwatch.mark("fit_started")
     try:
         result = trainer.fit()
-        worker_marks = ray.get(recorder.startup_marks.remote())  # the first worker group's rank 0's
-    except BaseException as error:
-        if options.ends_run_on_error:
-            tracker.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
+        for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
+            stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
         recorder.__ray_terminate__.remote()
-        stop_stream_runners(runners)
+        stop_stream_runners(parts.runners)
     returned = result.return_value or {}
     if "non_finite_loss" in returned:
-        tracker.end("FAILED")
         raise returned["non_finite_loss"]
-    best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if has_val and result.best_checkpoints
+    best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
             else result.checkpoint)
+    return returned, best
+
+
+def _run_config(plan: RunPlan) -> ray.train.RunConfig:
+    scaling, options = plan.parsed.scaling, plan.options
+    return ray.train.RunConfig(
+        name=options.name, storage_path=plan.storage_path,
+        failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
+                                               max_preemption_failures=scaling.max_preemption_failures,
+                                               controller_failure_limit=options.controller_failure_limit),
+        callbacks=list(options.callbacks),
+        checkpoint_config=plan.checkpoint_config,
+        worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(plan.resources.get("CPU", 1))))}},
+    )
+
+
+def final_metrics(plan: RunPlan, returned: dict, best: ray.train.Checkpoint | None, mlflow_run_id: str,
+                  stopwatch: Stopwatch) -> dict:
+    """Phase 5: what ``final_metrics.json`` holds."""
     metrics = returned.get("metrics", {})
-    final = {
+    launched = stopwatch["launched"]
+    return {
         **{name: metrics.get(name, -1.0) for name in METRIC_NAMES},
         **{name: metrics[name] for name in SEGM_METRIC_NAMES if name in metrics},  # mask detectors
         "iters": returned.get("iters"),
         "epochs": returned.get("epochs"),
-        "wall_time_s": round(time.time() - started, 1),
-        "best_checkpoint": _checkpoint_file(best, run_folder) if best is not None else None,
+        "wall_time_s": round(time.time() - launched, 1),
+        "best_checkpoint": _checkpoint_file(best, plan.run_folder) if best is not None else None,
         "replicas_identical": returned.get("replicas_identical"),
         "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
         "decode_problems": returned.get("decode_problems", {}),
-        "mlflow_run_id": tracker.run_id,
-        "launched_at": round(started, 3),  # Unix time; startup_s counts from here
-        "startup_s": startup_phases({**marks, **worker_marks}),
+        "mlflow_run_id": mlflow_run_id,
+        "launched_at": round(launched, 3),  # Unix time; startup_s counts from here
+        "startup_s": startup_phases(stopwatch.marks),
     }
-    (work_dir / "final_metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-    try:  # beside the checkpoints, it outlives the driver's machine; the run is done even if this fails
-        storage.write_text(storage.join(run_folder, "final_metrics.json"), json.dumps(final, indent=2) + "\n")
+
+
+def write_final_metrics(plan: RunPlan, final: dict, tracker: MlflowRun) -> None:
+    """``final_metrics.json`` in the work dir and beside the checkpoints (it outlives the driver's machine; the
+    run is done even if that copy fails); logged to MLflow, whose run then ends FINISHED."""
+    text = json.dumps(final, indent=2) + "\n"
+    (plan.work_dir / "final_metrics.json").write_text(text)
+    try:
+        storage.write_text(storage.join(plan.run_folder, "final_metrics.json"), text)
     except OSError as err:
-        print(f"warning: final_metrics.json not copied to {run_folder}: {storage.describe(err)}")
-    tracker.log_artifact(work_dir / "final_metrics.json")
+        print(f"warning: final_metrics.json not copied to {plan.run_folder}: {storage.describe(err)}")
+    tracker.log_artifact(plan.work_dir / "final_metrics.json")
     tracker.log_metrics({"wall_time_s": final["wall_time_s"]}, step=final["iters"] or 0)
     tracker.end("FINISHED")
-    return TrainOutcome(final, work_dir, tracking_uri, tracker.run_id)

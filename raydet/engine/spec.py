@@ -32,7 +32,8 @@ class TrainingSpec:
     Attributes:
         config_yaml: the resolved config, saved in every checkpoint (a record of what was trained).
         seed: the config's seed.
-        runner / evaluation / checkpointing / logging / optim / lr: the config's plain sections.
+        runner / evaluation / checkpoint_config / log_config / optimizer_config / lr_config: the config's
+            plain sections, named as their config keys.
         num_pictures: val images drawn with their detections into ``predictions.png``.
         train: how the training split's planned batches are decoded.
         val: the same for ``data.val`` (None: no evaluation).
@@ -45,10 +46,10 @@ class TrainingSpec:
     seed: int
     runner: RunnerSettings
     evaluation: EvaluationSettings
-    checkpointing: CheckpointSettings
-    logging: LogSettings
-    optim: OptimizerConfig
-    lr: LrConfig
+    checkpoint_config: CheckpointSettings
+    log_config: LogSettings
+    optimizer_config: OptimizerConfig
+    lr_config: LrConfig
     num_pictures: int
     train: BatchRecipe
     val: BatchRecipe | None

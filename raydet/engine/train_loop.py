@@ -9,8 +9,9 @@ driver: typed settings, the splits' batch recipes and two factories; the loop
 never reads the config.
 The optimisation itself — accumulation, AMP, clipping, LR steps, the non-finite
 loss check — is the Ray-free ``raydet.engine.trainer.Trainer``, one epoch at a
-time; this loop adds the Ray edges around it: the worker's rank, the data
-stream, buffer broadcast, evaluation, checkpoints and progress records.
+time; the jobs around it (progress, evaluation, reports and checkpoints,
+preemption, timing) are the Ray-free hooks of ``raydet.engine.hooks``.  This
+module is the Ray edge: the worker's rank, the data stream, the reports.
 Every ``evaluation.interval`` epochs all workers predict their share of
 ``data.val``; rank 0 gathers the detections and computes COCO metrics.
 After every evaluation and every checkpoint epoch the workers call
@@ -29,10 +30,8 @@ import hashlib
 import math
 import random
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
 
 import numpy as np
 import ray
@@ -41,53 +40,63 @@ import ray.train.torch
 import torch
 
 from .. import storage
-from ..data.ray_stream import iter_eval_batches, iter_train_batches, start_stream_runner
+from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import broadcast_buffers, gather_to_rank_zero, mean_over_workers
+from .distributed import broadcast_buffers, gather_to_rank_zero
 from .evaluation import DetectionCollector
+from .hooks import (
+    CHECKPOINT_SCORE,
+    CallStepHooks,
+    EpochLoss,
+    EpochPlan,
+    Evaluation,
+    Hook,
+    Hooks,
+    PreemptionCheckpoint,
+    PrefetchNextEpoch,
+    ProgressLogging,
+    ReportAndCheckpoint,
+    StartupTiming,
+    StepHook,
+    TrainState,
+    WorkerInfo,
+    preemption_check_interval,
+)
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
 from .recorder import RecorderSink
 from .spec import TrainingSpec
-from .trainer import NonFiniteLossError, StepResult, Trainer
+from .stopwatch import Stopwatch
+from .trainer import NonFiniteLossError, Trainer
 
-#: The reported value Ray Train ranks checkpoints by: the epoch's ``evaluation.save_best`` metric, -1 without one.
-CHECKPOINT_SCORE = "checkpoint_score"
+__all__ = ["CHECKPOINT_SCORE", "LOOP_CONFIG", "LoopConfig", "StepHook", "TrainState", "WorkerInfo",
+           "train_loop_per_worker"]
+
+#: The one key of ``train_loop_per_worker``'s config: a reference to the run's ``LoopConfig`` in Ray's object store.
+LOOP_CONFIG = "run"
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
-    """The worker a ``StepHook`` runs on.
+class LoopConfig:
+    """What the launcher hands every worker (through Ray's object store).
 
     Attributes:
-        rank, world_size: this worker's place in the worker group.
-        work_dir: the run's work directory.
-        flush_records: returns once every progress line and metric recorded so far is
-            written (on rank 0; a no-op elsewhere).
+        spec: the run's ``TrainingSpec``.
+        work_dir: the run's work directory (absolute).
+        recorder: the run's ``RunRecorder`` actor (rank 0's lines, metrics, pictures).
+        resume_from: ``--resume PATH``'s checkpoint, or None.
+        checkpoint_dir: where to keep checkpoints when the loop runs in the driver (``num_workers: 0``).
+        step_hooks: ``StepHook``s called after every step (tests kill workers with them).
+        stream_runners: the driver's data stream runners, one per rank, or none.
     """
 
-    rank: int
-    world_size: int
-    work_dir: Path
-    flush_records: Callable[[], None]
-
-
-class StepHook(Protocol):
-    """Called on every worker after every training step, once the step's progress is recorded
-    (e.g. a test that kills a worker at a given iteration).  Hooks travel to the workers in
-    ``loop_config["step_hooks"]``, so they must pickle."""
-
-    def __call__(self, step: StepResult, worker: WorkerInfo) -> None: ...
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint."""
-
-    epoch: int = 0  # finished epochs
-    iteration: int = 0  # finished batches, over all epochs
-    epoch_step: int = 0  # finished batches of epoch ``epoch`` (a checkpoint taken mid-epoch, on a preemption notice)
-    metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+    spec: TrainingSpec
+    work_dir: str
+    recorder: ray.actor.ActorHandle
+    resume_from: str | None = None
+    checkpoint_dir: str | None = None
+    step_hooks: tuple[StepHook, ...] = ()
+    stream_runners: tuple[ray.actor.ActorHandle, ...] = ()
 
 
 def seed_everything(*key: int) -> None:
@@ -107,147 +116,185 @@ def replica_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-#: The one key of ``train_loop_per_worker``'s config: a reference to the run's settings in Ray's object store.
-LOOP_CONFIG = "run"
+class EpochBatches:
+    """Each epoch's planned batches for this worker, decoding ahead: an epoch is started (its first tasks
+    submitted) before the model is built, or while the previous one is evaluated and saved."""
+
+    def __init__(self, spec: TrainingSpec):
+        self.recipe = spec.train
+        self.max_epochs = spec.runner.max_epochs
+        self.started: BatchStream | None = None
+        self.decode_problems: dict[str, int] = {}  # images found unusable while decoding, since this worker started
+
+    def start(self, epoch: int, first_index: int = 0) -> None:
+        if epoch < self.max_epochs:
+            self.started = iter_train_batches(self.recipe, epoch, start=first_index).start()
+
+    def take(self) -> BatchStream:
+        batches, self.started = self.started, None
+        return batches
+
+    def count_problems(self, batches: BatchStream) -> None:
+        for kind, count in batches.problems.counts.items():
+            self.decode_problems[kind] = self.decode_problems.get(kind, 0) + count
 
 
-def train_loop_per_worker(loop_config: dict) -> dict | None:
-    """Ray Train entry point.  ``loop_config[LOOP_CONFIG]``: a reference to the run's settings: ``spec``
-    (its ``TrainingSpec``), ``work_dir``,
-    ``recorder`` (the run's ``RunRecorder``), ``resume_from`` (a checkpoint path or None),
-    ``checkpoint_dir`` (where to keep checkpoints when the loop runs in the driver, num_workers 0),
-    ``stream_runners`` (the driver's data stream runners, one per rank, or none) and ``step_hooks``
-    (a list of ``StepHook``, called after every step; tests kill workers with them).
+@dataclass
+class Worker:
+    """One worker's run: its place in the group, its model and trainer, where training stands."""
+
+    loop: LoopConfig
+    rank: int
+    world_size: int
+    trainer: Trainer
+    state: TrainState
+    data: EpochBatches
+    progress: ProgressLog
+    sink: RecorderSink | None
+    collector: DetectionCollector | None
+
+    @property
+    def spec(self) -> TrainingSpec:
+        return self.loop.spec
+
+
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Ray Train entry point; ``config[LOOP_CONFIG]`` is a reference to the run's ``LoopConfig``.
 
     Returns (on rank 0) what the driver writes to ``final_metrics.json``, or ``{"non_finite_loss":
     NonFiniteLossError}`` when a NaN/inf loss stopped the run (returned, not raised: Ray Train would
     restart the workers from the last checkpoint, only to meet the same loss again).
     """
-    marks = {"worker_started": time.time()}  # rank 0's start-up, for final_metrics.json's startup_s
-    loop_config = ray.get(loop_config[LOOP_CONFIG])
-    spec: TrainingSpec = loop_config["spec"]
-    work_dir = Path(loop_config["work_dir"])
-    context = ray.train.get_context()
+    stopwatch = Stopwatch("worker_started")  # rank 0's start-up, for final_metrics.json's startup_s
+    worker = start_worker(ray.get(config[LOOP_CONFIG]), stopwatch)
+    hooks = worker_hooks(worker, stopwatch)
+    state, max_epochs = worker.state, worker.spec.runner.max_epochs
+    for epoch in range(state.epoch, max_epochs):
+        seed_everything(worker.spec.seed, epoch, worker.rank)  # samplers' draws: the same after a resume
+        first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
+        batches = worker.data.take()
+        hooks.before_epoch(EpochPlan(epoch, first + len(batches), first))
+        try:
+            state.iteration = worker.trainer.run_epoch(batches, epoch, state.iteration, hooks.after_step,
+                                                       first_index=first)
+        except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
+            worker.progress.flush()
+            return {"non_finite_loss": stop} if worker.rank == 0 else None
+        worker.data.count_problems(batches)
+        state.epoch, state.epoch_step = epoch + 1, 0
+        broadcast_buffers(unwrap(worker.trainer.model))  # one set of BatchNorm statistics: the one rank 0 saves
+        hooks.after_epoch(state)
+    return finish_worker(worker)
+
+
+def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
+    """Start the data stream, build model (same seed: same weights on every worker), DDP, optimizer, schedule;
+    restore the checkpoint this worker continues from."""
+    spec, context = loop.spec, ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    runner, evaluation = spec.runner, spec.evaluation
-
     # The first batches decode while the model is built: start the stream's runner and its first pass now.
-    runners = loop_config.get("stream_runners") or []
-    start_stream_runner(runners[rank] if rank < len(runners) else None)
-    saved = _saved_checkpoint(loop_config.get("resume_from"))
-    state = TrainState(epoch=saved["epoch"], epoch_step=saved.get("epoch_step", 0)) if saved else TrainState()
-    next_batches = iter_train_batches(spec.train, state.epoch, start=state.epoch_step)
-    if state.epoch < runner.max_epochs:
-        next_batches.start()
-
-    seed_everything(spec.seed)  # the same initial weights on every worker
+    start_stream_runner(loop.stream_runners[rank] if rank < len(loop.stream_runners) else None)
+    saved = _saved_checkpoint(loop.resume_from)
+    data = EpochBatches(spec)
+    data.start(saved["epoch"] if saved else 0, saved.get("epoch_step", 0) if saved else 0)
+    seed_everything(spec.seed)
     model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
     model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
     optimizer = spec.build_optimizer(unwrap(model))
     batches_per_epoch = len(iter_train_batches(spec.train, 0))
-    steps_per_epoch = math.ceil(batches_per_epoch / spec.optim.accumulate)
-    scheduler = build_lr_scheduler(optimizer, spec.lr, steps_per_epoch, runner.max_epochs)
-    trainer = Trainer(model, optimizer, scheduler, spec.optim, device)
-    if saved:
-        state = _restore(saved, trainer)
-    marks["model_ready"] = time.time()
-
-    sink = RecorderSink(loop_config["recorder"]) if rank == 0 else None
-    progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * runner.max_epochs,
-                           max_epochs=runner.max_epochs)
+    steps_per_epoch = math.ceil(batches_per_epoch / spec.optimizer_config.accumulate)
+    scheduler = build_lr_scheduler(optimizer, spec.lr_config, steps_per_epoch, spec.runner.max_epochs)
+    trainer = Trainer(model, optimizer, scheduler, spec.optimizer_config, ray.train.torch.get_device())
+    state = _restore(saved, trainer) if saved else TrainState()
+    stopwatch.mark("model_ready")
+    sink = RecorderSink(loop.recorder) if rank == 0 else None
+    progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * spec.runner.max_epochs,
+                           max_epochs=spec.runner.max_epochs)
     if state.iteration:
         within = f" (batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}{within}")
-    has_val = spec.val is not None
-    collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if has_val else None
-    decode_problems: dict[str, int] = {}  # images found unusable while decoding (this worker, since its start)
-    worker = WorkerInfo(rank, world_size, work_dir, progress.flush)
-    step_hooks: list[StepHook] = loop_config.get("step_hooks") or []
-    # Every log interval (rounded up to whole accumulation groups) the workers ask Ray, together, whether a
-    # node of theirs is about to be preempted (a spot reclaim drained by the autoscaler); the first time one
-    # is, they checkpoint where they are, and a restart continues from that batch.
-    check_every = spec.optim.accumulate * math.ceil(spec.logging.interval / spec.optim.accumulate)
-    preemption_answered = False
+    collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if spec.val is not None else None
+    return Worker(loop, rank, world_size, trainer, state, data, progress, sink, collector)
 
-    def after_step(step: StepResult) -> None:
-        nonlocal loss_sum, loss_steps, preemption_answered
-        if "first_iteration" not in marks:
-            marks["first_batch"] = marks["epoch_started"] + step.data_time
-            marks["first_iteration"] = time.time()
-            if sink is not None:
-                sink.startup(marks)
-        loss_sum = loss_sum + sum(value.float() for key, value in step.losses.items() if "loss" in key)
-        loss_steps += 1
-        progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
-                      log_now=step.last_of_epoch or (step.index + 1) % spec.logging.interval == 0)
-        for hook in step_hooks:
-            hook(step, worker)
-        if preemption_answered or step.last_of_epoch or (step.index + 1) % check_every:
+
+def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
+    """The loop's hooks, in the order they run: timing, progress, loss, step hooks, preemption; after an
+    epoch, evaluation, the next epoch's decoding, then the report and checkpoint."""
+    spec, progress, trainer = worker.spec, worker.progress, worker.trainer
+    loss = EpochLoss(trainer.device)
+    info = WorkerInfo(worker.rank, worker.world_size, Path(worker.loop.work_dir), progress.flush)
+    evaluation = None
+    if worker.collector is not None:
+        collector, model = worker.collector, unwrap(trainer.model)
+        evaluation = Evaluation(lambda: collector.evaluate(model, iter_eval_batches(spec.val, "val"), trainer.device),
+                                spec.evaluation.interval, spec.runner.max_epochs, worker.rank, progress,
+                                lambda: collector.summary)
+    report = Reporter(worker)
+    hooks: list[Hook | None] = [
+        StartupTiming(stopwatch, worker.sink.startup if worker.sink is not None else None),
+        ProgressLogging(progress, spec.log_config.interval),
+        loss,
+        CallStepHooks(worker.loop.step_hooks, info),
+        PreemptionCheckpoint(preemption_check_interval(spec.log_config.interval, spec.optimizer_config.accumulate),
+                             ray.train.get_preemption_info, report.preempted, worker.state),
+        evaluation,
+        PrefetchNextEpoch(worker.data.start, spec.runner.max_epochs),
+        ReportAndCheckpoint(report, spec.checkpoint_config.interval, spec.runner.max_epochs, evaluation, loss,
+                            spec.evaluation.save_best if evaluation is not None else None, worker.rank),
+    ]
+    return Hooks(hook for hook in hooks if hook is not None)
+
+
+class Reporter:
+    """The loop's reports to Ray Train: every rank reports (a barrier), rank 0 attaches the checkpoint.
+    Without a worker group (``checkpoint_dir`` set) Ray keeps no copy, so the checkpoint is written
+    there to stay."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    def __call__(self, state: TrainState, metrics: dict[str, float], with_checkpoint: bool) -> None:
+        if self.worker.rank != 0 or not with_checkpoint:
+            ray.train.report(metrics)
             return
-        notice = ray.train.get_preemption_info()  # the same answer on every rank
-        if notice is not None:
-            preemption_answered = True
-            state.iteration, state.epoch_step = step.iteration, step.index + 1
-            progress.say(f"node {', '.join(notice.preempted_node_ids)} is being preempted: checkpoint at epoch "
-                         f"{step.epoch + 1}, iteration {step.iteration}")
-            reported = {"epoch": state.epoch, "iteration": state.iteration}  # no metric: a sweep does not see it
-            if has_val and rank == 0:
-                reported[CHECKPOINT_SCORE] = -1.0
-            _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
-                    with_checkpoint=True)
+        trainer, loop = self.worker.trainer, self.worker.loop
+        with contextlib.ExitStack() as stack:
+            if loop.checkpoint_dir:  # a local folder or a URI
+                directory = storage.join(loop.checkpoint_dir, f"checkpoint_epoch_{state.epoch:04d}")
+            else:
+                directory = stack.enter_context(tempfile.TemporaryDirectory())
+            save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                            scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
+                            config_yaml=loop.spec.config_yaml, metrics=state.metrics, epoch_step=state.epoch_step)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))
 
-    for epoch in range(state.epoch, runner.max_epochs):
-        seed_everything(spec.seed, epoch, rank)  # samplers' draws: the same after a resume, different per worker
-        first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
-        batches = next_batches  # begun before the model was built, or while the last epoch was evaluated and saved
-        progress.start_epoch(epoch, first + len(batches), first)
-        loss_sum, loss_steps = torch.zeros((), device=device), 0  # the epoch's summed loss terms, for its report
-        marks.setdefault("epoch_started", time.time())
-        try:
-            state.iteration = trainer.run_epoch(batches, epoch, state.iteration, after_step, first_index=first)
-        except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
-            if rank != 0:
-                return None
-            progress.flush()
-            return {"non_finite_loss": stop}
-        for kind, count in batches.problems.counts.items():
-            decode_problems[kind] = decode_problems.get(kind, 0) + count
-        state.epoch, state.epoch_step = epoch + 1, 0
-        broadcast_buffers(unwrap(model))  # one set of BatchNorm statistics: the one rank 0 checkpoints
-        last_epoch = state.epoch == runner.max_epochs
-        evaluated = collector is not None and (last_epoch or state.epoch % evaluation.interval == 0)
-        metrics: dict[str, float] = {}
-        if evaluated:
-            metrics = collector.evaluate(unwrap(model), iter_eval_batches(spec.val, "val"), device)
-            if rank == 0:
-                state.metrics = metrics
-                progress.evaluation(metrics, collector.summary, state.iteration)
-        if not last_epoch:  # the next epoch's first batches decode during the report and checkpoint
-            next_batches = iter_train_batches(spec.train, state.epoch).start()
-        checkpointed = last_epoch or state.epoch % spec.checkpointing.interval == 0
-        if evaluated or checkpointed:
-            reported = {"epoch": state.epoch, "iteration": state.iteration,
-                        "loss": mean_over_workers(loss_sum / max(loss_steps, 1)), **metrics}
-            if checkpointed and has_val and rank == 0:  # only rank 0's report carries the checkpoint and metrics
-                reported[CHECKPOINT_SCORE] = metrics.get(evaluation.save_best, -1.0)
-            _report(state, reported, trainer, spec.config_yaml, rank, loop_config.get("checkpoint_dir"),
-                    with_checkpoint=checkpointed)
+    def preempted(self, state: TrainState, notice) -> None:
+        """Checkpoint where the workers are: a node of theirs is about to be preempted."""
+        self.worker.progress.say(f"node {', '.join(notice.preempted_node_ids)} is being preempted: checkpoint at "
+                                 f"epoch {state.epoch + 1}, iteration {state.iteration}")
+        reported = {"epoch": state.epoch, "iteration": state.iteration}  # no metric: a sweep does not see it
+        if self.worker.spec.val is not None and self.worker.rank == 0:
+            reported[CHECKPOINT_SCORE] = -1.0
+        self(state, reported, with_checkpoint=True)
 
-    # One gather, in rank order: the replicas' digests (DDP's promise, checked), decode problems, each rank's node.
+
+def finish_worker(worker: Worker) -> dict | None:
+    """One gather, in rank order: the replicas' digests (DDP's promise, checked), decode problems, each rank's
+    node.  Rank 0 sends the predictions picture and returns the run's final numbers."""
     digests, problems_per_rank, nodes = zip(*gather_to_rank_zero(
-        [(replica_digest(model), decode_problems, ray.get_runtime_context().get_node_id())]))
-    if rank != 0:
+        [(replica_digest(worker.trainer.model), worker.data.decode_problems, ray.get_runtime_context().get_node_id())]))
+    if worker.rank != 0:
         return None
-    if collector is not None and collector.pictured:
-        sink.artifact("predictions.png", collector.picture_png())
-    sink.flush()
+    if worker.collector is not None and worker.collector.pictured:
+        worker.sink.artifact("predictions.png", worker.collector.picture_png())
+    worker.sink.flush()
     total_problems: dict[str, int] = {}
     for counts in problems_per_rank:
         for kind, count in counts.items():
             total_problems[kind] = total_problems.get(kind, 0) + count
+    state = worker.state
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems,
             "worker_nodes": list(nodes)}
@@ -271,22 +318,3 @@ def _restore(saved: dict, trainer: Trainer) -> TrainState:
         trainer.scaler.load_state_dict(saved["scaler"])
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}),
                       epoch_step=saved.get("epoch_step", 0))
-
-
-def _report(state: TrainState, metrics: dict[str, float], trainer: Trainer, config_yaml: str, rank: int,
-            checkpoint_dir: str | None, with_checkpoint: bool) -> None:
-    """Every rank reports ``metrics`` (a barrier); rank 0 attaches the checkpoint when ``with_checkpoint``.
-    Without a worker group (``checkpoint_dir`` set) Ray keeps no copy, so the checkpoint is written
-    there to stay."""
-    if rank != 0 or not with_checkpoint:
-        ray.train.report(metrics)
-        return
-    with contextlib.ExitStack() as stack:
-        if checkpoint_dir:  # a local folder or a URI
-            directory = storage.join(checkpoint_dir, f"checkpoint_epoch_{state.epoch:04d}")
-        else:
-            directory = stack.enter_context(tempfile.TemporaryDirectory())
-        save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                        scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
-                        config_yaml=config_yaml, metrics=state.metrics, epoch_step=state.epoch_step)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))

@@ -20,7 +20,6 @@ import ray
 import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from ..builder import data_section, section
 from ..config import ConfigError
 from ..engine.launcher import connect_ray
 from ..engine.tracking import MlflowRun
@@ -54,12 +53,12 @@ class SweepOutcome:
 
 def trial_demand(sweep: Sweep) -> dict[str, float]:
     """The resources one running trial holds: its workers, its Ray Data decoding (one task), its function."""
-    scaling = section(sweep.base, "scaling")
+    scaling = sweep.base.scaling
     per_worker = dict(scaling.resources_per_worker or {"CPU": 1})
     if scaling.use_gpu:
         per_worker.setdefault("GPU", 1)
     demand = {key: value * max(scaling.num_workers, 1) for key, value in per_worker.items()}
-    demand["CPU"] = demand.get("CPU", 0) + data_section(sweep.base).decode_num_cpus + TRIAL_FUNCTION_CPUS
+    demand["CPU"] = demand.get("CPU", 0) + sweep.base.require_data().decode_num_cpus + TRIAL_FUNCTION_CPUS
     return demand
 
 
@@ -156,7 +155,7 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
     wanted = sweep.settings.max_concurrent_trials or 1
     connect_ray(demand.get("CPU", 1) * wanted)
     concurrency = sweep.settings.max_concurrent_trials or trials_that_fit(ray.cluster_resources(), demand)
-    mlflow_settings = section(sweep.base, "mlflow")
+    mlflow_settings = sweep.base.mlflow
     tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     if resume:

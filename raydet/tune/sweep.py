@@ -12,17 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..builder import (
-    build_dataset,
-    check_config,
-    check_num_classes,
-    data_section,
-    is_elsewhere,
-    section,
-    with_absolute_paths,
-)
+from ..builder import check_config, check_num_classes
 from ..config import Config, ConfigError, load_config, with_values
-from ..registry import BuildError, build_section
+from ..config.parsed import ParsedConfig, config_errors, parse_config
+from ..registry import build_section
 from .settings import SchedulerSettings, TrialSettings, TuneSettings
 from .space import SearchSpace, parse_search
 
@@ -37,7 +30,7 @@ class Sweep:
     Attributes:
         name: the sweep file's stem (the default work dir is ``work_dirs/<name>``).
         config: the whole resolved sweep file (``search`` and ``tune`` included).
-        base: the training config every trial starts from: the file without ``search`` and
+        base: the training config every trial starts from, parsed: the file without ``search`` and
             ``tune``, ``tune.trial`` applied to ``scaling``, data paths made absolute.
         space: the searched paths and their distributions.
         settings: the ``tune`` section.
@@ -46,26 +39,24 @@ class Sweep:
 
     name: str
     config: Config
-    base: Config
+    base: ParsedConfig
     space: SearchSpace
     settings: TuneSettings
     scheduler: SchedulerSettings | None
 
     def trial_config(self, sampled: dict[str, Any]) -> Config:
         """The training config of one trial: ``base`` with each searched path set to its sampled value."""
-        return with_values(self.base, self.space.values(sampled),
+        return with_values(self.base.config, self.space.values(sampled),
                            lambda path: f"{self.config.source_of(('search', path))}: search.{path}")
 
     @property
     def max_epochs(self) -> int:
-        return section(self.base, "runner").max_epochs
+        return self.base.runner.max_epochs
 
 
 def _section(config: Config, cls: type, node: Any, key_path: str) -> Any:
-    try:
+    with config_errors(config):
         return build_section(cls, node, key_path)
-    except BuildError as err:
-        raise ConfigError(f"{config.source_of(err.key_path)}: {err}") from None
 
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
@@ -90,7 +81,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     if scaling:
         data["scaling"] = scaling
     sources = {key: value for key, value in config.sources.items() if key[:1] not in {(s,) for s in SWEEP_SECTIONS}}
-    base = with_absolute_paths(Config(data, config.filename, sources))
+    base = parse_config(Config(data, config.filename, sources))
     return Sweep(Path(config.filename).stem, config, base, parse_search(config), settings, scheduler)
 
 
@@ -99,14 +90,15 @@ def check_sweep(sweep: Sweep) -> list[str]:
     settings against them.  Returns one summary line per check; raises ``ConfigError``."""
     where = sweep.config.source_of(("tune",))
     settings = sweep.settings
-    lines = check_config(sweep.base)
-    if settings.metric != "loss" and data_section(sweep.base).split("val") is None:
+    checked = check_config(sweep.base)
+    if settings.metric != "loss" and sweep.base.split("val") is None:
         raise ConfigError(f"{where}: tune.metric: {settings.metric} is computed on data.val, which this config "
                           "does not have; add data.val or optimise metric: loss (mode: min)")
     # check_config has just built the model and matched data.train.with_mask to its mask head: no second build
-    if settings.metric.startswith("segm_") and not ((sweep.base.get("data") or {}).get("train") or {}).get("with_mask"):
+    if settings.metric.startswith("segm_") and not (sweep.base.split("train") or {}).get("with_mask"):
         raise ConfigError(f"{where}: tune.metric: {settings.metric} scores masks, which this config's "
-                          f"{sweep.base['model']['type']} does not make (no mask head); optimise a bbox_* metric")
+                          f"{sweep.base.config['model']['type']} does not make (no mask head); optimise a bbox_* "
+                          "metric")
     if sweep.scheduler is not None and sweep.scheduler.grace_period >= sweep.max_epochs:
         raise ConfigError(f"{where}: tune.scheduler.grace_period ({sweep.scheduler.grace_period}) must be below "
                           f"runner.max_epochs ({sweep.max_epochs}), or no trial can be stopped early")
@@ -123,7 +115,8 @@ def check_sweep(sweep: Sweep) -> list[str]:
         require_optuna()
     points = list(sweep.space.check_points())
     touches_data = any(d.path.split(".")[0] == "data" for d in sweep.space.dimensions)
-    classes = None if is_elsewhere(sweep.base, "train") else build_dataset(sweep.base, "train").classes
+    train = checked.datasets.get("train")  # None when its annotations live on the cluster
+    classes = train.classes if train is not None else None
     for point in points:
         config = sweep.trial_config(point)
         try:
@@ -137,7 +130,7 @@ def check_sweep(sweep: Sweep) -> list[str]:
             raise ConfigError(f"with {chosen}: {err}") from None
     scheduler = (f"ASHA by epochs (grace period {sweep.scheduler.grace_period}, reduction factor "
                  f"{sweep.scheduler.reduction_factor:g}, max {sweep.max_epochs})" if sweep.scheduler else "none")
-    return [*lines,
+    return [*checked.lines,
             f"search: {len(sweep.space.dimensions)} path(s); {len(points)} trial config(s) built: "
             + ", ".join(f"{d.path} ({d.kind})" for d in sweep.space.dimensions),
             f"tune: {settings.mode} {settings.metric} over {settings.num_samples} sample(s), searcher "

@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def test_mask_rcnn_demo_config_checks():
     config = load_config(CONFIGS / "demo/mask_rcnn_tiny_shapes.yaml")
-    assert any(line.startswith("model: MaskRCNN built") for line in check_config(config, data=False))
+    assert any(line.startswith("model: MaskRCNN built") for line in check_config(config, data=False).lines)
 
 
 @pytest.mark.parametrize("config_file, overrides, message", [

@@ -87,7 +87,7 @@ def test_num_classes_must_match_the_training_classes(shapes_dir):
     assert str(err.value) == ("--set model.bbox_head.num_classes=2: model.bbox_head.num_classes is 2 but data.train "
                               "has 3 classes (rectangle, ellipse, triangle); set it to 3")
     assert any(line.startswith("model: FCOS built") for line in
-               check_config(load_config(DEMO, [f"data.data_root={shapes_dir}"])))
+               check_config(load_config(DEMO, [f"data.data_root={shapes_dir}"])).lines)
 
 
 def test_the_check_command_stops_on_num_classes(shapes_dir):

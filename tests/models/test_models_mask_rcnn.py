@@ -118,7 +118,7 @@ def test_mask_loss_without_positives_is_zero_and_reaches_every_parameter():
 @pytest.mark.parametrize("name", ["mask_rcnn_r50_fpn", "mask_rcnn_tiny"])
 def test_mask_rcnn_configs_build_with_the_mask_branch(name):
     config = load_config(REPO / f"configs/_base_/models/{name}.yaml")
-    [line] = check_config(config)
+    [line] = check_config(config).lines
     assert line.startswith("model: MaskRCNN built (")
     model = build_model(config)
     head = model.final_head
@@ -132,7 +132,7 @@ def test_mask_rcnn_configs_build_with_the_mask_branch(name):
 
 @pytest.mark.timeout(60)
 def test_mask_rcnn_coco_config_checks():
-    lines = check_config(load_config(REPO / "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yaml"))
+    lines = check_config(load_config(REPO / "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yaml")).lines
     assert lines[0].startswith("model: MaskRCNN built (")
     assert any(line.startswith("data.train: CocoDataset") for line in lines)
 
