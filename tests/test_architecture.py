@@ -103,8 +103,9 @@ def test_model_code_never_imports_ray():
 
 
 def test_ray_free_modules_stay_ray_free():
-    for name in ("data/decode.py", "engine/trainer.py", "builder.py", "config/schema.py", "tune/space.py",
-                 "tune/settings.py", "tune/sweep.py", "tune/results.py", "tune/__main__.py"):
+    for name in ("data/decode.py", "engine/trainer.py", "engine/hooks.py", "engine/stopwatch.py", "builder.py",
+                 "config/schema.py", "config/parsed.py", "tune/space.py", "tune/settings.py", "tune/sweep.py",
+                 "tune/results.py", "tune/__main__.py"):
         assert (PACKAGE / name).is_file(), name
         assert importers(("ray",), PACKAGE / name) == [], name
 
@@ -123,8 +124,9 @@ def test_the_builder_never_imports_the_engine():
 def test_ray_free_modules_do_not_import_ray_even_indirectly():
     """Imported in a fresh interpreter, the Ray-free parts leave ``ray`` out of ``sys.modules``
     (``python -m raydet.tune --check`` among them: it checks a sweep without starting Ray)."""
-    modules = ["raydet.data.decode", "raydet.engine.trainer", "raydet.builder", "raydet.config.schema", "raydet.models",
-               "raydet.tune.sweep", "raydet.tune.results", "raydet.tune.__main__"]
+    modules = ["raydet.data.decode", "raydet.engine.trainer", "raydet.engine.hooks", "raydet.builder",
+               "raydet.config.schema", "raydet.models", "raydet.tune.sweep", "raydet.tune.results",
+               "raydet.tune.__main__"]
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -162,3 +164,46 @@ def test_only_the_launcher_reads_the_config_in_the_engine_and_data_models_use_on
     assert engine == []
     assert config_imports_beyond_the_schema(PACKAGE / "data") == []
     assert config_imports_beyond_the_schema(PACKAGE / "models") == []
+
+
+def code_lines(path: Path) -> dict[str, int]:
+    """``{qualified function name: lines of code}`` of every function in ``path``: docstrings, comments and
+    blank lines not counted."""
+    source = path.read_text().splitlines()
+    sizes = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = child.body[0]
+                docstring = (range(first.lineno, first.end_lineno + 1) if isinstance(first, ast.Expr)
+                             and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+                             else range(0))
+                sizes[prefix + child.name] = sum(
+                    1 for number in range(child.lineno, child.end_lineno + 1)
+                    if number not in docstring and source[number - 1].strip()
+                    and not source[number - 1].strip().startswith("#"))
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(ast.parse(path.read_text()), "")
+    return sizes
+
+
+def test_code_lines_counts_code_only(tmp_path):
+    path = tmp_path / "sample.py"
+    path.write_text('def f():\n    """Doc.\n\n    More."""\n    # a comment\n\n    return 1\n\n'
+                    "class C:\n    def g(self):\n        x = 1\n        return x\n")
+    assert code_lines(path) == {"f": 2, "C.g": 3}
+
+
+def test_the_orchestration_stays_small():
+    """``launch`` and the worker loop read as their phases; no function of the engine or the tune package
+    is over 60 lines of code."""
+    assert code_lines(PACKAGE / "engine/launcher.py")["launch"] < 40
+    assert code_lines(PACKAGE / "engine/train_loop.py")["train_loop_per_worker"] < 40
+    sizes = {f"{path.relative_to(PACKAGE)}: {name}": size for folder in ("engine", "tune")
+             for path in (PACKAGE / folder).glob("*.py") for name, size in code_lines(path).items()}
+    assert len(sizes) > 50
+    assert {name: size for name, size in sizes.items() if size > 60} == {}

@@ -155,28 +155,12 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
     wanted = sweep.settings.max_concurrent_trials or 1
     connect_ray(demand.get("CPU", 1) * wanted)
     concurrency = sweep.settings.max_concurrent_trials or trials_that_fit(ray.cluster_resources(), demand)
-    mlflow_settings = sweep.base.mlflow
-    tracking_uri, artifact_location = mlflow_settings.resolved_uri(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        parent = MlflowRun(tracking_uri, json.loads(state_file.read_text())["parent_run_id"])
-    else:
-        parent = MlflowRun.create(tracking_uri, mlflow_settings.experiment_name, sweep.name,
-                                  tags={"raydet.sweep": sweep.config.filename, "raydet.work_dir": str(work_dir)},
-                                  artifact_location=artifact_location)
-        parent.log_params({
-            **{f"search.{d.path}": f"{d.kind} {list(d.args)}" for d in sweep.space.dimensions},
-            **{f"tune.{key}": value for key, value in vars(sweep.settings).items()
-               if key not in ("scheduler", "trial")},
-            "tune.scheduler": str(sweep.scheduler), "tune.max_concurrent_trials": str(concurrency),
-        })
-        parent.log_text(sweep.config.to_yaml(), "sweep.yaml")
-        state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "sweep": sweep.config.filename}) + "\n")
+    parent = _parent_run(sweep, work_dir, resume, concurrency)
     print(f"sweep {sweep.name}: up to {concurrency} trial(s) at once, each holding "
           + ", ".join(f"{value:g} {key}" for key, value in demand.items()))
 
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(run_trial, sweep=sweep, work_dir=str(work_dir), tracking_uri=tracking_uri,
+        ray.tune.with_parameters(run_trial, sweep=sweep, work_dir=str(work_dir), tracking_uri=parent.tracking_uri,
                                  parent_run_id=parent.run_id),
         {"CPU": TRIAL_FUNCTION_CPUS, f"node:{ray.util.get_node_ip_address()}": 0.001},
     )
@@ -197,6 +181,38 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
                               result.metrics, result.error, trial_work_dir(work_dir, trial_id),
                               interrupted=trial_id in unfinished))
     interrupted = bool(unfinished) or len(grid) < expected_trials(sweep)
+    best = _record_results(sweep, rows, work_dir, parent)
+    parent.log_metrics({"wall_time_s": round(time.time() - started, 1)}, step=0)
+    _end_unfinished_children(parent, {row.trial_id: row.status for row in rows})
+    parent.end("KILLED" if interrupted else "FINISHED")
+    print("\n" + format_table(rows, sweep, best))
+    return SweepOutcome(rows, best, work_dir, interrupted, parent.tracking_uri, parent.run_id)
+
+
+def _parent_run(sweep: Sweep, work_dir: Path, resume: bool, concurrency: int) -> MlflowRun:
+    """The sweep's MLflow run: continued with ``resume`` (its id is in the work dir's state file), else created
+    with the search space and settings as params and the sweep file as an artifact."""
+    tracking_uri, artifact_location = sweep.base.mlflow.resolved_uri(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_file = work_dir / STATE_FILE
+    if resume:
+        return MlflowRun(tracking_uri, json.loads(state_file.read_text())["parent_run_id"])
+    parent = MlflowRun.create(tracking_uri, sweep.base.mlflow.experiment_name, sweep.name,
+                              tags={"raydet.sweep": sweep.config.filename, "raydet.work_dir": str(work_dir)},
+                              artifact_location=artifact_location)
+    parent.log_params({
+        **{f"search.{d.path}": f"{d.kind} {list(d.args)}" for d in sweep.space.dimensions},
+        **{f"tune.{key}": value for key, value in vars(sweep.settings).items() if key not in ("scheduler", "trial")},
+        "tune.scheduler": str(sweep.scheduler), "tune.max_concurrent_trials": str(concurrency),
+    })
+    parent.log_text(sweep.config.to_yaml(), "sweep.yaml")
+    state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "sweep": sweep.config.filename}) + "\n")
+    return parent
+
+
+def _record_results(sweep: Sweep, rows: list[TrialRow], work_dir: Path, parent: MlflowRun) -> TrialRow | None:
+    """Write ``results.csv`` and the best trial's ``best_config.yaml`` (logged to the parent run, with the best
+    metric); return the best row."""
     best = best_row(rows, sweep.settings.mode)
     write_csv(rows, sweep, work_dir / "results.csv")
     parent.log_artifact(work_dir / "results.csv")
@@ -206,11 +222,7 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
         (work_dir / "best_config.yaml").write_text(header + sweep.trial_config(best.sampled).to_yaml())
         parent.log_artifact(work_dir / "best_config.yaml")
         parent.log_metrics({f"best_{sweep.settings.metric}": best.metric}, step=0)
-    parent.log_metrics({"wall_time_s": round(time.time() - started, 1)}, step=0)
-    _end_unfinished_children(parent, {row.trial_id: row.status for row in rows})
-    parent.end("KILLED" if interrupted else "FINISHED")
-    print("\n" + format_table(rows, sweep, best))
-    return SweepOutcome(rows, best, work_dir, interrupted, tracking_uri, parent.run_id)
+    return best
 
 
 def _end_unfinished_children(parent: MlflowRun, trial_status: dict[str, str]) -> None:
