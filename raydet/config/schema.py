@@ -1,8 +1,8 @@
 """The config's plain sections, typed: what each key means, its default and its checks.
 
-Every section is a dataclass parsed with ``raydet.registry.build_section`` (by
-``raydet.builder.section``), so an unknown key or a value of the wrong type is
-reported with its file and key path.  Nothing here builds objects: the builder
+Every section is a dataclass parsed with ``raydet.registry.build_section``, once
+per command, by ``raydet.config.parsed.parse_config``, so an unknown key or a
+value of the wrong type is reported with its file and key path.  Nothing here builds objects: the builder
 turns a ``Config`` into objects and hands these settings inward to the data
 and engine code, which never reads the config itself.
 """
