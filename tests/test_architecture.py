@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+
+from tests.helpers import REPO
 
 PACKAGE = REPO / "raydet"
 pytestmark = pytest.mark.timeout(60)

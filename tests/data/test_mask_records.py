@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import coco_json, write_png
-from helpers import REPO
 from pycocotools import mask as mask_utils
 
 from raydet.data import CocoDataset, VOCDataset, records_to_coco, write_json
@@ -16,6 +14,8 @@ from raydet.data.masks import decode_masks, encode_masks, rle_boxes
 from raydet.data.problems import DataError
 from raydet.data.records import make_record, records_to_table, table_has_masks, table_to_records
 from raydet.data.sample import load_sample
+from tests.data.data_helpers import coco_json, write_png
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import mask_sample, tight_boxes
 
 from raydet.data import transforms as T
 from raydet.data.sample import masks_with_pixels
+from tests.data.data_helpers import mask_sample, tight_boxes
 
 pytestmark = pytest.mark.timeout(60)
 

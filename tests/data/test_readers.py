@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -17,6 +16,7 @@ from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport
 from raydet.data.records import records_to_table, table_to_records
 from raydet.data.voc import read_voc
+from tests.data.data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 
 
 @needs_neon

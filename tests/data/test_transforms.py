@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import jpeg_with_orientation, write_png
 
 from raydet.data.collate import collate
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
@@ -22,6 +21,7 @@ from raydet.data.transforms import (
 )
 from raydet.data.transforms.rotate import rotate90_boxes
 from raydet.registry import TRANSFORMS, BuildError
+from tests.data.data_helpers import jpeg_with_orientation, write_png
 
 pytestmark = pytest.mark.timeout(30)
 

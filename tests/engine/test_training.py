@@ -4,20 +4,16 @@ from __future__ import annotations
 import json
 import time
 
-import failure_injection
 import pytest
-import ray.cloudpickle
 import ray.train
-from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
-from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
 from raydet import test as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, launch
-
-ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
+from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
+from tests.engine.failure_injection import MARKER, KillWorkerOnce
 
 
 def alive_actors(*class_names: str) -> list[str]:
@@ -103,7 +99,7 @@ def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo
     outcome = launch(config, tmp_path / "wd", step_hooks=[KillWorkerOnce(iteration=40)])
     final = json.loads((tmp_path / "wd" / "final_metrics.json").read_text())
     steps_per_epoch = 16  # 240 images, in two aspect-ratio groups of batches of 8: 31 batches for 2 workers
-    killed_at = (tmp_path / "wd" / failure_injection.MARKER).stat().st_mtime
+    killed_at = (tmp_path / "wd" / MARKER).stat().st_mtime
     # start-up is the first worker group's, not the restarted one's (whose first iteration came after the kill)
     assert final["launched_at"] + final["startup_s"]["to_first_iteration"] < killed_at
     assert "resumed at epoch 2, iteration 32" in (tmp_path / "wd" / "train.log").read_text()

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import box_iou
-from torchvision_reference import REPO
 
 from raydet.builder import build_model
 from raydet.config import load_config
 from raydet.models.detectors import boxes_to_original
+from tests.helpers import REPO
 
 NUM_CLASSES = 3
 HEAD = {"retinanet": "bbox_head", "fcos": "bbox_head", "faster_rcnn": "roi_head"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import box_iou
-from torchvision_reference import REPO
 
 from raydet.builder import build_model, check_config
 from raydet.config import ConfigError, load_config
 from raydet.models.detectors import detections_to_original
 from raydet.models.losses import CrossEntropyLoss
 from raydet.models.roi_heads import FCNMaskHead
+from tests.helpers import REPO
 
 NUM_CLASSES = 3
 CLASSES = (f"model.roi_head.bbox_head.num_classes={NUM_CLASSES}", f"model.roi_head.mask_head.num_classes={NUM_CLASSES}")

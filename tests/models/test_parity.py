@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision_reference import assert_same_detections, converted_pair, preprocess
 
 from raydet.models import winograd
+from tests.models.torchvision_reference import assert_same_detections, converted_pair, preprocess
 
 MIN_SIZE, MAX_SIZE = 128, 256
 # Resized to 128x256 and 128x160 and padded to 128x256: torchvision infers each
