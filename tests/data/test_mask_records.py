@@ -205,7 +205,9 @@ def test_configs_with_masks_build_datasets_with_masks(shapes_dir):
 
     config = load_config(REPO / "configs/_base_/datasets/shapes_instance.yaml", [f"data.data_root={shapes_dir}"])
     datasets = build_datasets(config, ("train", "val", "test"))
+    assert set(datasets) == {"train", "val", "test"}
     assert all(d.with_mask and d.records[0]["masks"] is not None for d in datasets.values())
+    assert all(len(r["masks"]) == len(r["boxes"]) for d in datasets.values() for r in d.records)  # one per object
     coco = load_config(REPO / "configs/_base_/datasets/coco_instance.yaml")
     detection = load_config(REPO / "configs/_base_/datasets/coco_detection.yaml")
     for split in ("train", "val", "test"):

@@ -111,6 +111,7 @@ def test_records_to_coco_json_to_records_round_trip(tmp_path):
                tmp_path / "out.json")
     again = CocoDataset(str(tmp_path / "out.json"), str(tmp_path / "img"))
     assert (again.classes, again.cat_ids) == (original.classes, original.cat_ids)
+    assert len(original.records) == 3  # the records compared below
     for a, b in zip(original.records, again.records, strict=True):
         assert ((a["image_id"], a["path"], a["height"], a["width"])
                 == (b["image_id"], b["path"], b["height"], b["width"]))
