@@ -76,7 +76,7 @@ def test_simple_test_gives_torchvisions_detections_and_masks(pair):
     with torch.no_grad():
         expected = reference(images)
         actual = model.simple_test(batch, metas, rescale=True)
-    for want, got, (height, width) in zip(expected, actual, IMAGE_SIZES):
+    for want, got, (height, width) in zip(expected, actual, IMAGE_SIZES, strict=True):
         assert len(want["boxes"]) >= 50 and len(want["labels"].unique()) > 1
         matches = assert_same_detections(want, got, label_offset=1)
         assert got["masks"].dtype == torch.bool and got["masks"].shape == (len(got["boxes"]), height, width)
@@ -114,6 +114,7 @@ def test_training_losses_equal_torchvisions(pair):
     finally:
         hook.remove()
     assert {k for k in actual if "loss" in k} == set(LOSS_NAMES.values())
+    assert set(expected) == set(LOSS_NAMES)  # each loss compared below
     for name, value in expected.items():
         assert float(value) > 1e-3
         torch.testing.assert_close(actual[LOSS_NAMES[name]], value, rtol=1e-5, atol=1e-6, msg=name)
