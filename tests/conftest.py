@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from ray_nodes import NODE_SLOT, LocalCluster, free_port
+
+from tests.helpers import with_repo_on_pythonpath
+from tests.ray_nodes import NODE_SLOT, LocalCluster, free_port
 
 # Before Ray starts: one thread per worker process, and fast ray.train.report.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -32,8 +34,11 @@ def ray_cluster(s3_server):
 
     4 logical CPUs on a 2-core machine: Ray Train / Tune take some and Ray Data
     tasks still find room (with exactly 2 they starve and the job hangs).
+
+    The checkout is on every node's ``PYTHONPATH``: Ray workers, in working directories of Ray's own, import
+    the test objects they are sent by name (``tests.engine.failure_injection``'s step hooks).
     """
-    cluster = LocalCluster(num_cpus=4, env=dict(os.environ), resources={NODE_SLOT: 1})
+    cluster = LocalCluster(num_cpus=4, env=with_repo_on_pythonpath(dict(os.environ)), resources={NODE_SLOT: 1})
     os.environ["RAY_ADDRESS"] = cluster.address
     try:
         yield cluster

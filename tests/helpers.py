@@ -1,4 +1,4 @@
-"""Helpers shared by the tests (``from helpers import ...``)."""
+"""Helpers shared by the tests (``from tests.helpers import ...``)."""
 from __future__ import annotations
 
 import os
@@ -10,11 +10,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def with_repo_on_pythonpath(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this checkout first on ``PYTHONPATH``: its raydet, and its ``tests`` package, for processes
+    started in any working directory."""
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` and capture its output; this checkout's raydet comes first on the path."""
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
+    full_env = with_repo_on_pythonpath({**os.environ, **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+
+from tests.helpers import REPO
 
 PACKAGE = REPO / "raydet"
 pytestmark = pytest.mark.timeout(60)
@@ -91,11 +92,26 @@ def test_no_import_cycles_between_raydet_units():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+def python_files(under: Path) -> list[Path]:
+    """``under`` (one file) or the Python files under it (a folder): at least one, else a check of them means
+    nothing (a folder that moved)."""
+    paths = [under] if under.is_file() else sorted(under.rglob("*.py"))
+    assert paths, f"no Python file at {under}"
+    return paths
+
+
 def importers(prefixes: tuple[str, ...], under: Path) -> list[str]:
     """Files under ``under`` (a folder or one file) that import a module starting with one of ``prefixes``."""
-    paths = [under] if under.is_file() else under.rglob("*.py")
-    return sorted(str(path.relative_to(REPO)) for path in paths
+    return sorted(str(path.relative_to(REPO)) for path in python_files(under)
                   if any(m == p or m.startswith(p + ".") for m in imported_modules(path) for p in prefixes))
+
+
+def test_the_import_scans_find_imports_that_are_there():
+    """The checks below expect empty answers: the same scans find the imports that raydet does make."""
+    assert importers(("ray",), PACKAGE / "engine") != []
+    assert importers(("torch",), PACKAGE / "models") != []
+    assert importers(("raydet.engine",), PACKAGE / "train.py") == ["raydet/train.py"]
+    assert config_imports_beyond_the_schema(PACKAGE / "engine") != []
 
 
 def test_model_code_never_imports_ray():
@@ -150,7 +166,7 @@ def test_processes_that_build_nothing_stay_light():
 def config_imports_beyond_the_schema(under: Path) -> list[str]:
     """Files under ``under`` importing ``raydet.builder`` or any of ``raydet.config`` but its schema."""
     found = []
-    for path in under.rglob("*.py"):
+    for path in python_files(under):
         for module in imported_modules(path):
             if module.startswith("raydet.builder") or (module.startswith("raydet.config")
                                                        and not module.startswith("raydet.config.schema")):

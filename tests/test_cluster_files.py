@@ -18,7 +18,6 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
-from helpers import REPO
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -28,6 +27,7 @@ from raydet.test import build_parser as build_test_parser
 from raydet.train import build_parser
 from raydet.tune.__main__ import build_parser as build_tune_parser
 from raydet.tune.sweep import load_sweep
+from tests.helpers import REPO
 
 CLUSTER = REPO / "cluster"
 LAUNCHER_FILES = ["aws.yaml", "gcp.yaml"]

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import write
 
 from raydet.config import load_config
+from tests.helpers import write
 
 
 @pytest.mark.timeout(120)

@@ -42,9 +42,13 @@ def test_comparison_puts_ground_truth_left_and_detections_right_a_row_per_image(
 
 def test_read_only_arrays_of_records_are_copied_before_torch_wraps_them(monkeypatch):
     # records read back from the Arrow table hold read-only arrays; torch warns (once a process) when it wraps one
+    wrapped_arrays = []
+
     def writable_only(wrap):
         def checked(value, *args, **kwargs):
             assert not isinstance(value, np.ndarray) or value.flags.writeable, "a read-only array reached torch"
+            if isinstance(value, np.ndarray):
+                wrapped_arrays.append(value)
             return wrap(value, *args, **kwargs)
         return checked
 
@@ -57,3 +61,4 @@ def test_read_only_arrays_of_records_are_copied_before_torch_wraps_them(monkeypa
     png = comparison_png([(torch.zeros(3, 32, 32, dtype=torch.uint8), {"boxes": boxes, "labels": labels},
                            {"boxes": boxes, "labels": labels, "scores": np.array([0.9], np.float32)})], ["a"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert wrapped_arrays  # the check above saw the arrays torch wrapped

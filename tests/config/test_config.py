@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers import write
 
 from raydet.config import Config, ConfigError, config_from_yaml, load_config
+from tests.helpers import write
 
 
 @pytest.fixture

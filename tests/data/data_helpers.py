@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO
+
+from tests.helpers import REPO
 
 NEON = REPO / "../shared/data/neon_trees"
 NEON_XML = NEON / "2019_YELL_2_528000_4978000_image_crop2.xml"

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from data_helpers import coco_json, write_png
-from helpers import run_cli, write
 
 from raydet.data import CocoDataset, VOCDataset
 from raydet.data.problems import DataError
+from tests.data.data_helpers import coco_json, write_png
+from tests.helpers import run_cli, write
 
 
 def _image(tmp_path, name="a.png", h=30, w=40, **extra):

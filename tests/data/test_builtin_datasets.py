@@ -7,13 +7,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from data_helpers import NEON, needs_neon
-from helpers import run_cli
 
 from raydet.data import CocoDataset
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts
 from raydet.data.problems import DataError
 from raydet.data.shapes import CLASSES, MAX_SIDE, MIN_SIDE, generate_shapes
+from tests.data.data_helpers import NEON, needs_neon
+from tests.helpers import run_cli
 
 
 @pytest.mark.timeout(60)

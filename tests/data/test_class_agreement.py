@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.io
-from helpers import REPO, run_cli, write
 
 from raydet.builder import build_datasets, check_config
 from raydet.config import ConfigError, load_config
 from raydet.data.problems import DataError
+from tests.helpers import REPO, run_cli, write
 
 pytestmark = pytest.mark.timeout(60)
 

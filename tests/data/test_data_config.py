@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import write
 
 from raydet.builder import build_dataset, build_pipeline, check_config
 from raydet.config import ConfigError, load_config
 from raydet.data.transforms import Resize
+from tests.helpers import write
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import mask_sample
 
 from raydet.data import CocoDataset
 from raydet.data.collate import collate, pack_batch, unpack_batch
 from raydet.data.decode import decode_planned_batch
 from raydet.data.transforms import Compose, Normalize, Pad, RandomFlip, Resize
+from tests.data.data_helpers import mask_sample
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import coco_json, write_png
-from helpers import REPO
 from pycocotools import mask as mask_utils
 
 from raydet.data import CocoDataset, VOCDataset, records_to_coco, write_json
@@ -16,6 +14,8 @@ from raydet.data.masks import decode_masks, encode_masks, rle_boxes
 from raydet.data.problems import DataError
 from raydet.data.records import make_record, records_to_table, table_has_masks, table_to_records
 from raydet.data.sample import load_sample
+from tests.data.data_helpers import coco_json, write_png
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -205,7 +205,9 @@ def test_configs_with_masks_build_datasets_with_masks(shapes_dir):
 
     config = load_config(REPO / "configs/_base_/datasets/shapes_instance.yaml", [f"data.data_root={shapes_dir}"])
     datasets = build_datasets(config, ("train", "val", "test"))
+    assert set(datasets) == {"train", "val", "test"}
     assert all(d.with_mask and d.records[0]["masks"] is not None for d in datasets.values())
+    assert all(len(r["masks"]) == len(r["boxes"]) for d in datasets.values() for r in d.records)  # one per object
     coco = load_config(REPO / "configs/_base_/datasets/coco_instance.yaml")
     detection = load_config(REPO / "configs/_base_/datasets/coco_detection.yaml")
     for split in ("train", "val", "test"):

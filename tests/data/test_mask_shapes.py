@@ -47,6 +47,7 @@ def test_masks_are_tight_in_their_boxes_and_true_shapes(shapes_with_masks):
         areas = rle_areas(record["masks"], record["height"], record["width"])
         for box, tight_box, area, label in zip(record["boxes"], tight, areas, record["labels"], strict=True):
             kinds[CLASSES[label]].append((box, tight_box, area / ((box[2] - box[0]) * (box[3] - box[1]))))
+    assert sorted(kinds) == ["ellipse", "rectangle", "triangle"]  # every shape's own check below runs
     for name, objects in kinds.items():
         boxes, tight, fill = (np.array(column) for column in zip(*objects))
         assert len(boxes) >= 5, name
@@ -63,9 +64,13 @@ def test_masks_are_tight_in_their_boxes_and_true_shapes(shapes_with_masks):
 
 
 def test_masks_are_the_painted_pixels(shapes_with_masks):
-    for record in shapes_with_masks.records[:6]:
+    records = shapes_with_masks.records[:6]
+    checked = 0
+    for record in records:
         image = np.asarray(Image.open(record["path"]).convert("RGB"))
         masks = decode_masks(record["masks"], record["height"], record["width"])
         for mask in masks.astype(bool):
             colours = np.unique(image[mask], axis=0)
             assert len(colours) == 1  # one solid shape under each mask
+            checked += 1
+    assert checked == sum(len(record["boxes"]) for record in records) > 0  # every object's mask was looked at

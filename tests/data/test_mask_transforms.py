@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import mask_sample, tight_boxes
 
 from raydet.data import transforms as T
 from raydet.data.sample import masks_with_pixels
+from tests.data.data_helpers import mask_sample, tight_boxes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,7 +79,7 @@ def coordinate_sample():
 def test_random_crop_crops_masks_and_drops_instances_without_pixels_left():
     crop = T.RandomCrop(crop_size=[15, 20], allow_negative_crop=True)
     rng = np.random.default_rng(0)
-    dropped_for_the_mask_only = 0
+    dropped_for_the_mask_only = kept = 0
     for _ in range(100):
         original = coordinate_sample()
         out = crop(coordinate_sample(), rng)
@@ -93,9 +93,11 @@ def test_random_crop_crops_masks_and_drops_instances_without_pixels_left():
         assert out.labels.tolist() == torch.nonzero(box_in_window & mask_in_window).flatten().tolist()
         assert torch.equal(out.ignore, original.ignore[out.labels])  # flags stay with their masks
         dropped_for_the_mask_only += int((box_in_window & ~mask_in_window).sum())
+        kept += len(out.labels)
         tight = tight_boxes(out.masks)  # the clipped box holds its cropped mask
         assert (tight[:, :2] >= out.boxes[:, :2]).all() and (tight[:, 2:] <= out.boxes[:, 2:]).all()
     assert dropped_for_the_mask_only > 0
+    assert kept > 0  # the per-instance checks above saw instances
 
 
 def test_photometric_and_normalize_leave_masks_alone():
@@ -115,6 +117,7 @@ def test_random_training_pipelines_keep_masks_and_boxes_consistent(seed):
     cropped = T.Compose([T.RandomFlip(flip_ratio=0.5, direction=ALL_FLIPS), T.RandomRotate90(prob=0.75),
                          T.RandomCrop(crop_size=[0.3, 0.3], crop_type="relative_range"), T.Pad(size_divisor=32)])
     out = cropped(mask_sample(), np.random.default_rng(seed))
+    assert len(out.masks) > 0  # RandomCrop keeps a target: the checks below see one
     assert out.masks.shape[-2:] == out.img.shape[-2:] and masks_with_pixels(out.masks).all()
     assert_pixels_are_the_masks(out)
     tight = tight_boxes(out.masks)

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import NEON, needs_neon
-from helpers import REPO, run_cli
 
 from raydet.builder import build_dataset, build_pipeline
 from raydet.config import load_config
 from raydet.data.neon_trees import prepare_neon_trees
 from raydet.data.sample import Sample
+from tests.data.data_helpers import NEON, needs_neon
+from tests.helpers import REPO, run_cli
 
 pytestmark = [needs_neon, pytest.mark.timeout(120)]
 NEON_CONFIGS = sorted(path.name for path in (REPO / "configs/neon_trees").glob("*.yaml"))

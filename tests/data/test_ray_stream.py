@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import ray
 import torch
-from data_helpers import shapes_config
 
 from raydet.builder import batch_recipe, build_dataset, build_datasets, data_section
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
+from tests.data.data_helpers import shapes_config
 
 
 def stream_ids(batches) -> list[list[int]]:
@@ -124,7 +124,7 @@ def test_two_torch_trainer_workers_get_equal_reshuffled_shares_and_see_val_once(
 
     from raydet.data.ray_datasets import build_ray_datasets
 
-    def train_loop(loop_config):  # defined here: Ray pickles it by value (workers cannot import test modules)
+    def train_loop(loop_config):  # defined here: Ray pickles it by value
         import ray.train
 
         from raydet.data.ray_stream import iter_eval_batches, iter_train_batches

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -17,6 +16,7 @@ from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport
 from raydet.data.records import records_to_table, table_to_records
 from raydet.data.voc import read_voc
+from tests.data.data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 
 
 @needs_neon
@@ -111,6 +111,7 @@ def test_records_to_coco_json_to_records_round_trip(tmp_path):
                tmp_path / "out.json")
     again = CocoDataset(str(tmp_path / "out.json"), str(tmp_path / "img"))
     assert (again.classes, again.cat_ids) == (original.classes, original.cat_ids)
+    assert len(original.records) == 3  # the records compared below
     for a, b in zip(original.records, again.records, strict=True):
         assert ((a["image_id"], a["path"], a["height"], a["width"])
                 == (b["image_id"], b["path"], b["height"], b["width"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import jpeg_with_orientation, write_png
 
 from raydet.data.collate import collate
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
@@ -22,6 +21,7 @@ from raydet.data.transforms import (
 )
 from raydet.data.transforms.rotate import rotate90_boxes
 from raydet.registry import TRANSFORMS, BuildError
+from tests.data.data_helpers import jpeg_with_orientation, write_png
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -169,6 +169,7 @@ def test_random_crop_clips_boxes_and_drops_empty_ones_with_their_labels_and_flag
                          ignore=(False, True, False))
     cropped = RandomCrop(crop_size=[50, 50], allow_negative_crop=True)
     rng = np.random.default_rng(3)
+    kept_labels, dropped = set(), 0
     for _ in range(20):
         out = cropped(make_sample(100, 100, boxes=sample.boxes.tolist(), ignore=sample.ignore.tolist()), rng)
         assert tuple(out.img.shape) == (3, 50, 50) and out.img_shape == (50, 50)
@@ -177,6 +178,9 @@ def test_random_crop_clips_boxes_and_drops_empty_ones_with_their_labels_and_flag
         assert ((out.boxes[:, 2] > out.boxes[:, 0]) & (out.boxes[:, 3] > out.boxes[:, 1])).all()
         for label, flag in zip(out.labels.tolist(), out.ignore.tolist()):
             assert flag == (label == 1)  # flags stay with their boxes
+        kept_labels.update(out.labels.tolist())
+        dropped += len(sample.boxes) - len(out.boxes)
+    assert kept_labels == {0, 1, 2} and dropped > 0  # the checks above saw every box, flagged or not, and drops
 
 
 def test_random_crop_keeps_a_target_or_leaves_the_image_whole():

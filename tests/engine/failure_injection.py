@@ -1,8 +1,8 @@
 """``StepHook``s that kill a training worker or hold the run still, for the fault-tolerance tests.
 
-Ray workers cannot import test modules, so a test that passes ``KillWorkerOnce``
-to ``launch(step_hooks=...)`` registers this module with
-``ray.cloudpickle.register_pickle_by_value`` first: the hook then travels by value.
+The hooks travel to the Ray Train workers by reference: the workers import this
+module as ``tests.engine.failure_injection`` (the session's Ray nodes have the
+checkout on their ``PYTHONPATH``, see ``tests/conftest.py``).
 """
 from __future__ import annotations
 

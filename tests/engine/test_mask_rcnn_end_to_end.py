@@ -9,8 +9,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from engine_helpers import printed_metrics, quick_overrides
-from helpers import REPO
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -21,6 +19,8 @@ from raydet.builder import build_dataset, build_model
 from raydet.config import load_config
 from raydet.engine.launcher import launch
 from raydet.evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
+from tests.demo_helpers import printed_metrics, quick_overrides
+from tests.helpers import REPO
 
 MASK_DEMO = REPO / "configs/demo/mask_rcnn_tiny_shapes.yaml"
 

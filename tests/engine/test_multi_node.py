@@ -10,17 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import failure_injection
 import pytest
-import ray
-from engine_helpers import DEMO_CONFIG, quick_overrides
-from failure_injection import PauseUntil
-from ray_nodes import NODE_SLOT, RAY, wait_for_nodes
 
 from raydet.config import load_config
 from raydet.engine.launcher import launch
-
-ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.engine.failure_injection import PauseUntil
+from tests.ray_nodes import NODE_SLOT, RAY, wait_for_nodes
 
 BUCKET = "raydet-multi-node-test"
 EPOCHS = 3

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_helpers import DEMO_CONFIG, quick_overrides
-from helpers import REPO, own_lines, run_cli
 
 from raydet.config import load_config
 from raydet.engine.launcher import launch
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.helpers import REPO, own_lines, run_cli
 
 BUCKET = "raydet-s3-test"
 

@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
-import failure_injection
 import pytest
-import ray.cloudpickle
 import ray.train
-from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
-from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
 from raydet import test as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, launch
-
-ray.cloudpickle.register_pickle_by_value(failure_injection)  # Ray workers cannot import test modules
+from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
+from tests.engine.failure_injection import MARKER, KillWorkerOnce
 
 
 def alive_actors(*class_names: str) -> list[str]:
@@ -89,44 +86,122 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
         assert {step: again[step] for step in values} == values, metric
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_two_ddp_workers_learn_shapes_through_a_worker_failure(ray_session, demo_shapes, tmp_path, monkeypatch,
-                                                               capsys):
-    """The end-to-end run: the demo's tiny FCOS on a 20-epoch schedule, 2 DDP workers, a worker
-    killed in epoch 3; the run resumes from the epoch-2 checkpoint, finishes with the full
-    iteration count, replicas bitwise identical, and a detector that works (bbox mAP@0.5 >= 0.5)."""
-    monkeypatch.chdir(demo_shapes.parent)  # a relative data_root, as in the demo: workers run elsewhere
-    config = load_config(DEMO_CONFIG, [f"data.data_root={demo_shapes.name}", "scaling.max_failures=1",
-                                       "runner.max_epochs=20", "lr_config.step=[16, 19]",
-                                       "checkpoint_config.interval=1", "evaluation.interval=100"])
-    outcome = launch(config, tmp_path / "wd", step_hooks=[KillWorkerOnce(iteration=40)])
-    final = json.loads((tmp_path / "wd" / "final_metrics.json").read_text())
-    steps_per_epoch = 16  # 240 images, in two aspect-ratio groups of batches of 8: 31 batches for 2 workers
-    killed_at = (tmp_path / "wd" / failure_injection.MARKER).stat().st_mtime
-    # start-up is the first worker group's, not the restarted one's (whose first iteration came after the kill)
+# --- the end-to-end run: one training, the tests below each check one thing about it ------------------------
+
+STEPS_PER_EPOCH = 16  # 240 images, in two aspect-ratio groups of batches of 8: 31 batches for 2 workers
+
+
+@pytest.fixture(scope="module")
+def end_to_end_run(ray_session, demo_shapes, tmp_path_factory) -> SimpleNamespace:
+    """The demo's tiny FCOS on a 20-epoch schedule, 2 DDP workers, a worker killed in epoch 3; the run
+    resumes from the epoch-2 checkpoint.  Its ``config``, launch ``outcome``, ``final`` metrics (as
+    final_metrics.json has them) and ``work_dir``."""
+    work_dir = tmp_path_factory.mktemp("end_to_end") / "wd"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(demo_shapes.parent)  # a relative data_root, as in the demo: workers run elsewhere
+        config = load_config(DEMO_CONFIG, [f"data.data_root={demo_shapes.name}", "scaling.max_failures=1",
+                                           "runner.max_epochs=20", "lr_config.step=[16, 19]",
+                                           "checkpoint_config.interval=1", "evaluation.interval=100"])
+        outcome = launch(config, work_dir, step_hooks=[KillWorkerOnce(iteration=40)])
+    final = json.loads((work_dir / "final_metrics.json").read_text())
+    return SimpleNamespace(config=config, outcome=outcome, final=final, work_dir=work_dir)
+
+
+def end_to_end(test):
+    """The marks of a test of the end-to-end run: slow, and the run's time in whichever of them starts it."""
+    return pytest.mark.slow(pytest.mark.timeout(900)(test))
+
+
+@end_to_end
+def test_two_ddp_workers_learn_shapes_through_a_worker_failure(end_to_end_run):
+    """A detector that works (bbox mAP@0.5 >= 0.5) at the end of a run that lost a worker."""
+    assert end_to_end_run.final["bbox_mAP_50"] >= 0.5, end_to_end_run.final
+
+
+@end_to_end
+def test_the_run_resumes_from_the_checkpoint_before_the_failure(end_to_end_run):
+    assert "resumed at epoch 2, iteration 32" in (end_to_end_run.work_dir / "train.log").read_text()
+
+
+@end_to_end
+def test_start_up_time_is_the_first_worker_groups(end_to_end_run):
+    """Not the restarted one's, whose first iteration came after the kill."""
+    final = end_to_end_run.final
+    killed_at = (end_to_end_run.work_dir / MARKER).stat().st_mtime
     assert final["launched_at"] + final["startup_s"]["to_first_iteration"] < killed_at
-    assert "resumed at epoch 2, iteration 32" in (tmp_path / "wd" / "train.log").read_text()
-    assert final["epochs"] == config["runner"]["max_epochs"]
-    assert final["iters"] == steps_per_epoch * final["epochs"]  # as many as an uninterrupted run
-    assert final["replicas_identical"] is True  # parameters and buffers bitwise equal on both workers
-    assert final["bbox_mAP_50"] >= 0.5, final
-    saved = load_checkpoint(final["best_checkpoint"])
-    assert saved["epoch"] == final["epochs"] and "FCOS" in saved["config"]
-    client = MlflowClient(outcome.mlflow_uri)
-    run = client.get_run(outcome.mlflow_run_id)
+
+
+@end_to_end
+def test_the_resumed_run_finishes_every_epoch(end_to_end_run):
+    assert end_to_end_run.final["epochs"] == end_to_end_run.config["runner"]["max_epochs"]
+
+
+@end_to_end
+def test_the_resumed_run_makes_as_many_iterations_as_an_uninterrupted_one(end_to_end_run):
+    assert end_to_end_run.final["iters"] == STEPS_PER_EPOCH * end_to_end_run.final["epochs"]
+
+
+@end_to_end
+def test_the_replicas_end_bitwise_identical(end_to_end_run):
+    assert end_to_end_run.final["replicas_identical"] is True  # parameters and buffers bitwise equal on both workers
+
+
+@end_to_end
+def test_the_best_checkpoint_is_the_last_epochs_fcos(end_to_end_run):
+    saved = load_checkpoint(end_to_end_run.final["best_checkpoint"])
+    assert saved["epoch"] == end_to_end_run.final["epochs"] and "FCOS" in saved["config"]
+
+
+def mlflow_run(end_to_end_run):
+    """The run's MLflow client and run."""
+    client = MlflowClient(end_to_end_run.outcome.mlflow_uri)
+    return client, client.get_run(end_to_end_run.outcome.mlflow_run_id)
+
+
+@end_to_end
+def test_mlflow_records_a_finished_fcos_run(end_to_end_run):
+    _, run = mlflow_run(end_to_end_run)
     assert run.info.status == "FINISHED" and run.data.params["model.type"] == "FCOS"
-    assert run.data.metrics["val/bbox_mAP_50"] == final["bbox_mAP_50"]
+
+
+@end_to_end
+def test_mlflow_logs_the_final_val_metric(end_to_end_run):
+    _, run = mlflow_run(end_to_end_run)
+    assert run.data.metrics["val/bbox_mAP_50"] == end_to_end_run.final["bbox_mAP_50"]
+
+
+@end_to_end
+def test_mlflow_keeps_the_config_final_metrics_and_predictions_picture(end_to_end_run):
+    client, run = mlflow_run(end_to_end_run)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "final_metrics.json", "predictions.png"} <= artifacts
-    assert (tmp_path / "wd" / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # python -m raydet.test scores the best checkpoint the same, and test-time augmentation keeps it working
-    overrides = ["--set", f"data.data_root={demo_shapes.name}"]
-    capsys.readouterr()
-    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", *overrides]) == 0
-    plain_metrics = printed_metrics(capsys.readouterr().out)
-    assert plain_metrics["bbox_mAP_50"] == pytest.approx(final["bbox_mAP_50"], abs=1e-4)
-    assert test_cli.main([str(DEMO_CONFIG), final["best_checkpoint"], "--split", "val", "--aug-test", "--tta-scales",
-                      "320x320,384x384", *overrides]) == 0
-    assert printed_metrics(capsys.readouterr().out)["bbox_mAP_50"] >= 0.5
+
+@end_to_end
+def test_the_predictions_picture_is_a_png(end_to_end_run):
+    assert (end_to_end_run.work_dir / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def score_best_checkpoint(end_to_end_run, demo_shapes, monkeypatch, capsys):
+    """``score_best_checkpoint(*options)``: ``python -m raydet.test`` (in this process) on the run's best
+    checkpoint, val split, with ``options``; the metrics it prints."""
+    monkeypatch.chdir(demo_shapes.parent)
+
+    def score(*options: str) -> dict[str, float]:
+        capsys.readouterr()
+        assert test_cli.main([str(DEMO_CONFIG), end_to_end_run.final["best_checkpoint"], "--split", "val", *options,
+                              "--set", f"data.data_root={demo_shapes.name}"]) == 0
+        return printed_metrics(capsys.readouterr().out)
+
+    return score
+
+
+@end_to_end
+def test_raydet_test_scores_the_best_checkpoint_as_the_run_did(end_to_end_run, score_best_checkpoint):
+    assert score_best_checkpoint()["bbox_mAP_50"] == pytest.approx(end_to_end_run.final["bbox_mAP_50"], abs=1e-4)
+
+
+@end_to_end
+def test_test_time_augmentation_keeps_the_detector_working(score_best_checkpoint):
+    assert score_best_checkpoint("--aug-test", "--tta-scales", "320x320,384x384")["bbox_mAP_50"] >= 0.5

@@ -10,7 +10,6 @@ the Batch contract.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torchvision
@@ -19,8 +18,8 @@ from torch.nn import functional as F
 from raydet.builder import build_model
 from raydet.config import load_config
 from raydet.models.torchvision_weights import convert_torchvision_state_dict
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NUM_CLASSES = 5
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import csv
 
 import pytest
-from helpers import REPO
 
 from raydet.tune.results import ERROR, FINISHED, INTERRUPTED, STOPPED, TrialRow, best_row, format_table, write_csv
 from raydet.tune.sweep import load_sweep
+from tests.helpers import REPO
 
 
 def row(trial_id, metric, status=FINISHED, epochs=5, neck="FPN"):

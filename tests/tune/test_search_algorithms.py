@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from helpers import REPO
 
 from raydet.tune.driver import expected_trials, param_space, trial_demand, trials_that_fit
 from raydet.tune.sweep import load_sweep
+from tests.helpers import REPO
 
 DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers import REPO, write
 
 from raydet.config import ConfigError, load_config
 from raydet.tune.__main__ import main as tune_main
 from raydet.tune.space import parse_search
 from raydet.tune.sweep import check_sweep, load_sweep
+from tests.helpers import REPO, write
 
 DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
 NECK = "{type: %s, in_channels: [32, 64, 128], out_channels: 64, num_outs: 5, add_extra_convs: on_output}"

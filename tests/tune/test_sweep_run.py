@@ -10,7 +10,8 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, run_cli, write
+
+from tests.helpers import REPO, run_cli, write
 
 DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
 

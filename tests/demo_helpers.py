@@ -1,10 +1,11 @@
-"""Helpers for the training-engine tests (``from engine_helpers import ...``): the demo config, shrunk."""
+"""Helpers for the tests that run the demo config (training, the command lines): the config, shrunk; the
+metrics line ``python -m raydet.test`` prints."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from helpers import REPO
+from tests.helpers import REPO
 
 DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
 

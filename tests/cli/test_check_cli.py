@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import run_cli, write
+
+from tests.helpers import run_cli, write
 
 USER_MODULE = """
 import torch

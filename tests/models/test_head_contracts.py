@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from torch import Tensor
-from torchvision_reference import REPO
 
 from raydet.builder import build_model, check_config
 from raydet.config import ConfigError, load_config
 from raydet.models import DetectionHead
 from raydet.models.dense_heads import BaseDenseHead, BaseProposalHead
 from raydet.models.roi_heads import BaseRoIHead
+from tests.helpers import REPO
 
 
 def tiny(name: str, *overrides: str):

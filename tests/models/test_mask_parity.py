@@ -7,12 +7,18 @@ import re
 import pytest
 import torch
 from torch.nn import functional as F
-from torchvision_reference import NUM_CLASSES, assert_same_detections, converted_pair, preprocess, raydet_model
 
 from raydet.models.torchvision_weights import (
     COCO_CATEGORY_IDS,
     convert_torchvision_state_dict,
     load_torchvision_detector,
+)
+from tests.models.torchvision_reference import (
+    NUM_CLASSES,
+    assert_same_detections,
+    converted_pair,
+    preprocess,
+    raydet_model,
 )
 
 MIN_SIZE, MAX_SIZE = 128, 256
@@ -22,7 +28,7 @@ GT_BOXES = [torch.tensor([[10.0, 20.0, 80.0, 90.0], [30.0, 5.0, 60.0, 60.0], [12
 GT_LABELS = [torch.tensor([1, 3, 0]), torch.tensor([4])]
 LOSS_NAMES = {"loss_objectness": "loss_rpn_cls", "loss_rpn_box_reg": "loss_rpn_bbox", "loss_classifier": "loss_cls",
               "loss_box_reg": "loss_bbox", "loss_mask": "loss_mask"}
-# as in test_models_parity: Faster R-CNN's random-weight detections are only reproducible to 1e-3 px with
+# as in test_parity: Faster R-CNN's random-weight detections are only reproducible to 1e-3 px with
 # torchvision's kernels, so the speed options that change the rounding are off (gather_roi_align stays on)
 SPEED_OPTIONS_OFF = ("model.backbone.fold_norm=false", "model.winograd=0", "model.channels_last=false")
 
@@ -70,7 +76,7 @@ def test_simple_test_gives_torchvisions_detections_and_masks(pair):
     with torch.no_grad():
         expected = reference(images)
         actual = model.simple_test(batch, metas, rescale=True)
-    for want, got, (height, width) in zip(expected, actual, IMAGE_SIZES):
+    for want, got, (height, width) in zip(expected, actual, IMAGE_SIZES, strict=True):
         assert len(want["boxes"]) >= 50 and len(want["labels"].unique()) > 1
         matches = assert_same_detections(want, got, label_offset=1)
         assert got["masks"].dtype == torch.bool and got["masks"].shape == (len(got["boxes"]), height, width)
@@ -82,7 +88,7 @@ def test_simple_test_gives_torchvisions_detections_and_masks(pair):
 
 @pytest.mark.timeout(120)
 def test_training_losses_equal_torchvisions(pair):
-    """Both models re-seeded where their sampling starts (see test_models_parity); the ground-truth
+    """Both models re-seeded where their sampling starts (see test_parity); the ground-truth
     masks are ellipses, given to torchvision in the original image and to raydet resized as
     torchvision's transform resizes them."""
     reference, model, images = pair
@@ -108,6 +114,7 @@ def test_training_losses_equal_torchvisions(pair):
     finally:
         hook.remove()
     assert {k for k in actual if "loss" in k} == set(LOSS_NAMES.values())
+    assert set(expected) == set(LOSS_NAMES)  # each loss compared below
     for name, value in expected.items():
         assert float(value) > 1e-3
         torch.testing.assert_close(actual[LOSS_NAMES[name]], value, rtol=1e-5, atol=1e-6, msg=name)

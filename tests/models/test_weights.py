@@ -8,7 +8,6 @@ import torch
 import torchvision
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-from torchvision_reference import REPO
 
 from raydet.builder import build_model
 from raydet.config import load_config
@@ -19,6 +18,7 @@ from raydet.models.torchvision_weights import (
     convert_torchvision_state_dict,
     load_torchvision_detector,
 )
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -27,6 +26,7 @@ from raydet.evaluation.box_pr import match_split
 from raydet.evaluation.coco_metric import METRIC_NAMES, coco_bbox_metrics, coco_from_dict
 from raydet.models.detectors.base import BaseDetector
 from raydet.test import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
+from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 
 
 def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):

@@ -4,11 +4,11 @@ is caught with the key path and the contract it breaks."""
 from __future__ import annotations
 
 import pytest
-from helpers import REPO, run_cli
 
 from raydet.builder import build_model, check_config
 from raydet.config import ConfigError, load_config
 from raydet.models.necks import PAFPN
+from tests.helpers import REPO, run_cli
 
 MODEL_BASES = ["faster_rcnn_r50_fpn", "retinanet_r50_fpn", "fcos_r50_fpn"]
 TINY = ["faster_rcnn_tiny", "retinanet_tiny", "fcos_tiny"]

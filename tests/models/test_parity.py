@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision_reference import assert_same_detections, converted_pair, preprocess
 
 from raydet.models import winograd
+from tests.models.torchvision_reference import assert_same_detections, converted_pair, preprocess
 
 MIN_SIZE, MAX_SIZE = 128, 256
 # Resized to 128x256 and 128x160 and padded to 128x256: torchvision infers each
@@ -54,7 +54,7 @@ def test_simple_test_gives_torchvisions_detections(pair):
     with torch.no_grad():
         expected = reference(images)
         actual = model.simple_test(batch, metas, rescale=True)
-    for want, got in zip(expected, actual):
+    for want, got in zip(expected, actual, strict=True):
         assert len(want["boxes"]) >= 50  # enough detections for the comparison to mean something
         assert len(want["labels"].unique()) > 1
         assert_same_detections(want, got, label_offset=1 if arch == "fasterrcnn" else 0)
@@ -84,6 +84,7 @@ def test_training_losses_equal_torchvisions(pair):
     if hook is not None:
         hook.remove()
     assert {k for k in actual if "loss" in k} == set(TORCHVISION_LOSS_NAMES[arch].values())
+    assert set(expected) == set(TORCHVISION_LOSS_NAMES[arch])  # each loss compared below
     for name, value in expected.items():
         ours = actual[TORCHVISION_LOSS_NAMES[arch][name]]
         assert float(value) > 1e-3
@@ -116,7 +117,7 @@ def test_with_winograd_f4_detections_and_losses_equal_torchvisions(arch, monkeyp
         with torch.no_grad():
             expected, actual = reference(images), model.simple_test(batch, metas, rescale=True)
         assert set(tiles) == {2, 4}
-        for want, got in zip(expected, actual):
+        for want, got in zip(expected, actual, strict=True):
             assert len(want["boxes"]) >= 50 and len(want["labels"].unique()) > 1
             assert_same_detections(want, got)
         reference.train()
@@ -125,6 +126,7 @@ def test_with_winograd_f4_detections_and_losses_equal_torchvisions(arch, monkeyp
             targets = [{"boxes": boxes, "labels": labels} for boxes, labels in zip(GT_BOXES, GT_LABELS)]
             expected = reference(images, targets)
             actual = model(batch, metas, gt_bboxes, GT_LABELS)
+        assert set(expected) == set(TORCHVISION_LOSS_NAMES[arch])  # each loss compared below
         for name, value in expected.items():
             torch.testing.assert_close(actual[TORCHVISION_LOSS_NAMES[arch][name]], value, rtol=1e-5, atol=1e-6)
     finally:

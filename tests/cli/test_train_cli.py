@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_helpers import DEMO_CONFIG, quick_overrides
-from helpers import own_lines, run_cli
+
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.helpers import own_lines, run_cli
 
 
 @pytest.mark.timeout(120)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import box_iou
-from torchvision_reference import REPO
 
 from raydet.builder import build_model, check_config
 from raydet.config import ConfigError, load_config
 from raydet.models.detectors import detections_to_original
 from raydet.models.losses import CrossEntropyLoss
 from raydet.models.roi_heads import FCNMaskHead
+from tests.helpers import REPO
 
 NUM_CLASSES = 3
 CLASSES = (f"model.roi_head.bbox_head.num_classes={NUM_CLASSES}", f"model.roi_head.mask_head.num_classes={NUM_CLASSES}")
@@ -216,6 +216,7 @@ def test_the_mask_branch_leaves_the_box_branch_as_faster_rcnn_has_it():
         model.eval()
     with torch.no_grad():
         with_masks, without = masked.simple_test(img, metas), faster.simple_test(img, metas)
+    assert len(with_masks) == len(without) == len(metas)
     for a, b in zip(with_masks, without):
         assert set(a) - set(b) == {"masks"} and len(b["boxes"]) > 0
         for key in b:
@@ -302,7 +303,7 @@ def test_simple_test_pastes_masks_in_the_original_or_the_resized_image():
         original = model.simple_test(img, metas, rescale=True)
         resized = model.simple_test(img, metas, rescale=False)
         dispatched = model(img, metas, return_loss=False)
-    for rescaled, plain, via_forward, m in zip(original, resized, dispatched, metas):
+    for rescaled, plain, via_forward, m in zip(original, resized, dispatched, metas, strict=True):
         assert set(rescaled) == {"boxes", "scores", "labels", "masks"} and len(rescaled["boxes"]) > 0
         assert rescaled["masks"].dtype == torch.bool
         assert rescaled["masks"].shape == (len(rescaled["boxes"]), *m["ori_shape"])

@@ -8,10 +8,10 @@ import traceback
 
 import pytest
 import torch
-from helpers import REPO, run_cli, write
 
 from raydet.builder import build_model
 from raydet.config import ConfigError, load_config
+from tests.helpers import REPO, run_cli, write
 
 NECK_MODULE = '''
 import torch

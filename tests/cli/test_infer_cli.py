@@ -7,12 +7,12 @@ import shutil
 import pytest
 import torch
 import torchvision
-from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from raydet.builder import build_dataset, build_model
 from raydet.config import load_config
 from raydet.engine.batch_inference import picture_names
 from raydet.infer import find_images, main
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 
 
 @pytest.fixture()

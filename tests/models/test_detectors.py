@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import box_iou
-from torchvision_reference import REPO
 
 from raydet.builder import build_model
 from raydet.config import load_config
 from raydet.models.detectors import boxes_to_original
+from tests.helpers import REPO
 
 NUM_CLASSES = 3
 HEAD = {"retinanet": "bbox_head", "fcos": "bbox_head", "faster_rcnn": "roi_head"}
@@ -63,6 +63,7 @@ def test_a_batch_without_any_object_trains_without_nan(arch):
     total = sum(v for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total) and float(total.detach()) > 0  # the background still teaches the classifier
     total.backward()
+    assert any(p.grad is not None for p in model.parameters())  # the background's loss reached the model
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
@@ -77,7 +78,7 @@ def test_simple_test_output_and_rescaling(arch):
         resized = model.simple_test(img, metas, rescale=False)
         original = model.simple_test(img, metas, rescale=True)
         dispatched = model(img, metas, return_loss=False)
-    for result, rescaled, via_forward, m in zip(resized, original, dispatched, metas):
+    for result, rescaled, via_forward, m in zip(resized, original, dispatched, metas, strict=True):
         assert set(result) == {"boxes", "scores", "labels"}
         assert len(result["boxes"]) > 0 and result["labels"].dtype == torch.int64
         assert (result["labels"] >= 0).all() and (result["labels"] < NUM_CLASSES).all()

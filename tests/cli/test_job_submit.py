@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import DEMO_CONFIG, quick_overrides
-from helpers import REPO
-from ray_nodes import RAY, LocalCluster
+
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.helpers import REPO
+from tests.ray_nodes import RAY, LocalCluster
 
 
 @pytest.fixture
