@@ -4,12 +4,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from engine_helpers import DEMO_CONFIG, quick_overrides
 
 from raydet import check, registry
 from raydet.config import Config, load_config
 from raydet.config.schema import SECTIONS, DataSection
 from raydet.engine.launcher import launch
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 
 SECTION_CLASSES = {DataSection, *SECTIONS.values()}
 
