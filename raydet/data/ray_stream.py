@@ -37,8 +37,9 @@ Ray Data does the work:
   warning and counted (``BatchStream.problems``), and the batch goes on
   smaller.  A batch that loses every image still counts as a step: the
   worker yields a neighbouring batch again (the previous one; the next one
-  if it was the first), so the step count stays as planned and DDP stays in
-  lockstep.  Only a worker whose every image is unusable raises.
+  if it was the first: ``raydet.data.empty_batches``), so the step count
+  stays as planned and DDP stays in lockstep.  Only a worker whose every
+  image is unusable raises.
 - Evaluation deals batches of aspect-sorted images round robin, without
   repetition, so each image is decoded on exactly one worker, once.  Workers
   may get one batch more or less than each other, so evaluate with the
@@ -74,7 +75,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .collate import Batch, pack_batch, unpack_batch
 from .decode import BatchRecipe, decode_planned_batch
-from .problems import DataError, ProblemReport
+from .empty_batches import replace_empty_batches
+from .problems import ProblemReport
 from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch
 from .transforms import Compose
 
@@ -268,8 +270,8 @@ class BatchStream:
 
     Attributes:
         problems: images skipped while decoding (``corrupt_image`` …), accumulated over iterations.
-        repeated_batches: steps that re-yielded the previous batch because every
-            image of theirs was unusable.
+        repeated_batches: steps that yielded a neighbouring batch again because every
+            image of theirs was unusable (``raydet.data.empty_batches``).
     """
 
     def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, recipe: BatchRecipe,
@@ -324,32 +326,25 @@ class BatchStream:
         finally:
             runner.stop.remote(key)
 
+    def _batches(self) -> Iterator[Batch]:
+        """The decoded batches in plan order, some maybe empty; images skipped while decoding are logged
+        and added to ``problems``."""
+        for step, batch, problems in self._rows():
+            skipped = ProblemReport.from_dict(problems)
+            if skipped:
+                logger.warning("step %d: skipped while decoding: %s", step, "; ".join(skipped.lines()))
+                self.problems.merge(skipped)
+            yield batch
+
     def __iter__(self) -> Iterator[Batch]:
         if not len(self.plan):
             return
-        previous: Batch | None = None
-        owed = 0  # training steps whose batch came back empty before any good batch arrived
-        for step, batch, problems in self._rows():
-            found = ProblemReport.from_dict(problems)
-            if found:
-                logger.warning("step %d: skipped while decoding: %s", step, "; ".join(found.lines()))
-                self.problems.merge(found)
-            if batch["img_metas"]:
-                repeats, owed, previous = 1 + owed, 0, batch
-                self.repeated_batches += repeats - 1
-            elif not self.with_gt:
-                continue  # evaluation: nothing to predict and no step count to keep
-            elif previous is None:
-                owed += 1
-                continue
-            else:
-                batch, repeats = previous, 1
-                self.repeated_batches += 1
-            for _ in range(repeats):
-                yield batch
-        if owed:
-            raise DataError(f"every image in this worker's {len(self.plan)} batches was unusable: "
-                            f"{self.problems.short()}")
+        if not self.with_gt:  # evaluation: an empty batch has nothing to predict and no step count to keep
+            yield from (batch for batch in self._batches() if batch["img_metas"])
+            return
+        for batch, repeated in replace_empty_batches(self._batches(), self.problems):
+            self.repeated_batches += int(repeated)
+            yield batch
 
 
 def _decode_planned_batches(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef,
