@@ -1,4 +1,4 @@
-"""The one-way architecture of DESIGN.md, checked on the source: no import cycles between raydet's
+"""The one-way architecture, checked on the source: no import cycles between raydet's
 units, model code without Ray, data and models below the builder, the builder below the engine."""
 from __future__ import annotations
 
