@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
 from raydet.data.problems import ProblemReport
-from raydet.data.records import records_to_table, table_to_records
+from raydet.data.records import record_at, records_to_table
 from raydet.data.voc import read_voc
 
 
@@ -117,7 +117,8 @@ def test_records_to_coco_json_to_records_round_trip(tmp_path):
         for key in ("boxes", "labels", "ignore"):
             np.testing.assert_array_equal(a[key], b[key])
     # and through the Arrow table the Ray edge ships
-    for a, b in zip(original.records, table_to_records(records_to_table(original.records)), strict=True):
+    table = records_to_table(original.records)
+    for a, b in zip(original.records, [record_at(table, row) for row in range(table.num_rows)], strict=True):
         assert a["path"] == b["path"] and a["image_id"] == b["image_id"]
         np.testing.assert_array_equal(a["boxes"], b["boxes"])
 
@@ -166,7 +167,8 @@ def test_records_may_carry_the_encoded_image(tmp_path):
 
     encoded = write_png(tmp_path / "e.png", 12, 18).read_bytes()
     record = make_record(5, encoded, 12, 18, boxes=[[1, 1, 5, 5]], labels=[0])
-    (back,) = table_to_records(records_to_table([record]))
+    table = records_to_table([record])
+    (back,) = [record_at(table, row) for row in range(table.num_rows)]
     assert back["path"] == encoded
     assert load_sample(back).img.shape == (3, 12, 18)
 
