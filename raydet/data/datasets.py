@@ -3,19 +3,16 @@
 ``type: CocoDataset`` / ``type: VOCDataset`` in ``data.train`` / ``data.val`` /
 ``data.test``.  Building one reads and checks the annotations on the spot (the
 driver does this once); decoding and transforms happen later, per sample
-(``prepare``), in whatever process runs them.
+(``raydet.data.decode``), in whatever process runs them.
 """
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from ..registry import DATASETS
 from .coco import read_coco
-from .decode import prepare_sample
 from .problems import OnBadRecord, ProblemReport
 from .records import ReadResult, Record, records_to_table
-from .sample import Sample
 from .transforms import Compose, Transform
 from .voc import read_voc
 
@@ -60,10 +57,6 @@ class DetectionDataset:
     def table(self) -> pa.Table:
         """The records as a ``pyarrow.Table`` (what the Ray edge ships)."""
         return records_to_table(self.records)
-
-    def prepare(self, index: int, rng: np.random.Generator, problems: ProblemReport | None = None) -> Sample:
-        """Decode record ``index`` and run the pipeline (raises ``ImageError`` for a bad image)."""
-        return prepare_sample(self.records[index], self.pipeline, rng, problems)
 
     def summary(self) -> str:
         """``"300 images (12 without boxes), 1,234 boxes (5 ignored), 3 classes; no problems"``."""

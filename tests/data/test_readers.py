@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
+from raydet.data.decode import prepare_sample
 from raydet.data.problems import ProblemReport
 from raydet.data.records import record_at, records_to_table
 from raydet.data.voc import read_voc
@@ -157,7 +158,7 @@ def test_image_paths_may_be_uris_read_through_pyarrow(tmp_path):
     _coco_files(tmp_path)
     dataset = CocoDataset(str(tmp_path / "ann.json"), f"file://{tmp_path / 'img'}")
     assert dataset.records[0]["path"] == f"file://{tmp_path}/img/b.png"
-    sample = dataset.prepare(0, np.random.default_rng(0))
+    sample = prepare_sample(dataset.records[0], dataset.pipeline, np.random.default_rng(0))
     assert sample.img.shape == (3, 50, 20)
 
 
