@@ -1,6 +1,8 @@
 """Ray Data batch inference: a split's images decoded by Ray Data tasks, detected by an actor pool.
 
-    for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2):
+    rows = detections_dataset(recipes, records_ref, model_factory, checkpoint, num_workers=2)
+    for row in rows.iter_rows() if rows is not None else ():   # None: nothing to predict
+        detections, problems = unpack_detections(row)
         ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
               # (and "masks": K COCO RLE dicts from a mask detector, as raydet.engine.evaluation.predict makes)
 
@@ -102,9 +104,20 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
                        build_model: Callable[[], torch.nn.Module], checkpoint: str, num_workers: int = 1,
                        use_gpu: bool = False, cpus_per_worker: float = 1.0,
                        plan: np.ndarray | None = None) -> ray.data.Dataset | None:
-    """The Ray Dataset of ``predict_split`` (rows ``detections``, pickled, and ``problems``, JSON), not yet run;
-    None when there is nothing to predict.  ``plan``: ``[batches, batch_size]`` record indices (``-1`` = empty
-    slot); default: the evaluation plan (aspect-sorted by the records' sizes)."""
+    """Every image of a split once, as a Ray Dataset not yet run: one row per batch, its ``detections``
+    (pickled) and the images skipped while decoding (``problems``, JSON), both read by ``unpack_detections``;
+    None when there is nothing to predict.
+
+    Args:
+        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
+            batch size, padding and decode resources come from the first.
+        records_ref: the split's records table in the object store.
+        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
+        use_gpu: one GPU per actor.
+        cpus_per_worker: CPUs each actor reserves.
+        plan: ``[batches, batch_size]`` record indices (``-1`` = empty slot); default: the evaluation plan
+            (aspect-sorted by the records' sizes).
+    """
     data = recipes[0].data
     if plan is None:
         table = ray.get(records_ref)
@@ -134,24 +147,6 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
 def unpack_detections(row: dict) -> tuple[list[tuple[int, Detections]], ProblemReport]:
     """A row of ``detections_dataset`` -> ``([(image_id, detections)], images skipped while decoding)``."""
     return pickle.loads(row["detections"]), ProblemReport.from_dict(json.loads(str(row["problems"])))
-
-
-def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
-                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
-                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
-    """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
-
-    Args:
-        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
-            batch size, padding and decode resources come from the first.
-        records_ref: the split's records table in the object store.
-        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
-        use_gpu: one GPU per actor.
-        cpus_per_worker: CPUs each actor reserves.
-    """
-    dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker)
-    for row in dataset.iter_rows() if dataset is not None else ():
-        yield unpack_detections(row)
 
 
 def picture_names(paths: list[str]) -> list[str]:
