@@ -111,7 +111,7 @@ def test_ray_free_modules_stay_ray_free():
 
 def test_data_and_models_never_reach_up_to_the_builder_engine_or_command_lines():
     upper = ("raydet.builder", "raydet.engine", "raydet.cli", "raydet.check", "raydet.train", "raydet.test",
-             "raydet.infer")
+             "raydet.evaluate", "raydet.infer")
     assert importers(upper, PACKAGE / "data") == []
     assert importers(upper, PACKAGE / "models") == []
 

@@ -23,10 +23,10 @@ from raydet.data.sample import load_sample
 from raydet.data.sampling import plan_eval
 from raydet.data.transforms.flip import flip_boxes
 from raydet.engine.evaluation import predict
+from raydet.evaluate import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
 from raydet.evaluation.box_pr import match_split
 from raydet.evaluation.coco_metric import METRIC_NAMES, coco_from_dict, coco_metrics
 from raydet.models.detectors.base import BaseDetector
-from raydet.test import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
 
 
 def test_tta_views_are_each_scale_unflipped_and_flipped(small_shapes):

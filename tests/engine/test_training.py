@@ -12,7 +12,7 @@ from engine_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 from failure_injection import KillWorkerOnce
 from mlflow.tracking import MlflowClient
 
-from raydet import test as test_cli
+from raydet import evaluate as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, launch
