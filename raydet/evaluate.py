@@ -1,5 +1,7 @@
 """``python -m raydet.test CFG CHECKPOINT [--split S] [--aug-test] [--num-workers N] [--use-gpu] [--out F] ...``.
 
+(The command's code; ``raydet/test.py`` runs this module's ``main``.)
+
 COCO metrics of a checkpoint on ``data.<split>``: Ray Data batch inference on a
 local Ray (or the cluster in ``RAY_ADDRESS``): tasks decode the split, an
 actor pool of ``--num-workers`` models (a GPU each with ``--use-gpu``) detects,
@@ -204,6 +206,3 @@ def main(argv: list[str] | None = None) -> int:
 
     return report_user_errors(body)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
