@@ -113,13 +113,14 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     check_gpus(num_workers, use_gpu)
     records = ray.put(dataset.table())
     predictions, problems = [], ProblemReport()
-    rows = detections_dataset([batch_recipe(view, split) for view in views], records, model_factory(config),
-                              checkpoint, num_workers=num_workers, use_gpu=use_gpu)
-    if rows is not None and show_dir:
-        rows = with_pictures(rows, records, show_dir, dataset.classes, show_score_thr, ground_truth=True)
-    for row in rows.iter_rows() if rows is not None else ():
-        found, skipped = unpack_detections(row)
-        predictions.extend(found)
+    detection_rows = detections_dataset([batch_recipe(view, split) for view in views], records,
+                                        model_factory(config), checkpoint, num_workers=num_workers, use_gpu=use_gpu)
+    if detection_rows is not None and show_dir:
+        detection_rows = with_pictures(detection_rows, records, show_dir, dataset.classes, show_score_thr,
+                                       ground_truth=True)
+    for row in detection_rows.iter_rows() if detection_rows is not None else ():
+        detections, skipped = unpack_detections(row)
+        predictions.extend(detections)
         problems.merge(skipped)
     if problems:
         print(f"found while decoding: {problems.short()}", file=sys.stderr)

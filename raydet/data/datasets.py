@@ -62,11 +62,11 @@ class DetectionDataset:
         """``"300 images (12 without boxes), 1,234 boxes (5 ignored), 3 classes; no problems"``."""
         num_boxes = sum(len(r["boxes"]) for r in self.records)
         num_ignored = sum(int(r["ignore"].sum()) for r in self.records)
-        empty = sum(1 for r in self.records if not (~r["ignore"]).any())
+        num_without_boxes = sum(1 for r in self.records if not (~r["ignore"]).any())
         filtered = (f", {self.num_without_boxes_filtered} without boxes left out"
                     if self.num_without_boxes_filtered else "")
         masks = " with masks" if self.with_mask else ""
-        return (f"{len(self):,} images ({empty} without boxes{filtered}), {num_boxes:,} boxes{masks} "
+        return (f"{len(self):,} images ({num_without_boxes} without boxes{filtered}), {num_boxes:,} boxes{masks} "
                 f"({num_ignored} ignored), "
                 f"{len(self.classes)} classes; {self.problems.short()}")
 
