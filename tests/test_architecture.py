@@ -104,7 +104,7 @@ def test_model_code_never_imports_ray():
 
 def test_ray_free_modules_stay_ray_free():
     for name in ("data/decode.py", "engine/trainer.py", "builder.py", "config/schema.py", "tune/space.py",
-                 "tune/settings.py", "tune/sweep.py", "tune/results.py", "tune/__main__.py", "data/empty_batches.py"):
+                 "tune/settings.py", "tune/sweep.py", "tune/results.py", "tune/__main__.py"):
         assert (PACKAGE / name).is_file(), name
         assert importers(("ray",), PACKAGE / name) == [], name
 
@@ -124,7 +124,7 @@ def test_ray_free_modules_do_not_import_ray_even_indirectly():
     """Imported in a fresh interpreter, the Ray-free parts leave ``ray`` out of ``sys.modules``
     (``python -m raydet.tune --check`` among them: it checks a sweep without starting Ray)."""
     modules = ["raydet.data.decode", "raydet.engine.trainer", "raydet.builder", "raydet.config.schema", "raydet.models",
-               "raydet.tune.sweep", "raydet.tune.results", "raydet.tune.__main__", "raydet.data.empty_batches"]
+               "raydet.tune.sweep", "raydet.tune.results", "raydet.tune.__main__"]
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

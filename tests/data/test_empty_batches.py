@@ -1,7 +1,11 @@
 """Training batches that come out empty: a neighbour takes each one's step, without Ray."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from helpers import REPO
 
 from raydet.data.empty_batches import replace_empty_batches
 from raydet.data.problems import DataError, ProblemReport
@@ -42,3 +46,12 @@ def test_every_batch_empty_raises_naming_the_count_and_the_problems():
     problems.add("corrupt_image", "image 5", "cannot decode")
     with pytest.raises(DataError, match=r"every image in this worker's 3 batches was unusable: .*corrupt_image"):
         list(replace_empty_batches([batch(), batch(), batch()], problems))
+
+
+@pytest.mark.timeout(120)
+def test_the_module_does_not_import_ray():
+    code = ("import sys, raydet.data.empty_batches\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
