@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
 from raydet.data.collate import collate  # noqa: E402
+from raydet.data.decode import prepare_sample  # noqa: E402
 from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
 from raydet.data.shapes import generate_shapes  # noqa: E402
 
@@ -63,7 +64,8 @@ def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_diviso
             return len(plan)
 
         def __getitem__(self, step):
-            samples = [dataset.prepare(int(i), np.random.default_rng(int(s))) for i, s in zip(plan[step], seeds[step])]
+            samples = [prepare_sample(dataset.records[int(i)], dataset.pipeline, np.random.default_rng(int(s)))
+                       for i, s in zip(plan[step], seeds[step])]
             return collate(samples, size_divisor)
 
     return torch.utils.data.DataLoader(Planned(), batch_size=None, shuffle=False, num_workers=workers,

@@ -8,7 +8,7 @@ initialised model and the same evaluation batches:
 
 - ``plain``: one process decodes each planned batch and runs ``simple_test``
   on it, one after another, with ``--threads`` torch threads (all CPUs);
-- ``actor_pool``: ``raydet.engine.batch_inference.predict_split`` (what
+- ``actor_pool``: ``raydet.engine.batch_inference.detections_dataset`` (what
   ``python -m raydet.test`` runs) with ``n`` actors, each with the machine's
   CPUs / ``n`` torch threads (as ``raydet.test`` gives them), for each ``n`` in
   ``--actors``, on a local Ray started once.
@@ -64,11 +64,12 @@ def plain_loop(model: torch.nn.Module, recipe, table, plan: np.ndarray, seeds: n
 
 
 def actor_pool(recipe, records_ref, build, checkpoint: str, actors: int) -> dict[str, float]:
-    from raydet.engine.batch_inference import predict_split
+    from raydet.engine.batch_inference import detections_dataset, unpack_detections
 
     start, first, images, first_images = time.perf_counter(), None, 0, 0
-    for found, _ in predict_split([recipe], records_ref, build, checkpoint, num_workers=actors):
-        images += len(found)
+    for row in detections_dataset([recipe], records_ref, build, checkpoint, num_workers=actors).iter_rows():
+        detections, _ = unpack_detections(row)
+        images += len(detections)
         if first is None:
             first, first_images = time.perf_counter(), images
     return rates(start, first, time.perf_counter(), images, first_images)

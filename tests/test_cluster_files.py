@@ -23,7 +23,7 @@ from packaging.version import Version
 
 from raydet.builder import check_config
 from raydet.config import Config, load_config
-from raydet.test import build_parser as build_test_parser
+from raydet.evaluate import build_parser as build_test_parser
 from raydet.train import build_parser
 from raydet.tune.__main__ import build_parser as build_tune_parser
 from raydet.tune.sweep import load_sweep

@@ -259,14 +259,6 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     return config
 
 
-def config_from_yaml(text: str, filename: str = "<yaml>") -> Config:
-    """A config from YAML text without ``_base_`` (e.g. one dumped by ``Config.to_yaml``)."""
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{filename}: a config must be a mapping")
-    return Config(data, filename, {})
-
-
 def import_custom_modules(config: dict) -> list[str]:
     """Import the modules named in ``custom_imports`` so their registered components exist.
 

@@ -10,12 +10,12 @@ from .coco_writer import detections_to_coco, records_to_coco, write_json
 from .collate import Batch, collate, pack_batch, unpack_batch
 from .datasets import CocoDataset, DetectionDataset, VOCDataset
 from .problems import DataError, ProblemReport
-from .records import Record, make_record, records_to_table, table_to_records
+from .records import Record, make_record, records_to_table
 from .sample import Sample, load_sample
 from .transforms import Compose, Transform
 
 __all__ = [
     "Batch", "CocoDataset", "Compose", "DataError", "DetectionDataset", "ProblemReport", "Record", "Sample",
     "Transform", "VOCDataset", "collate", "detections_to_coco", "load_sample", "make_record", "pack_batch",
-    "records_to_coco", "records_to_table", "table_to_records", "unpack_batch", "write_json",
+    "records_to_coco", "records_to_table", "unpack_batch", "write_json",
 ]

@@ -56,19 +56,20 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
         DataError: the file is missing, is not JSON, lacks ``images`` /
             ``categories``, or has no images at all.
     """
-    data = load_json(ann_file)
-    if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: malformed COCO file: the top level must be an object, got {type(data).__name__}")
+    coco_json = load_json(ann_file)
+    if not isinstance(coco_json, dict):
+        raise DataError(f"{ann_file}: malformed COCO file: the top level must be an object, "
+                        f"got {type(coco_json).__name__}")
     for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
+        if not isinstance(coco_json.get(key), list):
             raise DataError(f"{ann_file}: malformed COCO file: '{key}' must be a list")
-    if not isinstance(data.get("annotations", []), list):
+    if not isinstance(coco_json.get("annotations", []), list):
         raise DataError(f"{ann_file}: malformed COCO file: 'annotations' must be a list")
-    if not data["images"]:
+    if not coco_json["images"]:
         raise DataError(f"{ann_file}: empty annotations: the file lists no images")
 
     categories = {}
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(coco_json["categories"]):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
             raise DataError(f"{ann_file}: categories[{i}]: malformed category {cat!r} (needs an int 'id' and a 'name')")
         if cat["id"] in categories:
@@ -76,7 +77,7 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
         categories[cat["id"]] = cat
 
     images = {}
-    for i, image in enumerate(data["images"]):
+    for i, image in enumerate(coco_json["images"]):
         where = f"{ann_file}: images[{i}]"
         if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
             problems.add("malformed_file", where, f"image entry {image!r} needs an int 'id' and a 'file_name'")
@@ -94,14 +95,14 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
             continue
         images[image["id"]] = image
 
-    if with_mask and data.get("annotations") and not any(
-            isinstance(ann, dict) and ann.get("segmentation") for ann in data["annotations"]):
+    if with_mask and coco_json.get("annotations") and not any(
+            isinstance(ann, dict) and ann.get("segmentation") for ann in coco_json["annotations"]):
         raise DataError(f"{ann_file}: with_mask: true, but no annotation has a 'segmentation' (instance masks; "
                         "box-only exports write empty ones): "
                         "use a file with masks, or drop with_mask (shapes data made before raydet wrote masks: "
                         "run python -m raydet.data.prepare shapes again)")
     annotations = []
-    for i, ann in enumerate(data.get("annotations", [])):
+    for i, ann in enumerate(coco_json.get("annotations", [])):
         where = f"{ann_file}: annotations[{i}]"
         if not isinstance(ann, dict) or not _is_int(ann.get("image_id")) or not _is_int(ann.get("category_id")):
             problems.add("malformed_file", where, "annotation needs int 'image_id' and 'category_id'")
@@ -140,9 +141,9 @@ def read_coco(ann_file: str, img_prefix: str, problems: ProblemReport, check_fil
     for image_id in sorted(coco.getImgIds()):
         image = coco.imgs[image_id]
         path = storage.join(img_prefix, image["file_name"])
-        missing = local_file_problem(path) if check_files else None
-        if missing is not None:
-            problems.add(missing.kind, f"{ann_file}: image {image_id}", str(missing))
+        file_problem = local_file_problem(path) if check_files else None
+        if file_problem is not None:
+            problems.add(file_problem.kind, f"{ann_file}: image {image_id}", str(file_problem))
             continue
         anns = coco.imgToAnns.get(image_id, [])
         records.append(make_record(

@@ -3,19 +3,16 @@
 ``type: CocoDataset`` / ``type: VOCDataset`` in ``data.train`` / ``data.val`` /
 ``data.test``.  Building one reads and checks the annotations on the spot (the
 driver does this once); decoding and transforms happen later, per sample
-(``prepare``), in whatever process runs them.
+(``raydet.data.decode``), in whatever process runs them.
 """
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from ..registry import DATASETS
 from .coco import read_coco
-from .decode import prepare_sample
 from .problems import OnBadRecord, ProblemReport
 from .records import ReadResult, Record, records_to_table
-from .sample import Sample
 from .transforms import Compose, Transform
 from .voc import read_voc
 
@@ -61,19 +58,15 @@ class DetectionDataset:
         """The records as a ``pyarrow.Table`` (what the Ray edge ships)."""
         return records_to_table(self.records)
 
-    def prepare(self, index: int, rng: np.random.Generator, problems: ProblemReport | None = None) -> Sample:
-        """Decode record ``index`` and run the pipeline (raises ``ImageError`` for a bad image)."""
-        return prepare_sample(self.records[index], self.pipeline, rng, problems)
-
     def summary(self) -> str:
         """``"300 images (12 without boxes), 1,234 boxes (5 ignored), 3 classes; no problems"``."""
         num_boxes = sum(len(r["boxes"]) for r in self.records)
         num_ignored = sum(int(r["ignore"].sum()) for r in self.records)
-        empty = sum(1 for r in self.records if not (~r["ignore"]).any())
+        num_without_boxes = sum(1 for r in self.records if not (~r["ignore"]).any())
         filtered = (f", {self.num_without_boxes_filtered} without boxes left out"
                     if self.num_without_boxes_filtered else "")
         masks = " with masks" if self.with_mask else ""
-        return (f"{len(self):,} images ({empty} without boxes{filtered}), {num_boxes:,} boxes{masks} "
+        return (f"{len(self):,} images ({num_without_boxes} without boxes{filtered}), {num_boxes:,} boxes{masks} "
                 f"({num_ignored} ignored), "
                 f"{len(self.classes)} classes; {self.problems.short()}")
 

@@ -1,8 +1,9 @@
 """Decoding, Ray-free: a record -> an augmented ``Sample``; a planned batch -> a collated ``Batch``.
 
-The one place where images are read, decoded and transformed, shared by
-``DetectionDataset.prepare`` (one image at a time, e.g. in a DataLoader) and
-the Ray Data tasks of ``raydet.data.ray_stream`` (one planned batch at a time).
+The one place where images are read, decoded and transformed: one record at
+a time (``prepare_sample``: a dataset's ``records[i]`` with its ``pipeline``,
+e.g. in a DataLoader) or one planned batch at a time (``decode_planned_batch``:
+the Ray Data tasks of ``raydet.data.ray_stream``).
 """
 from __future__ import annotations
 

@@ -49,17 +49,17 @@ class DataSummary:
 
     def lines(self) -> list[str]:
         lines = []
-        for s in self.splits.values():
-            lines.append(f"data.{s.split}: {s.dataset_type} {s.ann_file}: {s.description}")
-            lines.extend(f"    {line}" for line in s.problems.lines())
+        for summary in self.splits.values():
+            lines.append(f"data.{summary.split}: {summary.dataset_type} {summary.ann_file}: {summary.description}")
+            lines.extend(f"    {line}" for line in summary.problems.lines())
         return lines
 
     def metrics(self) -> dict[str, int]:
         """Flat counts: ``data/train/images``, ``data/train/problems/invalid_box``, …"""
         metrics = {}
-        for s in self.splits.values():
-            metrics[f"data/{s.split}/images"] = s.num_images
-            metrics.update({f"data/{s.split}/problems/{kind}": n for kind, n in s.problems.counts.items()})
+        for summary in self.splits.values():
+            metrics[f"data/{summary.split}/images"] = summary.num_images
+            metrics.update({f"data/{summary.split}/problems/{kind}": n for kind, n in summary.problems.counts.items()})
         return metrics
 
     def train_steps_per_epoch(self, world_size: int) -> int:

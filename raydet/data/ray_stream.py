@@ -31,14 +31,16 @@ Ray Data does the work:
   with ``preserve_order``, so the worker receives its batches in plan order
   while later ones are decoded on the cluster's CPUs.  Nothing is
   materialised: Ray Data's backpressure bounds the batches in flight.  The
-  execution runs in a small actor next to the worker (``_StreamRunner``), so
-  the training process only fetches finished batches from the object store.
+  execution runs in a small actor next to the worker
+  (``raydet.data.stream_runner``), so the training process only fetches
+  finished batches from the object store.
 - A corrupt image found while decoding is dropped from its batch with a
   warning and counted (``BatchStream.problems``), and the batch goes on
   smaller.  A batch that loses every image still counts as a step: the
   worker yields a neighbouring batch again (the previous one; the next one
-  if it was the first), so the step count stays as planned and DDP stays in
-  lockstep.  Only a worker whose every image is unusable raises.
+  if it was the first: ``raydet.data.empty_batches``), so the step count
+  stays as planned and DDP stays in lockstep.  Only a worker whose every
+  image is unusable raises.
 - Evaluation deals batches of aspect-sorted images round robin, without
   repetition, so each image is decoded on exactly one worker, once.  Workers
   may get one batch more or less than each other, so evaluate with the
@@ -70,13 +72,19 @@ import ray
 import ray.data
 import ray.train
 from ray.data.block import BlockAccessor
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .collate import Batch, pack_batch, unpack_batch
 from .decode import BatchRecipe, decode_planned_batch
-from .problems import DataError, ProblemReport
+from .empty_batches import replace_empty_batches
+from .problems import ProblemReport
 from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch
+from .stream_runner import process_stream_runner, start_stream_runner, start_stream_runners, stop_stream_runners
 from .transforms import Compose
+
+__all__ = [  # the runners' start and stop too: the engine uses them with the streams
+    "BatchStream", "decode_tasks", "eval_stream", "iter_eval_batches", "iter_train_batches", "start_stream_runner",
+    "start_stream_runners", "stop_stream_runners", "task_bounds", "train_stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,100 +143,6 @@ def eval_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, rank: in
     return BatchStream(records_ref, plan, seeds, recipe, with_gt=False)
 
 
-@ray.remote(num_cpus=0)
-class _StreamRunner:
-    """Runs a training process's Ray Data executions in a process of their own.
-
-    Ray Data's streaming executor is a Python scheduling loop; run inside the
-    training process it takes the GIL and a share of a core for as long as an
-    epoch streams (about 10 ms per batch here).  This actor runs it instead and
-    hands out references to finished blocks, the way Ray Train's
-    ``streaming_split`` coordinator does, but it lives as long as the training
-    process, so a new epoch starts in a fraction of a second.
-    """
-
-    def __init__(self):
-        self._streams: dict[str, Iterator] = {}
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" line per epoch and worker
-
-    def warm_up(self, processes: int) -> None:
-        """Run a tiny pipeline of ``processes`` tasks: Ray Data's own actors start, and that many pooled
-        worker processes import what a decode task needs, before the first real batch is wanted."""
-        dataset = ray.data.range(processes, override_num_blocks=processes).map_batches(_import_only, num_cpus=0)
-        dataset.context.enable_progress_bars = False
-        dataset.materialize()
-
-    def start(self, key: str, dataset: ray.data.Dataset) -> None:
-        self._streams[key] = dataset.iter_internal_ref_bundles()
-
-    def next_blocks(self, key: str) -> list[ray.ObjectRef]:
-        """Refs of the next finished blocks in order; ``[]`` once the stream is done."""
-        bundle = next(self._streams.get(key, iter(())), None)
-        if bundle is None:
-            self._streams.pop(key, None)
-            return []
-        return [entry.ref for entry in bundle.blocks]
-
-    def stop(self, key: str) -> None:
-        """Drop a stream (its executor shuts down when the iterator is collected)."""
-        self._streams.pop(key, None)
-
-    def stop_all(self) -> None:
-        """Drop every stream: a restarted worker takes over a runner whose streams fed the one that died."""
-        self._streams.clear()
-
-
-def _import_only(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A warm-up task's body: its process has imported this module (raydet, torch, torchvision) to run it."""
-    return rows
-
-
-_RUNNERS: dict[str, ray.actor.ActorHandle] = {}
-
-
-def start_stream_runners(count: int) -> list[ray.actor.ActorHandle]:
-    """On the driver of a single-node Ray: ``count`` stream runners, one per training worker, started
-    and warmed up now, while Ray Train starts the worker group (a runner's process takes seconds to
-    start and import).  Hand worker ``rank`` the ``rank``-th (``start_stream_runner``)."""
-    runners = [_new_runner() for _ in range(count)]
-    for runner in runners:
-        runner.warm_up.remote(1)
-    return runners
-
-
-def start_stream_runner(runner: ray.actor.ActorHandle | None = None) -> None:
-    """Give this process its ``_StreamRunner``: ``runner`` (one the driver started), else a new one
-    started now, without waiting, so that its process starts while the caller builds its model."""
-    job = ray.get_runtime_context().get_job_id()
-    if runner is not None:
-        runner.stop_all.remote()
-        _RUNNERS[job] = runner
-    _runner()
-
-
-def stop_stream_runners(runners: list[ray.actor.ActorHandle]) -> None:
-    """End a finished run's stream runners (``runners``, and this process's own, when the loop ran here)
-    once their queued calls have run: their processes go with the run, not whenever Ray collects the
-    handles (a sweep runs many runs in one process)."""
-    own = _RUNNERS.pop(ray.get_runtime_context().get_job_id(), None)
-    for runner in [*runners, *([own] if own is not None else [])]:
-        runner.__ray_terminate__.remote()
-
-
-def _runner() -> ray.actor.ActorHandle:
-    """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
-    job = ray.get_runtime_context().get_job_id()
-    if job not in _RUNNERS:
-        _RUNNERS[job] = _new_runner()
-    return _RUNNERS[job]
-
-
-def _new_runner() -> ray.actor.ActorHandle:
-    """A ``_StreamRunner`` started now, on this node if it has room."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return _StreamRunner.options(scheduling_strategy=here).remote()
-
-
 def _packed_rows(block: pa.Table) -> Iterator[tuple[int, Batch, dict]]:
     """A block of packed batches (one row each) -> ``(step, Batch, problems)`` per row."""
     accessor = BlockAccessor.for_block(block)
@@ -268,8 +182,8 @@ class BatchStream:
 
     Attributes:
         problems: images skipped while decoding (``corrupt_image`` …), accumulated over iterations.
-        repeated_batches: steps that re-yielded the previous batch because every
-            image of theirs was unusable.
+        repeated_batches: steps that yielded a neighbouring batch again because every
+            image of theirs was unusable (``raydet.data.empty_batches``).
     """
 
     def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, recipe: BatchRecipe,
@@ -305,7 +219,7 @@ class BatchStream:
         """Begin the next pass now: its first batches decode while the caller does other work
         (a worker building its model); iterating then picks them up.  Returns ``self``."""
         if self._pending is None and len(self.plan):
-            runner, key = _runner(), uuid.uuid4().hex
+            runner, key = process_stream_runner(), uuid.uuid4().hex
             started = runner.start.remote(key, self.dataset())
             requests = collections.deque(runner.next_blocks.remote(key) for _ in range(2))
             self._pending = (runner, key, started, requests)
@@ -324,32 +238,25 @@ class BatchStream:
         finally:
             runner.stop.remote(key)
 
+    def _batches(self) -> Iterator[Batch]:
+        """The decoded batches in plan order, some maybe empty; images skipped while decoding are logged
+        and added to ``problems``."""
+        for step, batch, problems in self._rows():
+            skipped = ProblemReport.from_dict(problems)
+            if skipped:
+                logger.warning("step %d: skipped while decoding: %s", step, "; ".join(skipped.lines()))
+                self.problems.merge(skipped)
+            yield batch
+
     def __iter__(self) -> Iterator[Batch]:
         if not len(self.plan):
             return
-        previous: Batch | None = None
-        owed = 0  # training steps whose batch came back empty before any good batch arrived
-        for step, batch, problems in self._rows():
-            found = ProblemReport.from_dict(problems)
-            if found:
-                logger.warning("step %d: skipped while decoding: %s", step, "; ".join(found.lines()))
-                self.problems.merge(found)
-            if batch["img_metas"]:
-                repeats, owed, previous = 1 + owed, 0, batch
-                self.repeated_batches += repeats - 1
-            elif not self.with_gt:
-                continue  # evaluation: nothing to predict and no step count to keep
-            elif previous is None:
-                owed += 1
-                continue
-            else:
-                batch, repeats = previous, 1
-                self.repeated_batches += 1
-            for _ in range(repeats):
-                yield batch
-        if owed:
-            raise DataError(f"every image in this worker's {len(self.plan)} batches was unusable: "
-                            f"{self.problems.short()}")
+        if not self.with_gt:  # evaluation: an empty batch has nothing to predict and no step count to keep
+            yield from (batch for batch in self._batches() if batch["img_metas"])
+            return
+        for batch, repeated in replace_empty_batches(self._batches(), self.problems):
+            self.repeated_batches += int(repeated)
+            yield batch
 
 
 def _decode_planned_batches(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef,

@@ -12,8 +12,8 @@ A record is a plain dict (``Record``)::
     masks     list of N bytes, or None: each box's instance mask as pycocotools' compressed RLE
               ``counts`` at (height, width) (``raydet.data.masks``); None when read without masks
 
-``records_to_table`` / ``table_to_records`` convert a list of records to a
-``pyarrow.Table`` and back: that table is what the Ray edge ships to workers
+``records_to_table`` converts a list of records to a ``pyarrow.Table`` and
+``record_at`` reads one back: that table is what the Ray edge ships to workers
 (shared zero-copy through the object store) and what decode tasks index into.
 Its ``masks`` column is ``list<binary>``, null for a record without masks.
 """
@@ -171,11 +171,6 @@ def records_to_table(records: list[Record]) -> pa.Table:
 def table_has_masks(table: pa.Table) -> bool:
     """Whether a records table holds masks (records read with ``with_mask``: a non-null ``masks`` row)."""
     return table.column("masks").null_count < table.num_rows
-
-
-def table_to_records(table: pa.Table) -> list[Record]:
-    """A table made by ``records_to_table`` -> records, in row order."""
-    return [record_at(table, i) for i in range(table.num_rows)]
 
 
 def record_at(table: pa.Table, index: int) -> Record:

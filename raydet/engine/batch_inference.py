@@ -1,6 +1,8 @@
 """Ray Data batch inference: a split's images decoded by Ray Data tasks, detected by an actor pool.
 
-    for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2):
+    rows = detections_dataset(recipes, records_ref, model_factory, checkpoint, num_workers=2)
+    for row in rows.iter_rows() if rows is not None else ():   # None: nothing to predict
+        detections, problems = unpack_detections(row)
         ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
               # (and "masks": K COCO RLE dicts from a mask detector, as raydet.engine.evaluation.predict makes)
 
@@ -40,7 +42,7 @@ from .checkpoint import load_checkpoint
 from .evaluation import Detections, predict
 
 #: Separates a view's number from a packed column's name (``"1:img"``: view 1's images).
-_VIEW = ":"
+_VIEW_SEPARATOR = ":"
 
 
 def _decode_views(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef, plan: np.ndarray,
@@ -51,14 +53,14 @@ def _decode_views(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: 
     (task,) = rows["id"]
     records = ray.get(records_ref)
     for step in range(bounds[task], bounds[task + 1]):
-        packed, found = {}, ProblemReport()
+        packed, skipped = {}, ProblemReport()
         for view, pipeline in enumerate(pipelines):
             batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor,
                                                    with_gt=False)
             if view == 0:
-                found = problems
-            packed.update({f"{view}{_VIEW}{key}": value for key, value in pack_batch(batch).items()})
-        packed["problems"] = np.array(json.dumps(found.to_dict()))
+                skipped = problems
+            packed.update({f"{view}{_VIEW_SEPARATOR}{key}": value for key, value in pack_batch(batch).items()})
+        packed["problems"] = np.array(json.dumps(skipped.to_dict()))
         yield {key: np.expand_dims(value, 0) for key, value in packed.items()}
 
 
@@ -84,27 +86,38 @@ class Detector:
         """One packed row (``_decode_views``) -> its detections (pickled ``[(image_id, Detections)]``)."""
         views: dict[int, dict[str, np.ndarray]] = {}
         for column, value in row.items():
-            if _VIEW in column:
-                view, key = column.split(_VIEW, 1)
+            if _VIEW_SEPARATOR in column:
+                view, key = column.split(_VIEW_SEPARATOR, 1)
                 views.setdefault(int(view), {})[key] = value[0]
         batches = [unpack_batch(views[view]) for view in sorted(views)]
         if not batches[0]["img_metas"]:  # every image of the batch was unusable
-            found = []
+            detections = []
         elif len(batches) == 1:
-            found = predict(self.model, batches, self.device)
+            detections = predict(self.model, batches, self.device)
         else:
-            found = predict(self.model, [{"img": [b["img"] for b in batches],
-                                          "img_metas": [b["img_metas"] for b in batches]}], self.device)
-        return {"detections": np.array([pickle.dumps(found)], dtype=object), "problems": row["problems"]}
+            detections = predict(self.model, [{"img": [b["img"] for b in batches],
+                                               "img_metas": [b["img_metas"] for b in batches]}], self.device)
+        return {"detections": np.array([pickle.dumps(detections)], dtype=object), "problems": row["problems"]}
 
 
 def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
                        build_model: Callable[[], torch.nn.Module], checkpoint: str, num_workers: int = 1,
                        use_gpu: bool = False, cpus_per_worker: float = 1.0,
                        plan: np.ndarray | None = None) -> ray.data.Dataset | None:
-    """The Ray Dataset of ``predict_split`` (rows ``detections``, pickled, and ``problems``, JSON), not yet run;
-    None when there is nothing to predict.  ``plan``: ``[batches, batch_size]`` record indices (``-1`` = empty
-    slot); default: the evaluation plan (aspect-sorted by the records' sizes)."""
+    """Every image of a split once, as a Ray Dataset not yet run: one row per batch, its ``detections``
+    (pickled) and the images skipped while decoding (``problems``, JSON), both read by ``unpack_detections``;
+    None when there is nothing to predict.
+
+    Args:
+        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
+            batch size, padding and decode resources come from the first.
+        records_ref: the split's records table in the object store.
+        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
+        use_gpu: one GPU per actor.
+        cpus_per_worker: CPUs each actor reserves.
+        plan: ``[batches, batch_size]`` record indices (``-1`` = empty slot); default: the evaluation plan
+            (aspect-sorted by the records' sizes).
+    """
     data = recipes[0].data
     if plan is None:
         table = ray.get(records_ref)
@@ -136,24 +149,6 @@ def unpack_detections(row: dict) -> tuple[list[tuple[int, Detections]], ProblemR
     return pickle.loads(row["detections"]), ProblemReport.from_dict(json.loads(str(row["problems"])))
 
 
-def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
-                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
-                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
-    """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
-
-    Args:
-        recipes: one per view (``len > 1``: test-time augmentation, merged by the model's ``aug_test``);
-            batch size, padding and decode resources come from the first.
-        records_ref: the split's records table in the object store.
-        build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
-        use_gpu: one GPU per actor.
-        cpus_per_worker: CPUs each actor reserves.
-    """
-    dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker)
-    for row in dataset.iter_rows() if dataset is not None else ():
-        yield unpack_detections(row)
-
-
 def picture_names(paths: list[str]) -> list[str]:
     """A unique ``.png`` name per image: its file name, with a number added where two are the same."""
     names, taken = [], set()
@@ -168,19 +163,19 @@ def picture_names(paths: list[str]) -> list[str]:
     return names
 
 
-_ROWS_OF_RECORDS: dict[ray.ObjectRef, tuple[pa.Table, dict[int, int], list[str]]] = {}
+_RECORDS_INDEX: dict[ray.ObjectRef, tuple[pa.Table, dict[int, int], list[str]]] = {}
 
 
 def _records_index(records_ref: ray.ObjectRef) -> tuple[pa.Table, dict[int, int], list[str]]:
     """The records table, each image id's row and each row's picture name: made once per process."""
-    if records_ref not in _ROWS_OF_RECORDS:
-        _ROWS_OF_RECORDS.clear()
+    if records_ref not in _RECORDS_INDEX:
+        _RECORDS_INDEX.clear()
         table = ray.get(records_ref)
-        rows = {int(image_id): row for row, image_id in enumerate(table["image_id"].to_numpy())}
+        row_of = {int(image_id): row for row, image_id in enumerate(table["image_id"].to_numpy())}
         paths = [path if isinstance(path, str) else f"image_{image_id}" for path, image_id
                  in zip(table["path"].to_pylist(), table["image_id"].to_pylist())]
-        _ROWS_OF_RECORDS[records_ref] = (table, rows, picture_names(paths))
-    return _ROWS_OF_RECORDS[records_ref]
+        _RECORDS_INDEX[records_ref] = (table, row_of, picture_names(paths))
+    return _RECORDS_INDEX[records_ref]
 
 
 def _draw_pictures(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, out_dir: str, classes: list[str],
@@ -192,18 +187,18 @@ def _draw_pictures(rows: dict[str, np.ndarray], records_ref: ray.ObjectRef, out_
     from ..visualization import comparison_png, detections_png, ground_truth_of
 
     table, row_of, names = _records_index(records_ref)
-    for detections, problems in zip(rows["detections"], rows["problems"]):
-        for image_id, found in unpack_detections({"detections": detections, "problems": problems})[0]:
+    for pickled, problems in zip(rows["detections"], rows["problems"]):
+        for image_id, detections in unpack_detections({"detections": pickled, "problems": problems})[0]:
             record = record_at(table, row_of[image_id])
             try:
                 image = load_rgb(record["path"])
             except ImageError:  # decoded once already, unreadable since: no picture, the detections stand
                 continue
             if ground_truth:
-                png = comparison_png([(image, ground_truth_of(record), found)], classes, score_threshold,
+                png = comparison_png([(image, ground_truth_of(record), detections)], classes, score_threshold,
                                      size=max(image.shape[1:]))
             else:
-                png = detections_png(image, found, classes, score_threshold)
+                png = detections_png(image, detections, classes, score_threshold)
             storage.write_bytes(storage.join(out_dir, names[row_of[image_id]]), png)
     return rows
 

@@ -128,7 +128,7 @@ class Trainer:
 
     def run_epoch(self, batches: SizedIterable, epoch: int, iteration: int,
                   after_step: StepCallback | None = None, first_index: int = 0) -> int:
-        """Train on every batch of ``batches`` (Batch dicts, contract 4 of DESIGN.md).
+        """Train on every batch of ``batches`` (``raydet.data.collate.Batch`` dicts: the model's forward arguments).
 
         Batches are grouped by ``accumulate`` from the start of the epoch; the last group
         may be shorter, and each batch's loss is divided by the size of its own group, so

@@ -71,13 +71,13 @@ def match_image(gt_boxes: np.ndarray, gt_ignore: np.ndarray, boxes: np.ndarray, 
     ious = box_iou(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(gt_boxes, dtype=torch.float64)).numpy()
     ignore = np.asarray(gt_ignore, bool)
     taken = np.zeros(len(gt_boxes), bool)
-    for d in np.argsort(-np.asarray(scores), kind="stable"):
-        free = np.where(~ignore & ~taken, ious[d], -1.0)
+    for detection in np.argsort(-np.asarray(scores), kind="stable"):
+        free = np.where(~ignore & ~taken, ious[detection], -1.0)
         best = int(free.argmax())
         if free[best] >= iou_thr:
-            true_positive[d] = taken[best] = True
-        elif ignore.any() and ious[d][ignore].max() >= iou_thr:
-            counted[d] = False
+            true_positive[detection] = taken[best] = True
+        elif ignore.any() and ious[detection][ignore].max() >= iou_thr:
+            counted[detection] = False
     return true_positive, counted
 
 
@@ -88,11 +88,12 @@ def match_split(ground_truth: list[tuple[np.ndarray, np.ndarray]], detections: l
     scores, true_positive, counted = [], [], []
     num_ground_truth = 0
     for (gt_boxes, gt_ignore), (boxes, det_scores) in zip(ground_truth, detections, strict=True):
-        tp, kept = match_image(np.asarray(gt_boxes).reshape(-1, 4), np.asarray(gt_ignore, bool),
-                               np.asarray(boxes).reshape(-1, 4), np.asarray(det_scores), iou_thr)
+        image_true_positive, image_counted = match_image(
+            np.asarray(gt_boxes).reshape(-1, 4), np.asarray(gt_ignore, bool), np.asarray(boxes).reshape(-1, 4),
+            np.asarray(det_scores), iou_thr)
         scores.append(np.asarray(det_scores, float))
-        true_positive.append(tp)
-        counted.append(kept)
+        true_positive.append(image_true_positive)
+        counted.append(image_counted)
         num_ground_truth += int((~np.asarray(gt_ignore, bool)).sum())
     return MatchedDetections(np.concatenate(scores) if scores else np.zeros(0),
                              np.concatenate(true_positive) if true_positive else np.zeros(0, bool),

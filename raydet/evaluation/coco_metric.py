@@ -92,12 +92,6 @@ def coco_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int], iou_t
     return {name: round(float(v), 4) for name, v in zip(names, stats)}, summary
 
 
-def coco_bbox_metrics(coco_gt: COCO, results: list[dict], image_ids: list[int],
-                      classwise: bool = False) -> tuple[dict[str, float], str]:
-    """``coco_metrics`` of the detections' boxes: ``({"bbox_mAP": ..., ...}, summary_text)``."""
-    return coco_metrics(coco_gt, results, image_ids, "bbox", classwise)
-
-
 def prepare_segmentations(coco_gt: COCO) -> str | None:
     """Make ``coco_gt`` the ground truth of a segm evaluation: each annotation's segmentation becomes the
     compressed RLE raydet reads it as (``segmentation_to_rle``: a polygon part of fewer than 3 points left out,

@@ -22,10 +22,10 @@ from raydet.data.sample import load_sample
 from raydet.data.sampling import plan_eval
 from raydet.data.transforms.flip import flip_boxes
 from raydet.engine.evaluation import predict
+from raydet.evaluate import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
 from raydet.evaluation.box_pr import match_split
-from raydet.evaluation.coco_metric import METRIC_NAMES, coco_bbox_metrics, coco_from_dict
+from raydet.evaluation.coco_metric import METRIC_NAMES, coco_from_dict, coco_metrics
 from raydet.models.detectors.base import BaseDetector
-from raydet.test import TTA_FLIPS, main, parse_tta_flips, parse_tta_scales, tta_configs
 from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 
 
@@ -77,7 +77,7 @@ def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict
     predictions = predict(model, batches, torch.device("cpu"))
     results = detections_to_coco([i for i, _ in predictions], [d for _, d in predictions], dataset.cat_ids)
     ground_truth = coco_from_dict(json.loads(Path(dataset.ann_file).read_text()))
-    return coco_bbox_metrics(ground_truth, results, [int(r["image_id"]) for r in dataset.records])[0]
+    return coco_metrics(ground_truth, results, [int(r["image_id"]) for r in dataset.records], "bbox")[0]
 
 
 BOX_PR_NAMES = ("box_precision", "box_recall", "box_f1", "box_score_thr", "box_iou_thr")

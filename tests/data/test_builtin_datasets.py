@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from raydet.data import CocoDataset
+from raydet.data.decode import prepare_sample
 from raydet.data.neon_trees import WHEEL_SHA256, extract_sources, prepare_neon_trees, tile_starts
 from raydet.data.problems import DataError
 from raydet.data.shapes import CLASSES, MAX_SIDE, MIN_SIDE, generate_shapes
@@ -28,8 +29,8 @@ def test_shapes_are_varied_valid_and_reproducible(shapes_dir, tmp_path):
     assert sides.min() >= 12 and sides.max() > 80 and set(labels.tolist()) == {0, 1, 2}
     aspect = sides[:, 0] / sides[:, 1]
     assert aspect.min() < 0.75 and aspect.max() > 1.33
-    for index, record in enumerate(train.records):  # the images are the sizes the annotations say
-        sample = train.prepare(index, np.random.default_rng(0))
+    for record in train.records:  # the images are the sizes the annotations say
+        sample = prepare_sample(record, train.pipeline, np.random.default_rng(0))
         assert tuple(sample.img.shape) == (3, record["height"], record["width"]), record["path"]
     again = generate_shapes(tmp_path, seed=0, num_train=16, num_val=6)
     assert json.loads(again["train"].read_text())["annotations"] == \

@@ -10,6 +10,7 @@ import torch
 
 from raydet.builder import build_dataset, build_pipeline
 from raydet.config import load_config
+from raydet.data.decode import prepare_sample
 from raydet.data.neon_trees import prepare_neon_trees
 from raydet.data.sample import Sample
 from tests.data.data_helpers import NEON, needs_neon
@@ -43,7 +44,7 @@ def test_neon_pipelines_double_any_tile_and_keep_boxes_on_their_crowns(name, neo
     config = load_config(REPO / "configs/neon_trees" / name, [f"data.data_root={neon_dir}",
                                                               "data.test.ann_file=annotations/soap_061.json"])
     soap = build_dataset(config, "test")
-    sample = soap.prepare(0, np.random.default_rng(0))
+    sample = prepare_sample(soap.records[0], soap.pipeline, np.random.default_rng(0))
     assert sample.img_shape == (800, 800) and sample.scale_factor == pytest.approx((2.0,) * 4)
     test_pipeline = build_pipeline(config, "test")
     for height, width in ((300, 1000), (1200, 640)):  # tiles of other sizes: the same 2x, not a fixed size
@@ -55,7 +56,7 @@ def test_neon_pipelines_double_any_tile_and_keep_boxes_on_their_crowns(name, neo
     rng = np.random.default_rng(0)
     sizes = set()
     for index in range(len(train)):
-        sample = train.prepare(index, rng)
+        sample = prepare_sample(train.records[index], train.pipeline, rng)
         height, width = sample.img_shape
         sizes.add(height)
         assert 600 <= height <= 1000 and height == width  # square tiles stay square under quarter turns

@@ -13,8 +13,9 @@ from pycocotools.cocoeval import COCOeval
 
 from raydet.data import CocoDataset, VOCDataset, detections_to_coco, records_to_coco, write_json
 from raydet.data.coco import read_coco
+from raydet.data.decode import prepare_sample
 from raydet.data.problems import ProblemReport
-from raydet.data.records import records_to_table, table_to_records
+from raydet.data.records import record_at, records_to_table
 from raydet.data.voc import read_voc
 from tests.data.data_helpers import NEON, NEON_XML, coco_json, needs_neon, write_png
 
@@ -118,7 +119,8 @@ def test_records_to_coco_json_to_records_round_trip(tmp_path):
         for key in ("boxes", "labels", "ignore"):
             np.testing.assert_array_equal(a[key], b[key])
     # and through the Arrow table the Ray edge ships
-    for a, b in zip(original.records, table_to_records(records_to_table(original.records)), strict=True):
+    table = records_to_table(original.records)
+    for a, b in zip(original.records, [record_at(table, row) for row in range(table.num_rows)], strict=True):
         assert a["path"] == b["path"] and a["image_id"] == b["image_id"]
         np.testing.assert_array_equal(a["boxes"], b["boxes"])
 
@@ -157,7 +159,7 @@ def test_image_paths_may_be_uris_read_through_pyarrow(tmp_path):
     _coco_files(tmp_path)
     dataset = CocoDataset(str(tmp_path / "ann.json"), f"file://{tmp_path / 'img'}")
     assert dataset.records[0]["path"] == f"file://{tmp_path}/img/b.png"
-    sample = dataset.prepare(0, np.random.default_rng(0))
+    sample = prepare_sample(dataset.records[0], dataset.pipeline, np.random.default_rng(0))
     assert sample.img.shape == (3, 50, 20)
 
 
@@ -167,7 +169,8 @@ def test_records_may_carry_the_encoded_image(tmp_path):
 
     encoded = write_png(tmp_path / "e.png", 12, 18).read_bytes()
     record = make_record(5, encoded, 12, 18, boxes=[[1, 1, 5, 5]], labels=[0])
-    (back,) = table_to_records(records_to_table([record]))
+    table = records_to_table([record])
+    (back,) = [record_at(table, row) for row in range(table.num_rows)]
     assert back["path"] == encoded
     assert load_sample(back).img.shape == (3, 12, 18)
 

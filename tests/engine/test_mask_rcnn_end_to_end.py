@@ -13,8 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from raydet import evaluate as test_cli
 from raydet import infer
-from raydet import test as test_cli
 from raydet.builder import build_dataset, build_model
 from raydet.config import load_config
 from raydet.engine.launcher import launch

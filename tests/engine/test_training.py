@@ -9,7 +9,7 @@ import pytest
 import ray.train
 from mlflow.tracking import MlflowClient
 
-from raydet import test as test_cli
+from raydet import evaluate as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, launch

@@ -21,7 +21,6 @@ from raydet.engine.evaluation import DetectionCollector, predict
 from raydet.evaluation.coco_metric import (
     METRIC_NAMES,
     SEGM_METRIC_NAMES,
-    coco_bbox_metrics,
     coco_from_dict,
     coco_metrics,
     prepare_segmentations,
@@ -151,7 +150,7 @@ def test_the_bbox_evaluation_and_the_given_results_ignore_the_masks(coco_gt):
     given = json.dumps(results)
     with_masks, with_summary = coco_metrics(coco_gt, results, [1, 2], "bbox")
     boxes_only = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
-    assert (with_masks, with_summary) == coco_bbox_metrics(coco_gt, boxes_only, [1, 2])
+    assert (with_masks, with_summary) == coco_metrics(coco_gt, boxes_only, [1, 2], "bbox")
     assert set(with_masks) == set(METRIC_NAMES)
     coco_metrics(coco_gt, results, [1, 2], "segm")
     assert json.dumps(results) == given  # pycocotools' loadRes added nothing to them
@@ -270,8 +269,8 @@ def test_score_of_boxes_alone_is_what_it_was(coco_dataset):
     collector = DetectionCollector(coco_dataset, rank=0)
     boxes_only = [(i, {k: v for k, v in d.items() if k != "masks"}) for i, d in PERFECT]
     metrics = collector.score(boxes_only)
-    assert (metrics, collector.summary) == coco_bbox_metrics(coco_from_dict(ground_truth_json()),
-                                                             results_of(boxes_only), [1, 2])
+    assert (metrics, collector.summary) == coco_metrics(coco_from_dict(ground_truth_json()),
+                                                        results_of(boxes_only), [1, 2], "bbox")
     gt = coco_from_dict(ground_truth_json())  # and pycocotools' own bbox evaluation, not raydet's
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(gt, gt.loadRes(results_of(boxes_only)), "bbox")

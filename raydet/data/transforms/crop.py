@@ -53,12 +53,13 @@ class RandomCrop(Transform):
         self.max_tries = max_tries
 
     def _window_size(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
-        ch, cw = self.crop_size
+        window_height, window_width = self.crop_size
         if self.crop_type == "relative":
-            ch, cw = ch * height, cw * width
+            window_height, window_width = window_height * height, window_width * width
         elif self.crop_type == "relative_range":
-            ch, cw = rng.uniform(ch, 1.0) * height, rng.uniform(cw, 1.0) * width
-        return max(1, min(height, int(ch + 0.5))), max(1, min(width, int(cw + 0.5)))
+            window_height = rng.uniform(window_height, 1.0) * height
+            window_width = rng.uniform(window_width, 1.0) * width
+        return max(1, min(height, int(window_height + 0.5))), max(1, min(width, int(window_width + 0.5)))
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         height, width = sample.height, sample.width

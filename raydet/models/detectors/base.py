@@ -1,4 +1,5 @@
-"""What every raydet detector offers: the Detector API of DESIGN.md."""
+"""What every raydet detector offers: ``extract_feat``, ``forward_train``, ``simple_test``, ``aug_test`` and
+``forward``, which dispatches between training and testing."""
 from __future__ import annotations
 
 import abc
