@@ -7,8 +7,12 @@ exit code 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .config import Config, load_config
+
+if TYPE_CHECKING:  # the command lines import torch only once they run
+    import torch
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +35,11 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
 
 
-def check_checkpoint(config: Config, checkpoint: str, num_workers: int) -> None:
-    """``ConfigError`` unless ``checkpoint`` exists and restores ``config``'s model (checked here, once,
-    before an actor pool starts: one clear error, not one per actor), and ``num_workers >= 1``."""
+def check_checkpoint(model: torch.nn.Module, checkpoint: str, num_workers: int) -> None:
+    """``ConfigError`` unless ``checkpoint`` exists and restores ``model`` (the config's, as ``check_config``
+    built it; checked here, once, before an actor pool starts: one clear error, not one per actor), and
+    ``num_workers >= 1``."""
     from . import storage
-    from .builder import build_model
     from .config import ConfigError
     from .engine.checkpoint import load_checkpoint
 
@@ -51,7 +55,7 @@ def check_checkpoint(config: Config, checkpoint: str, num_workers: int) -> None:
         raise ConfigError(f"{checkpoint}: not a raydet checkpoint ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
     try:
-        build_model(config).load_state_dict(saved["model"])
+        model.load_state_dict(saved["model"])
     except Exception as err:
         raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
                           f"{str(err).splitlines()[0]})") from None

@@ -89,32 +89,27 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     scoring ``show_score_thr`` or more."""
     import ray
 
-    from .builder import (
-        batch_recipe,
-        build_datasets,
-        check_num_classes,
-        model_factory,
-        with_absolute_paths,
-    )
+    from .builder import batch_recipe, check_config, check_num_classes, model_factory
+    from .config.parsed import parse_config
     from .data.problems import ProblemReport
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.evaluation import DetectionCollector
     from .engine.launcher import connect_ray
 
-    config = with_absolute_paths(config)
-    check_checkpoint(config, checkpoint, num_workers)
-    datasets = build_datasets(config, (split,))
-    if split not in datasets:
+    parsed = parse_config(config)
+    if parsed.split(split) is None:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
-    dataset = datasets[split]
-    check_num_classes(config, dataset.classes, split)
-    views = [config] if scales is None else tta_configs(config, split, scales, flips)
+    checked = check_config(parsed, splits=(split,), read_here=True)  # the model, and the split as training numbers it
+    check_checkpoint(checked.model, checkpoint, num_workers)
+    dataset = checked.datasets[split]
+    check_num_classes(parsed, dataset.classes, split)
+    views = [parsed] if scales is None else tta_configs(parsed.config, split, scales, flips)
     connect_ray(num_workers)
     check_gpus(num_workers, use_gpu)
     records = ray.put(dataset.table())
     predictions, problems = [], ProblemReport()
     detection_rows = detections_dataset([batch_recipe(view, split) for view in views], records,
-                                        model_factory(config), checkpoint, num_workers=num_workers, use_gpu=use_gpu)
+                                        model_factory(parsed), checkpoint, num_workers=num_workers, use_gpu=use_gpu)
     if detection_rows is not None and show_dir:
         detection_rows = with_pictures(detection_rows, records, show_dir, dataset.classes, show_score_thr,
                                        ground_truth=True)

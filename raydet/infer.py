@@ -29,11 +29,15 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from . import storage
 from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
 from .config import ConfigError
 from .errors import report_user_errors
+
+if TYPE_CHECKING:  # the command imports torch (through the registry) only once it runs
+    from .config.parsed import ParsedConfig
 
 #: What ``torchvision.io.decode_image`` reads.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -58,20 +62,20 @@ def find_images(inputs: list[str]) -> list[str]:
     return list(images)
 
 
-def classes_of(config, split: str) -> tuple[list[str], list[int]]:
+def classes_of(parsed: ParsedConfig, split: str) -> tuple[list[str], list[int]]:
     """Class names and category ids, from ``data.<split>``'s annotations (those of training's classes);
     when they are not on this machine, the model's label numbers as names and ids."""
     from .builder import build_datasets, check_num_classes, num_classes_nodes
     from .data.problems import DataError
 
     try:
-        dataset = build_datasets(config, (split,))[split]  # numbered as the training split numbers them
+        dataset = build_datasets(parsed, (split,))[split]  # numbered as the training split numbers them
     except (OSError, ConfigError, DataError, ValueError):
-        counts = [count for _, count in num_classes_nodes(config["model"])]
+        counts = [count for _, count in num_classes_nodes(parsed.config["model"])]
         print(f"warning: data.{split}'s annotations are not readable here: classes are named by number",
               file=sys.stderr)
         return [str(label) for label in range(max(counts, default=0))], list(range(max(counts, default=0)))
-    check_num_classes(config, dataset.classes, split)
+    check_num_classes(parsed, dataset.classes, split)
     return list(dataset.classes), list(dataset.cat_ids)
 
 
@@ -97,17 +101,18 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     import numpy as np
     import ray
 
-    from .builder import batch_recipe, model_factory, with_absolute_paths
+    from .builder import batch_recipe, check_config, model_factory
+    from .config.parsed import parse_config
     from .data.records import make_record, records_to_table
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.launcher import connect_ray
 
-    config = with_absolute_paths(config)
+    parsed = parse_config(config)
     paths = find_images(inputs)
-    check_checkpoint(config, checkpoint, num_workers)
-    split = "test" if (config.get("data") or {}).get("test") is not None else "val"
-    classes, cat_ids = classes_of(config, split)
-    recipe = batch_recipe(config, split)  # the split's pipeline: resize, normalise, pad
+    check_checkpoint(check_config(parsed, data=False).model, checkpoint, num_workers)
+    split = "test" if parsed.split("test") is not None else "val"
+    classes, cat_ids = classes_of(parsed, split)
+    recipe = batch_recipe(parsed, split)  # the split's pipeline: resize, normalise, pad
     batch = recipe.data.eval_samples_per_gpu  # images in input order (sizes are not known before decoding)
     plan = np.full((-(-len(paths) // batch), batch), -1, np.int64)
     plan.flat[: len(paths)] = np.arange(len(paths))
@@ -115,7 +120,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     connect_ray(num_workers)
     check_gpus(num_workers, use_gpu)
     records = ray.put(records_to_table([make_record(i, path, 0, 0) for i, path in enumerate(paths)]))
-    dataset = with_pictures(detections_dataset([recipe], records, model_factory(config), checkpoint, num_workers,
+    dataset = with_pictures(detections_dataset([recipe], records, model_factory(parsed), checkpoint, num_workers,
                                                use_gpu, plan=plan),
                             records, storage.join(out_dir, "pictures"), classes, score_threshold)
     results, detected, unusable, started = [], 0, 0, time.time()
