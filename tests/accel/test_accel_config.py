@@ -1,5 +1,5 @@
-"""The ``accel:`` section: parsed into ``AccelSettings`` (all off when absent), and a bad value is one clear
-error."""
+"""The ``accel:`` section: parsed into ``AccelSettings`` (all off when absent), set by the r50 configs and the
+configs built on them, and a bad value is one clear error."""
 from __future__ import annotations
 
 import pytest
@@ -15,6 +15,23 @@ def test_an_accel_section_is_parsed(tmp_path):
     config = load_config(write(tmp_path / "cfg.yaml", "accel: {winograd: 2, channels_last: true}\n"))
     assert section(config, "accel") == AccelSettings(winograd=2, channels_last=True)
     assert section(load_config(REPO / "configs/_base_/default_runtime.yaml"), "accel") == AccelSettings()
+
+
+ALL_ON = AccelSettings(winograd=4, fold_norm=True, gather_roi_align=True, channels_last=True)
+NO_ROI_EXTRACTOR = AccelSettings(winograd=4, fold_norm=True, channels_last=True)
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("configs/_base_/models/faster_rcnn_r50_fpn.yaml", ALL_ON),
+    ("configs/_base_/models/mask_rcnn_r50_fpn.yaml", ALL_ON),
+    ("configs/_base_/models/retinanet_r50_fpn.yaml", NO_ROI_EXTRACTOR),
+    ("configs/_base_/models/fcos_r50_fpn.yaml", NO_ROI_EXTRACTOR),
+    ("configs/retinanet/retinanet_r50_fpn_1x_coco.yaml", NO_ROI_EXTRACTOR),
+    ("configs/demo/fcos_tiny_shapes.yaml", NO_ROI_EXTRACTOR),
+    ("configs/demo/mask_rcnn_tiny_shapes.yaml", ALL_ON),
+])
+def test_the_r50_configs_and_those_built_on_them_turn_on_the_speed_paths(config, expected):
+    assert section(load_config(REPO / config), "accel") == expected
 
 
 def test_accel_is_off_by_default():
