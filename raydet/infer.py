@@ -97,7 +97,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     import numpy as np
     import ray
 
-    from .builder import batch_recipe, model_factory, with_absolute_paths
+    from .builder import batch_recipe, model_factory, section, with_absolute_paths
     from .data.records import make_record, records_to_table
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.launcher import connect_ray
@@ -116,7 +116,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     check_gpus(num_workers, use_gpu)
     records = ray.put(records_to_table([make_record(i, path, 0, 0) for i, path in enumerate(paths)]))
     dataset = with_pictures(detections_dataset([recipe], records, model_factory(config), checkpoint, num_workers,
-                                               use_gpu, plan=plan),
+                                               use_gpu, plan=plan, accel=section(config, "accel")),
                             records, storage.join(out_dir, "pictures"), classes, score_threshold)
     results, detected, unusable, started = [], 0, 0, time.time()
     for row in dataset.iter_rows():

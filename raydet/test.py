@@ -92,6 +92,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
         build_datasets,
         check_num_classes,
         model_factory,
+        section,
         with_absolute_paths,
     )
     from .data.problems import ProblemReport
@@ -112,7 +113,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     records = ray.put(dataset.table())
     predictions, problems = [], ProblemReport()
     rows = detections_dataset([batch_recipe(view, split) for view in views], records, model_factory(config),
-                              checkpoint, num_workers=num_workers, use_gpu=use_gpu)
+                              checkpoint, num_workers=num_workers, use_gpu=use_gpu, accel=section(config, "accel"))
     if rows is not None and show_dir:
         rows = with_pictures(rows, records, show_dir, dataset.classes, show_score_thr, ground_truth=True)
     for row in rows.iter_rows() if rows is not None else ():

@@ -1,6 +1,7 @@
 """Ray Data batch inference: a split's images decoded by Ray Data tasks, detected by an actor pool.
 
-    for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2):
+    for detections, problems in predict_split(recipes, records_ref, model_factory, checkpoint, num_workers=2,
+                                              accel=accel_settings):
         ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
               # (and "masks": K COCO RLE dicts from a mask detector, as raydet.engine.evaluation.predict makes)
 
@@ -30,6 +31,7 @@ import ray.data
 import torch
 
 from .. import storage
+from ..accel import AccelSettings, apply_accel
 from ..data.collate import pack_batch, unpack_batch
 from ..data.decode import BatchRecipe, decode_planned_batch
 from ..data.problems import ProblemReport
@@ -71,14 +73,16 @@ class Detector:
         use_gpu: run on this actor's GPU (Ray assigns one per actor).
         workers: actors in the pool: each takes its node's CPUs / ``workers`` torch threads (at least one),
             so one actor uses the whole machine, as a plain loop would, and no node is oversubscribed.
+        accel: the CPU speed paths applied to the model (``raydet.accel.apply_accel``).
     """
 
-    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, workers: int):
+    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, workers: int,
+                 accel: AccelSettings):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         self.device = torch.device("cuda" if use_gpu else "cpu")
         model = build_model()
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
-        self.model = model.to(self.device).eval()
+        self.model = apply_accel(model.to(self.device).eval(), accel)
 
     def __call__(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One packed row (``_decode_views``) -> its detections (pickled ``[(image_id, Detections)]``)."""
@@ -101,10 +105,11 @@ class Detector:
 def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
                        build_model: Callable[[], torch.nn.Module], checkpoint: str, num_workers: int = 1,
                        use_gpu: bool = False, cpus_per_worker: float = 1.0,
-                       plan: np.ndarray | None = None) -> ray.data.Dataset | None:
+                       plan: np.ndarray | None = None, *, accel: AccelSettings) -> ray.data.Dataset | None:
     """The Ray Dataset of ``predict_split`` (rows ``detections``, pickled, and ``problems``, JSON), not yet run;
     None when there is nothing to predict.  ``plan``: ``[batches, batch_size]`` record indices (``-1`` = empty
-    slot); default: the evaluation plan (aspect-sorted by the records' sizes)."""
+    slot); default: the evaluation plan (aspect-sorted by the records' sizes).  ``accel``: the models' speed
+    paths."""
     data = recipes[0].data
     if plan is None:
         table = ray.get(records_ref)
@@ -123,7 +128,7 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
         Detector, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"build_model": build_model, "checkpoint": checkpoint, "use_gpu": use_gpu,
-                               "workers": num_workers},
+                               "workers": num_workers, "accel": accel},
     )
     context = dataset.context
     context.enable_progress_bars = False
@@ -137,8 +142,8 @@ def unpack_detections(row: dict) -> tuple[list[tuple[int, Detections]], ProblemR
 
 
 def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_model: Callable[[], torch.nn.Module],
-                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False,
-                  cpus_per_worker: float = 1.0) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
+                  checkpoint: str, num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0, *,
+                  accel: AccelSettings) -> Iterator[tuple[list[tuple[int, Detections]], ProblemReport]]:
     """Every image of a split once: per batch, ``([(image_id, detections)], images skipped while decoding)``.
 
     Args:
@@ -148,8 +153,10 @@ def predict_split(recipes: list[BatchRecipe], records_ref: ray.ObjectRef, build_
         build_model: ``() -> model``; each of the ``num_workers`` actors builds one and loads ``checkpoint``.
         use_gpu: one GPU per actor.
         cpus_per_worker: CPUs each actor reserves.
+        accel: the CPU speed paths applied to each actor's model (the config's ``accel`` section).
     """
-    dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker)
+    dataset = detections_dataset(recipes, records_ref, build_model, checkpoint, num_workers, use_gpu, cpus_per_worker,
+                                 accel=accel)
     for row in dataset.iter_rows() if dataset is not None else ():
         yield unpack_detections(row)
 

@@ -208,6 +208,7 @@ def training_spec(config: Config, datasets: dict[str, DetectionDataset]) -> Trai
         config_yaml=config.to_yaml(), seed=seed_of(config), runner=settings["runner"],
         evaluation=settings["evaluation"], checkpointing=settings["checkpoint_config"], logging=settings["log_config"],
         optim=settings["optimizer_config"], lr=settings["lr_config"], num_pictures=settings["mlflow"].num_images,
+        accel=settings["accel"],
         train=batch_recipe(config, "train"), val=batch_recipe(config, "val") if has_val else None,
         val_dataset=datasets.get("val"),
         build_model=model_factory(config), build_optimizer=optimizer_factory(config),

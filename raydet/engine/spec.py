@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..config.schema import (
+    AccelSettings,
     CheckpointSettings,
     EvaluationSettings,
     LogSettings,
@@ -33,6 +34,7 @@ class TrainingSpec:
         config_yaml: the resolved config, saved in every checkpoint (a record of what was trained).
         seed: the config's seed.
         runner / evaluation / checkpointing / logging / optim / lr: the config's plain sections.
+        accel: the CPU speed paths applied to the built model (``raydet.accel.apply_accel``).
         num_pictures: val images drawn with their detections into ``predictions.png``.
         train: how the training split's planned batches are decoded.
         val: the same for ``data.val`` (None: no evaluation).
@@ -49,6 +51,7 @@ class TrainingSpec:
     logging: LogSettings
     optim: OptimizerConfig
     lr: LrConfig
+    accel: AccelSettings
     num_pictures: int
     train: BatchRecipe
     val: BatchRecipe | None

@@ -41,6 +41,7 @@ import ray.train.torch
 import torch
 
 from .. import storage
+from ..accel import apply_accel
 from ..data.ray_stream import iter_eval_batches, iter_train_batches, start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero, mean_over_workers
@@ -144,6 +145,7 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
+    model = apply_accel(model, spec.accel)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = spec.build_optimizer(unwrap(model))
