@@ -4,7 +4,7 @@
 
 Over the same images (the ``val`` split; with no ``--config``, the demo's
 tiny FCOS on ``--images`` generated shapes images), the same randomly
-initialised model and the same evaluation batches:
+initialised model (with the config's ``accel:`` speed paths) and the same evaluation batches:
 
 - ``plain``: one process decodes each planned batch and runs ``simple_test``
   on it, one after another, with ``--threads`` torch threads (all CPUs);
@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from raydet.builder import batch_recipe, build_dataset, build_model, model_factory  # noqa: E402
+from raydet.accel import AccelSettings, apply_accel  # noqa: E402
+from raydet.builder import batch_recipe, build_dataset, build_model, model_factory, section  # noqa: E402
 from raydet.config import load_config  # noqa: E402
 from raydet.data.decode import decode_planned_batch  # noqa: E402
 from raydet.data.sampling import augment_seeds, plan_eval  # noqa: E402
@@ -63,11 +64,12 @@ def plain_loop(model: torch.nn.Module, recipe, table, plan: np.ndarray, seeds: n
     return rates(start, first, time.perf_counter(), images, first_images)
 
 
-def actor_pool(recipe, records_ref, build, checkpoint: str, actors: int) -> dict[str, float]:
+def actor_pool(recipe, records_ref, build, checkpoint: str, actors: int, accel: AccelSettings) -> dict[str, float]:
     from raydet.engine.batch_inference import detections_dataset, unpack_detections
 
     start, first, images, first_images = time.perf_counter(), None, 0, 0
-    for row in detections_dataset([recipe], records_ref, build, checkpoint, num_workers=actors).iter_rows():
+    for row in detections_dataset([recipe], records_ref, build, checkpoint, num_workers=actors,
+                                  accel=accel).iter_rows():
         detections, _ = unpack_detections(row)
         images += len(detections)
         if first is None:
@@ -96,7 +98,8 @@ def main() -> None:
         dataset = build_dataset(config, "val")
         table = dataset.table()
         torch.manual_seed(0)
-        model = build_model(config).eval()
+        accel = section(config, "accel")
+        model = apply_accel(build_model(config).eval(), accel)
         checkpoint = str(Path(tmp) / "checkpoint.pt")
         torch.save({"model": model.state_dict()}, checkpoint)
         plan = plan_eval(table["height"].to_numpy(), table["width"].to_numpy(),
@@ -112,7 +115,7 @@ def main() -> None:
         records = ray.put(table)
         pools = {}
         for actors in args.actors:
-            pools[str(actors)] = result = actor_pool(recipe, records, model_factory(config), checkpoint, actors)
+            pools[str(actors)] = result = actor_pool(recipe, records, model_factory(config), checkpoint, actors, accel)
             result["ratio"] = round(result["images_per_s"] / plain["images_per_s"], 3)
             result["ratio_after_first_batch"] = round(result["after_first_batch"] / plain["after_first_batch"], 3)
         ray.shutdown()

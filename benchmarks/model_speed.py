@@ -19,12 +19,13 @@ transform is reported separately (``torchvision_transform_s``).
 Prints one JSON line: per detector the median seconds of both and ``ratio``, the
 median over rounds of raydet's time / torchvision's (below 1: raydet is faster).
 
-raydet's speed options (``OPTIMISATIONS``: ``model.backbone.fold_norm``,
-``model.winograd``, ``gather_roi_align`` of the RoI extractors, ``model.channels_last``) are on in
-``raydet``, as the configs have them.  The same weights are also timed, in the same
-rounds, with all of them off (``all_off``: raydet computing what torchvision computes,
-op for op) and with each one off in turn (``without``); ``share`` is how much each
-adds to the ratio when it is turned off (ratio without it - ratio with all on).
+raydet's speed paths (``raydet.accel``, the config's ``accel:`` section: ``fold_norm``,
+``winograd``, ``gather_roi_align``, ``channels_last``; ``OPTIMISATIONS``) are applied to
+``raydet`` as the configs set them.  The same weights are also timed, in the same
+rounds, with none applied (``all_off``: the model zoo computing what torchvision
+computes, op for op) and with each one left out in turn (``without``); ``share`` is
+how much each adds to the ratio when it is left out (ratio without it - ratio with
+all on).
 
 ``--backbone trainable`` (default) is torchvision's ``weights=None`` model (BatchNorm
 in train mode, every layer trained); ``--backbone frozen`` is the set-up of the
@@ -37,6 +38,7 @@ statistics taken from the benchmark's images), stem and ``layer1`` frozen.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -50,7 +52,8 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from raydet.builder import build_model  # noqa: E402
+from raydet.accel import AccelSettings, apply_accel  # noqa: E402
+from raydet.builder import build_model, section  # noqa: E402
 from raydet.config import load_config  # noqa: E402
 from raydet.models.detectors import BaseDetector  # noqa: E402
 from raydet.models.torchvision_weights import convert_torchvision_state_dict  # noqa: E402
@@ -67,20 +70,20 @@ DETECTORS = {  # arch: (torchvision builder, raydet config, key paths of num_cla
                  ("roi_head.bbox_head", "roi_head.mask_head"), True),
 }
 ALL = tuple(DETECTORS)
-BBOX_GATHER_OFF = "model.roi_head.bbox_roi_extractor.gather_roi_align=false"
-# raydet's speed options: name -> {detector that has it: the config overrides that turn it off}
+# raydet's speed paths (fields of AccelSettings) -> the detectors that have what they change
 OPTIMISATIONS = {
-    "fold_norm": {arch: ("model.backbone.fold_norm=false",) for arch in ALL},
-    "winograd": {arch: ("model.winograd=0",) for arch in ALL},
-    "gather_roi_align": {"fasterrcnn": (BBOX_GATHER_OFF,),
-                         "maskrcnn": (BBOX_GATHER_OFF, "model.roi_head.mask_roi_extractor.gather_roi_align=false")},
-    "channels_last": {arch: ("model.channels_last=false",) for arch in ALL},  # eval mode only
+    "fold_norm": ALL,
+    "winograd": ALL,
+    "gather_roi_align": ("fasterrcnn", "maskrcnn"),  # both RoI extractors of Mask R-CNN
+    "channels_last": ALL,  # eval mode only
 }
 
 
-def optimisations(arch: str) -> dict[str, tuple[str, ...]]:
-    """The speed options ``arch`` has: name -> the overrides that turn it off."""
-    return {name: offs[arch] for name, offs in OPTIMISATIONS.items() if arch in offs}
+def optimisations(arch: str, configured: AccelSettings) -> dict[str, AccelSettings]:
+    """The speed paths ``arch`` has on in its config (``configured``): name -> the settings without it."""
+    default = AccelSettings()
+    return {name: dataclasses.replace(configured, **{name: getattr(default, name)})
+            for name, archs in OPTIMISATIONS.items() if arch in archs and getattr(configured, name)}
 
 
 def freeze_like_pretrained(reference: torch.nn.Module, images: list[torch.Tensor]) -> None:
@@ -109,7 +112,7 @@ def freeze_like_pretrained(reference: torch.nn.Module, images: list[torch.Tensor
 def build_models(arch: str, size: int, backbone: str, images: list[torch.Tensor],
                  ) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     """torchvision's model (weights=None, seeded) and raydet's with the same weights: ``raydet``
-    (the speed options on), ``all_off`` and one ``without_<option>`` per option.
+    (the config's speed paths applied), ``all_off`` and one ``without_<option>`` per path.
 
     Single-stage class logits get a wider init (std 0.05, bias 0) so that, as with a
     trained model, many anchors pass the score threshold and post-processing has work.
@@ -126,14 +129,16 @@ def build_models(arch: str, size: int, backbone: str, images: list[torch.Tensor]
         freeze_like_pretrained(reference, images)  # the configs' own backbone settings
     else:  # torchvision's weights=None backbone
         overrides += ["model.backbone.norm=BN", "model.backbone.norm_eval=false", "model.backbone.frozen_stages=-1"]
-    offs = optimisations(arch)
-    variants = {"raydet": [], "all_off": [off for option in offs.values() for off in option],
-                **{f"without_{name}": list(option) for name, option in offs.items()}}
+    config = load_config(REPO / "configs/_base_/models" / config_name, overrides)
+    configured = section(config, "accel")
+    variants = {"raydet": configured, "all_off": AccelSettings(),
+                **{f"without_{name}": settings for name, settings in optimisations(arch, configured).items()}}
     state = convert_torchvision_state_dict(reference.state_dict(), arch)
     models = {}
-    for name, extra in variants.items():
-        models[name] = build_model(load_config(REPO / "configs/_base_/models" / config_name, overrides + extra))
+    for name, settings in variants.items():
+        models[name] = build_model(config)
         models[name].load_state_dict(state, strict=True)
+        apply_accel(models[name], settings)
     return reference, models
 
 
@@ -178,6 +183,7 @@ def train_step(model, call) -> None:
 def benchmark(arch: str, size: int, batch: int, repeats: int, backbone: str = "trainable") -> dict:
     images, boxes, labels, masks, img, metas = make_inputs(batch, size)
     reference, models = build_models(arch, size, backbone, images)
+    options = [name.removeprefix("without_") for name in models if name.startswith("without_")]
     background = DETECTORS[arch][3]
     with_mask = arch == "maskrcnn"
     targets = [{"boxes": image_boxes, "labels": image_labels + background, **({"masks": m} if with_mask else {})}
@@ -214,7 +220,7 @@ def benchmark(arch: str, size: int, batch: int, repeats: int, backbone: str = "t
                  "all_off_ratio": median_ratio(times["all_off"], times["torchvision"]),
                  "torchvision_transform_s": round(statistics.median(transform), 4)}
         entry["share"] = {option: round(median_ratio(times[f"without_{option}"], times["torchvision"])
-                                        - entry["ratio"], 3) for option in optimisations(arch)}
+                                        - entry["ratio"], 3) for option in options}
         result[name] = entry
     return result
 

@@ -109,7 +109,8 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     records = ray.put(dataset.table())
     predictions, problems = [], ProblemReport()
     detection_rows = detections_dataset([batch_recipe(view, split) for view in views], records,
-                                        model_factory(parsed), checkpoint, num_workers=num_workers, use_gpu=use_gpu)
+                                        model_factory(parsed), checkpoint, num_workers=num_workers, use_gpu=use_gpu,
+                                        accel=parsed.accel)
     if detection_rows is not None and show_dir:
         detection_rows = with_pictures(detection_rows, records, show_dir, dataset.classes, show_score_thr,
                                        ground_truth=True)

@@ -121,7 +121,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     check_gpus(num_workers, use_gpu)
     records = ray.put(records_to_table([make_record(i, path, 0, 0) for i, path in enumerate(paths)]))
     dataset = with_pictures(detections_dataset([recipe], records, model_factory(parsed), checkpoint, num_workers,
-                                               use_gpu, plan=plan),
+                                               use_gpu, plan=plan, accel=parsed.accel),
                             records, storage.join(out_dir, "pictures"), classes, score_threshold)
     results, detected, unusable, started = [], 0, 0, time.time()
     for row in dataset.iter_rows():

@@ -118,6 +118,14 @@ def test_model_code_never_imports_ray():
     assert importers(("ray",), PACKAGE / "models") == []
 
 
+def test_the_speed_paths_stay_out_of_the_model_zoo():
+    """The model zoo computes torchvision's functions: ``raydet.accel`` changes a built model from outside
+    (the engine applies it), is Ray-free, and reads only the config's schema."""
+    assert importers(("raydet.accel",), PACKAGE / "models") == []
+    assert importers(("ray",), PACKAGE / "accel") == []
+    assert config_imports_beyond_the_schema(PACKAGE / "accel") == []
+
+
 def test_ray_free_modules_stay_ray_free():
     for name in ("data/decode.py", "engine/trainer.py", "engine/hooks.py", "engine/stopwatch.py", "builder.py",
                  "config/schema.py", "config/parsed.py", "tune/space.py", "tune/settings.py", "tune/sweep.py",
@@ -131,6 +139,7 @@ def test_data_and_models_never_reach_up_to_the_builder_engine_or_command_lines()
              "raydet.evaluate", "raydet.infer")
     assert importers(upper, PACKAGE / "data") == []
     assert importers(upper, PACKAGE / "models") == []
+    assert importers(upper, PACKAGE / "accel") == []
 
 
 def test_the_builder_never_imports_the_engine():

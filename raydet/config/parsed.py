@@ -22,6 +22,7 @@ from . import Config, ConfigError, KeyPath
 from .schema import (
     SECTIONS,
     TOP_LEVEL_KEYS,
+    AccelSettings,
     CheckpointSettings,
     DataSection,
     EvaluationSettings,
@@ -73,6 +74,7 @@ class ParsedConfig:
     log_config: LogSettings
     scaling: ScalingSettings
     mlflow: MlflowSettings
+    accel: AccelSettings
 
     def source_of(self, key_path: str | KeyPath) -> str:
         return self.config.source_of(key_path)

@@ -267,6 +267,40 @@ class CheckpointSettings:
                 raise ValueError(f"{name} must be at least 1, got {value}")
 
 
+@dataclasses.dataclass
+class AccelSettings:
+    """``accel``: CPU speed paths the engine applies to the built model (``raydet.accel``); all off by default.
+
+    Each computes the model's function up to rounding, faster on a CPU, and keeps its
+    parameters and state_dict (checkpoints are the same either way).  A path changes
+    only what the model has (``fold_norm`` a ResNet's norms, ``gather_roi_align`` RoI
+    extractors).  Training and evaluation (``raydet.train``, ``raydet.test``,
+    ``raydet.infer``) all apply them.
+
+    Args:
+        winograd: 3x3 stride-1 convolutions of float32 CPU tensors run as Winograd
+            F(m x m, 3x3) where they gain (maps of 24x24 or more with 128+ input
+            channels; 12x12 with 256+ when no gradient is needed, as F(2x2)), forward
+            and backward.  ``4``: about 2x as fast there, about 3x a direct
+            convolution's rounding error; ``2``: about 1.4x, as accurate as a direct
+            convolution; ``0``: off.
+        fold_norm: each convolution of a ResNet and the BatchNorm after it as one
+            convolution whenever the norm normalises with constants (``FrozenBN``
+            always, ``BN`` in eval mode).
+        gather_roi_align: the RoI extractors' RoIAlign (``sampling_ratio > 0``, on the
+            CPU) as one weighted gather over the feature map: torchvision's sample
+            points and weights, vectorised over the channels (forward + backward
+            about 4x faster than torchvision's CPU kernel).
+        channels_last: in eval mode on the CPU, the image and so the feature maps are
+            laid out channels-last (oneDNN's faster layout for inference).
+    """
+
+    winograd: Literal[0, 2, 4] = 0
+    fold_norm: bool = False
+    gather_roi_align: bool = False
+    channels_last: bool = False
+
+
 # Plain top-level sections -> their dataclass (defaults when absent).
 SECTIONS: dict[str, type] = {
     "optimizer_config": OptimizerConfig,
@@ -277,6 +311,7 @@ SECTIONS: dict[str, type] = {
     "log_config": LogSettings,
     "scaling": ScalingSettings,
     "mlflow": MlflowSettings,
+    "accel": AccelSettings,
 }
 
 # Top-level keys a config may have, and what each one is.

@@ -1,6 +1,6 @@
 """Ray Data batch inference: a split's images decoded by Ray Data tasks, detected by an actor pool.
 
-    rows = detections_dataset(recipes, records_ref, model_factory, checkpoint, num_workers=2)
+    rows = detections_dataset(recipes, records_ref, model_factory, checkpoint, num_workers=2, accel=accel_settings)
     for row in rows.iter_rows() if rows is not None else ():   # None: nothing to predict
         detections, problems = unpack_detections(row)
         ...   # detections: [(image_id, {"boxes": [K,4], "scores": [K], "labels": [K]})] of one batch
@@ -32,6 +32,7 @@ import ray.data
 import torch
 
 from .. import storage
+from ..accel import AccelSettings, apply_accel
 from ..data.collate import pack_batch, unpack_batch
 from ..data.decode import BatchRecipe, decode_planned_batch
 from ..data.problems import ProblemReport
@@ -73,14 +74,16 @@ class Detector:
         use_gpu: run on this actor's GPU (Ray assigns one per actor).
         workers: actors in the pool: each takes its node's CPUs / ``workers`` torch threads (at least one),
             so one actor uses the whole machine, as a plain loop would, and no node is oversubscribed.
+        accel: the CPU speed paths applied to the model (``raydet.accel.apply_accel``).
     """
 
-    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, workers: int):
+    def __init__(self, build_model: Callable[[], torch.nn.Module], checkpoint: str, use_gpu: bool, workers: int,
+                 accel: AccelSettings):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         self.device = torch.device("cuda" if use_gpu else "cpu")
         model = build_model()
         model.load_state_dict(load_checkpoint(checkpoint)["model"])
-        self.model = model.to(self.device).eval()
+        self.model = apply_accel(model.to(self.device).eval(), accel)
 
     def __call__(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One packed row (``_decode_views``) -> its detections (pickled ``[(image_id, Detections)]``)."""
@@ -103,7 +106,7 @@ class Detector:
 def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
                        build_model: Callable[[], torch.nn.Module], checkpoint: str, num_workers: int = 1,
                        use_gpu: bool = False, cpus_per_worker: float = 1.0,
-                       plan: np.ndarray | None = None) -> ray.data.Dataset | None:
+                       plan: np.ndarray | None = None, *, accel: AccelSettings) -> ray.data.Dataset | None:
     """Every image of a split once, as a Ray Dataset not yet run: one row per batch, its ``detections``
     (pickled) and the images skipped while decoding (``problems``, JSON), both read by ``unpack_detections``;
     None when there is nothing to predict.
@@ -117,6 +120,7 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
         cpus_per_worker: CPUs each actor reserves.
         plan: ``[batches, batch_size]`` record indices (``-1`` = empty slot); default: the evaluation plan
             (aspect-sorted by the records' sizes).
+        accel: the CPU speed paths applied to each actor's model (the config's ``accel`` section).
     """
     data = recipes[0].data
     if plan is None:
@@ -136,7 +140,7 @@ def detections_dataset(recipes: list[BatchRecipe], records_ref: ray.ObjectRef,
         Detector, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"build_model": build_model, "checkpoint": checkpoint, "use_gpu": use_gpu,
-                               "workers": num_workers},
+                               "workers": num_workers, "accel": accel},
     )
     context = dataset.context
     context.enable_progress_bars = False

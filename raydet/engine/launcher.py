@@ -152,7 +152,7 @@ def training_spec(parsed: ParsedConfig, checked: CheckedConfig) -> TrainingSpec:
         optimizer_config=parsed.optimizer_config, lr_config=parsed.lr_config, num_pictures=parsed.mlflow.num_images,
         train=batch_recipe(parsed, "train"), val=batch_recipe(parsed, "val") if has_val else None,
         val_dataset=checked.datasets.get("val"),
-        build_model=model_factory(parsed), build_optimizer=optimizer_factory(parsed),
+        build_model=model_factory(parsed), build_optimizer=optimizer_factory(parsed), accel=parsed.accel,
     )
 
 

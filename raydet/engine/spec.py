@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..config.schema import (
+    AccelSettings,
     CheckpointSettings,
     EvaluationSettings,
     LogSettings,
@@ -40,6 +41,7 @@ class TrainingSpec:
         val_dataset: ``data.val`` as read on the driver: rank 0's ground truth.
         build_model: ``() -> detector`` (not wrapped, weights not loaded).
         build_optimizer: ``model -> optimizer`` over its trainable parameters.
+        accel: the CPU speed paths applied to the built model (``raydet.accel.apply_accel``).
     """
 
     config_yaml: str
@@ -56,3 +58,4 @@ class TrainingSpec:
     val_dataset: DetectionDataset | None
     build_model: Callable[[], torch.nn.Module]
     build_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
+    accel: AccelSettings

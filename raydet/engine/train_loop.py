@@ -40,6 +40,7 @@ import ray.train.torch
 import torch
 
 from .. import storage
+from ..accel import apply_accel
 from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero
@@ -201,7 +202,7 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(apply_accel(model, spec.accel))
     optimizer = spec.build_optimizer(unwrap(model))
     batches_per_epoch = len(iter_train_batches(spec.train, 0))
     steps_per_epoch = math.ceil(batches_per_epoch / spec.optimizer_config.accumulate)

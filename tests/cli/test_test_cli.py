@@ -177,7 +177,7 @@ class ExtremesDetector(BaseDetector):
     final_head = SimpleNamespace(nms_iou_thr=0.5, max_per_img=100)
 
     def __init__(self):
-        super().__init__(backbone=torch.nn.Identity(), winograd=0, channels_last=False)
+        super().__init__(backbone=torch.nn.Identity())
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels):
         raise NotImplementedError("never trained")

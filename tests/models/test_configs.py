@@ -33,8 +33,9 @@ def test_config_cli_checks_a_model_and_reports_a_typo():
 @pytest.mark.parametrize("neck", ["FPN", "PAFPN"])
 def test_r50_model_configs_check_with_either_neck(name, neck):
     config = load_config(REPO / f"configs/_base_/models/{name}.yaml", [f"model.neck.type={neck}"])
-    [line] = check_config(config).lines
+    line, accel = check_config(config).lines
     assert line.startswith(f"model: {config['model']['type']} built (")
+    assert accel.startswith("accel: AccelSettings(winograd=4, fold_norm=True")  # the CPU speed paths it turns on
 
 
 @pytest.mark.timeout(60)

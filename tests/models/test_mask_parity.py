@@ -13,7 +13,7 @@ from raydet.models.torchvision_weights import (
     convert_torchvision_state_dict,
     load_torchvision_detector,
 )
-from tests.models.torchvision_reference import (
+from tests.torchvision_reference import (
     NUM_CLASSES,
     assert_same_detections,
     converted_pair,
@@ -28,9 +28,6 @@ GT_BOXES = [torch.tensor([[10.0, 20.0, 80.0, 90.0], [30.0, 5.0, 60.0, 60.0], [12
 GT_LABELS = [torch.tensor([1, 3, 0]), torch.tensor([4])]
 LOSS_NAMES = {"loss_objectness": "loss_rpn_cls", "loss_rpn_box_reg": "loss_rpn_bbox", "loss_classifier": "loss_cls",
               "loss_box_reg": "loss_bbox", "loss_mask": "loss_mask"}
-# as in test_parity: Faster R-CNN's random-weight detections are only reproducible to 1e-3 px with
-# torchvision's kernels, so the speed options that change the rounding are off (gather_roi_align stays on)
-SPEED_OPTIONS_OFF = ("model.backbone.fold_norm=false", "model.winograd=0", "model.channels_last=false")
 
 
 def ellipse_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -60,7 +57,7 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def pair():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the kernels' rounding depends on the thread count
-    reference, model = converted_pair("maskrcnn", MIN_SIZE, MAX_SIZE, SPEED_OPTIONS_OFF)
+    reference, model = converted_pair("maskrcnn", MIN_SIZE, MAX_SIZE)
     generator = torch.Generator().manual_seed(1)
     images = [torch.rand(3, h, w, generator=generator) for h, w in IMAGE_SIZES]
     yield reference, model, images

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import abc
-import contextlib
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +11,6 @@ from torchvision.ops import batched_nms
 from ..detection_head import DetectionHead
 from ..pretrained import Pretrained
 from ..torchvision_weights import is_torchvision_state_dict, load_torchvision_detector
-from ..winograd import WinogradConvolutions
 from .mask_pasting import paste_masks
 from .original_frame import detections_to_original
 
@@ -32,40 +29,19 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
     per image; a detector that segments adds ``"masks": [K, H, W]`` bool, the image's
     pixels of each detection.  ``init_weights()`` loads the pretrained weights named by
     ``init_cfg``; call it once after building, before training.
-
-    ``winograd``: inside ``forward`` and ``simple_test``, the 3x3 stride-1
-    convolutions of float32 CPU tensors that gain from it (see
-    ``raydet.models.winograd.output_tile``) run as Winograd F(m x m, 3x3) convolutions
-    with output tiles ``m = winograd``: the same function up to rounding, forward and
-    backward; ``4`` about 2x as fast there (about 3x a direct convolution's rounding
-    error), ``2`` about 1.4x (as accurate as a direct convolution); ``0``: off.
-
-    ``channels_last``: in eval mode on the CPU, the image (and so the feature maps) are
-    laid out channels-last, which oneDNN's convolutions run faster (a few % of
-    inference); the values are the same up to rounding.  Training keeps the contiguous
-    layout, whose backward passes are faster there.
     """
 
     #: the name of the matching torchvision detector, for converting its weights
     torchvision_arch: str | None = None
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None, init_cfg: Pretrained | None = None,
-                 winograd: Literal[0, 2, 4] = 4, channels_last: bool = True):
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None, init_cfg: Pretrained | None = None):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.init_cfg = init_cfg
-        self.winograd = winograd
-        self.channels_last = channels_last
-
-    def convolutions(self) -> contextlib.AbstractContextManager:
-        """The context ``forward`` and ``simple_test`` run in: Winograd convolutions when ``winograd``."""
-        return WinogradConvolutions(self.winograd) if self.winograd else contextlib.nullcontext()
 
     def extract_feat(self, img: Tensor) -> list[Tensor]:
         """``img [B, 3, H, W]`` -> feature maps, finest first."""
-        if self.channels_last and not self.training and img.device.type == "cpu":
-            img = img.contiguous(memory_format=torch.channels_last)
         feats = self.backbone(img)
         return self.neck(feats) if self.neck is not None else feats
 
@@ -75,8 +51,7 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
         if return_loss:
             if gt_bboxes is None or gt_labels is None:
                 raise ValueError("training needs gt_bboxes and gt_labels (or pass return_loss=False)")
-            with self.convolutions():
-                return self.forward_train(img, img_metas, gt_bboxes, gt_labels, gt_masks)
+            return self.forward_train(img, img_metas, gt_bboxes, gt_labels, gt_masks)
         return self.simple_test(img, img_metas)
 
     @abc.abstractmethod
@@ -108,8 +83,7 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
     def simple_test(self, img: Tensor, img_metas: list[dict], rescale: bool = True) -> list[dict[str, Tensor]]:
         """Detections per image: with ``rescale`` in original-image pixels (masks ``[K, *ori_shape]``),
         else in the resized frame (masks ``[K, *img_shape]``)."""
-        with self.convolutions():
-            results = self.detect(img, img_metas)
+        results = self.detect(img, img_metas)
         if rescale:
             results = [detections_to_original(result, meta) for result, meta in zip(results, img_metas)]
         return [self.paste_masks(result, meta["ori_shape"] if rescale else meta["img_shape"])
@@ -138,8 +112,7 @@ class BaseDetector(nn.Module, metaclass=abc.ABCMeta):
         """
         per_augmentation = []
         for img, metas in zip(imgs, img_metas):
-            with self.convolutions():
-                results = self.detect(img, metas)
+            results = self.detect(img, metas)
             per_augmentation.append([detections_to_original(result, meta) for result, meta in zip(results, metas)])
         head = self.final_head
         merged = []

@@ -1,6 +1,4 @@
 """Mask R-CNN (arXiv 1703.06870): Faster R-CNN whose RoI head also segments every detection."""
-from typing import Literal
-
 from torch import nn
 
 from ...registry import MODELS
@@ -19,8 +17,7 @@ class MaskRCNN(TwoStageDetector):
     torchvision_arch = "maskrcnn"
 
     def __init__(self, backbone: nn.Module, rpn_head: BaseProposalHead, roi_head: BaseRoIHead,
-                 neck: nn.Module | None = None, init_cfg: Pretrained | None = None, winograd: Literal[0, 2, 4] = 4,
-                 channels_last: bool = True):
+                 neck: nn.Module | None = None, init_cfg: Pretrained | None = None):
         if not roi_head.with_mask:
             raise ValueError("MaskRCNN needs a roi_head with a mask branch (mask_roi_extractor and mask_head)")
-        super().__init__(backbone, rpn_head, roi_head, neck, init_cfg, winograd, channels_last)
+        super().__init__(backbone, rpn_head, roi_head, neck, init_cfg)

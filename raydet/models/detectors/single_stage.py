@@ -1,8 +1,6 @@
 """One-stage detectors: backbone -> neck -> one dense head."""
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -16,9 +14,8 @@ class SingleStageDetector(BaseDetector):
     """``bbox_head`` (a ``BaseDenseHead``: ``RetinaHead``, ``FCOSHead``) predicts boxes at every feature-map cell."""
 
     def __init__(self, backbone: nn.Module, bbox_head: BaseDenseHead, neck: nn.Module | None = None,
-                 init_cfg: Pretrained | None = None, winograd: Literal[0, 2, 4] = 4,
-                 channels_last: bool = True):
-        super().__init__(backbone, neck, init_cfg, winograd, channels_last)
+                 init_cfg: Pretrained | None = None):
+        super().__init__(backbone, neck, init_cfg)
         self.bbox_head = bbox_head
 
     @property

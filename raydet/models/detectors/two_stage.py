@@ -1,8 +1,6 @@
 """Two-stage detectors: backbone -> neck -> RPN proposals -> RoI head."""
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -18,9 +16,8 @@ class TwoStageDetector(BaseDetector):
     ``StandardRoIHead``) classifies and refines them (and, with a mask branch, segments them)."""
 
     def __init__(self, backbone: nn.Module, rpn_head: BaseProposalHead, roi_head: BaseRoIHead,
-                 neck: nn.Module | None = None, init_cfg: Pretrained | None = None, winograd: Literal[0, 2, 4] = 4,
-                 channels_last: bool = True):
-        super().__init__(backbone, neck, init_cfg, winograd, channels_last)
+                 neck: nn.Module | None = None, init_cfg: Pretrained | None = None):
+        super().__init__(backbone, neck, init_cfg)
         self.rpn_head = rpn_head
         self.roi_head = roi_head
 

@@ -6,7 +6,6 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from ...registry import MODELS
-from .gather_roi_align import gather_roi_align
 
 
 @MODELS.register()
@@ -26,14 +25,10 @@ class SingleRoIExtractor(nn.Module):
         sampling_ratio: RoIAlign sampling points per bin side (0: adaptive).
             torchvision uses 2, mmdetection 0.
         aligned: RoIAlign's half-pixel correction (torchvision: false, mmdetection: true).
-        gather_roi_align: on the CPU (with ``sampling_ratio > 0``), compute RoIAlign as a
-            weighted gather (``raydet.models.roi_heads.gather_roi_align``): torchvision's
-            function up to rounding, several times faster forward and backward there.
     """
 
     def __init__(self, featmap_strides: list[int], output_size: int = 7, sampling_ratio: int = 2,
-                 aligned: bool = False, canonical_scale: float = 224.0, canonical_level: int = 4,
-                 gather_roi_align: bool = True):
+                 aligned: bool = False, canonical_scale: float = 224.0, canonical_level: int = 4):
         super().__init__()
         powers_of_two = all(s > 0 and s & (s - 1) == 0 for s in featmap_strides)
         if not featmap_strides or not powers_of_two or featmap_strides != sorted(set(featmap_strides)):
@@ -44,7 +39,6 @@ class SingleRoIExtractor(nn.Module):
         self.aligned = aligned
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
-        self.gather_roi_align = gather_roi_align
         self.levels = [s.bit_length() - 1 for s in featmap_strides]  # log2(stride): the FPN level of each
 
     def map_levels(self, rois: Tensor) -> Tensor:
@@ -70,6 +64,4 @@ class SingleRoIExtractor(nn.Module):
 
     def roi_align(self, feat: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float) -> Tensor:
         """RoIAlign of ``rois [R, 5]`` on one level ``feat [N, C, H, W]`` -> ``[R, C, *size]``."""
-        if self.gather_roi_align and self.sampling_ratio > 0 and feat.device.type == "cpu":
-            return gather_roi_align(feat, rois, size, spatial_scale, self.sampling_ratio, self.aligned)
         return roi_align(feat, rois, size, spatial_scale, self.sampling_ratio, self.aligned)

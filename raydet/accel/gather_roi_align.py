@@ -11,12 +11,19 @@ value at a time (on a CPU core its backward was 15% of a Faster R-CNN training s
 
 The sample positions and weights follow torchvision's kernel step by step (same
 float32 arithmetic, same border rules); only the order of the sums differs.
+
+``accel.gather_roi_align``: ``gather_in_roi_extractors`` turns each
+``SingleRoIExtractor`` of a model into a ``GatherRoIExtractor``, which pools this
+way on the CPU (with ``sampling_ratio > 0``) and with torchvision's kernel elsewhere.
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
+
+from ..models.roi_heads import SingleRoIExtractor
+from .specialise import specialise
 
 
 def _axis_samples(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:
@@ -80,3 +87,21 @@ def gather_roi_align(input: Tensor, rois: Tensor, output_size: tuple[int, int], 
     pooled = F.embedding_bag(cells.reshape(-1, bag), table, per_sample_weights=weights.reshape(-1, bag), mode="sum")
     pooled = pooled / (grid * grid)
     return pooled.view(num_rois, pooled_h, pooled_w, channels).permute(0, 3, 1, 2)
+
+
+class GatherRoIExtractor(SingleRoIExtractor):
+    """A ``SingleRoIExtractor`` whose RoIAlign is ``gather_roi_align`` on the CPU (``sampling_ratio > 0``)."""
+
+    def roi_align(self, feat: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float) -> Tensor:
+        """RoIAlign of ``rois [R, 5]`` on one level ``feat [N, C, H, W]`` -> ``[R, C, *size]``."""
+        if self.sampling_ratio > 0 and feat.device.type == "cpu":
+            return gather_roi_align(feat, rois, size, spatial_scale, self.sampling_ratio, self.aligned)
+        return super().roi_align(feat, rois, size, spatial_scale)
+
+
+def gather_in_roi_extractors(model: nn.Module) -> int:
+    """Turn every ``SingleRoIExtractor`` of ``model`` into a ``GatherRoIExtractor``, in place; returns how many."""
+    extractors = [module for module in model.modules() if type(module) is SingleRoIExtractor]
+    for extractor in extractors:
+        specialise(extractor, GatherRoIExtractor)
+    return len(extractors)

@@ -21,20 +21,18 @@ a ResNet-50 + FPN detector spends most of its time (FPN outputs, RPN conv, the
 RetinaNet / FCOS towers); F(4x4, 3x3) is about 1.5-2x as fast there (forward and
 backward).  It is not used on GPUs, for other dtypes, or under autocast.
 
-``WinogradConvolutions(m)`` is a ``TorchFunctionMode``: inside it every ``F.conv2d``
-call (``nn.Conv2d`` too) that gains takes this path, the others run as usual.
-Detectors enter it in ``forward`` and ``simple_test`` (their ``winograd`` option).
+``output_tile`` says which calls gain; ``raydet.accel.winograd_conv.WinogradConv2d``
+is the module that takes this path for them (``accel.winograd``), keeping the
+transformed weights of a weight that needs no gradient.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Literal
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 OutputTile = Literal[2, 4]
 # From how many output pixels per image it beats oneDNN's direct convolution on a CPU core (measured,
@@ -180,30 +178,15 @@ class _WinogradConv2d(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None
 
 
-def winograd_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, m: OutputTile = 4) -> Tensor:
-    """``F.conv2d(x, weight, bias, stride=1, padding=1)`` for ``weight [C_out, C_in, 3, 3]`` by F(m x m, 3x3)."""
+def winograd_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, m: OutputTile = 4,
+                    transformed_weight: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride=1, padding=1)`` for ``weight [C_out, C_in, 3, 3]`` by F(m x m, 3x3).
+
+    ``transformed_weight``: ``transform_weight(weight, m)`` kept by the caller for a weight that needs no
+    gradient (``[(m + 2)**2, C_out, C_in]``); None: transformed here."""
     if m not in _MATRICES:
         raise ValueError(f"Winograd output tiles offered: {sorted(_MATRICES)}, got {m}")
-    return _WinogradConv2d.apply(x, weight, bias, _cached_transform(weight, m), m)
-
-
-# transformed weights of tensors that need no gradient (frozen, or inference), by (id(weight), m)
-_CACHE: dict[tuple[int, int], tuple[weakref.ref, int, Tensor]] = {}
-
-
-def _cached_transform(weight: Tensor, m: int) -> Tensor | None:
-    """``transform_weight(weight, m)``, kept while ``weight`` lives unchanged (same version counter);
-    ``None`` when it may need a gradient (the autograd function transforms it itself)."""
-    if (weight.requires_grad and torch.is_grad_enabled()) or weight.is_inference():
-        return None
-    key = (id(weight), m)
-    entry = _CACHE.get(key)
-    if entry is not None and entry[0]() is weight and entry[1] == weight._version:
-        return entry[2]
-    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
-        transformed = transform_weight(weight, m)
-    _CACHE[key] = (weakref.ref(weight, lambda _, key=key: _CACHE.pop(key, None)), weight._version, transformed)
-    return transformed
+    return _WinogradConv2d.apply(x, weight, bias, transformed_weight, m)
 
 
 def _is_one(value) -> bool:
@@ -227,28 +210,3 @@ def output_tile(x: Tensor, weight: Tensor, stride=1, padding=0, dilation=1, grou
     if area >= LARGE_AREA:
         return largest
     return None if weight.requires_grad and torch.is_grad_enabled() else 2
-
-
-_CONV2D_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-
-
-class WinogradConvolutions(TorchFunctionMode):
-    """Within it, ``F.conv2d`` calls that gain (see ``output_tile``) run as ``winograd_conv2d``
-    with output tiles of at most ``m``."""
-
-    def __init__(self, m: OutputTile = 4):
-        super().__init__()
-        if m not in _MATRICES:
-            raise ValueError(f"Winograd output tiles offered: {sorted(_MATRICES)}, got {m}")
-        self.m = m
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.conv2d:
-            call = dict(zip(_CONV2D_ARGS, args), **kwargs)
-            x, weight = call.get("input"), call.get("weight")
-            m = output_tile(x, weight, call.get("stride", 1), call.get("padding", 0), call.get("dilation", 1),
-                            call.get("groups", 1), self.m)
-            if m is not None:
-                return winograd_conv2d(x, weight, call.get("bias"), m)
-        return func(*args, **kwargs)

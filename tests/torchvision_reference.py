@@ -22,6 +22,18 @@ from tests.helpers import REPO
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NUM_CLASSES = 5
+# The parity tests' two images (heights and widths), their ground truth (original-image pixels) and
+# torchvision's names of raydet's losses.
+IMAGE_SIZES = [(100, 200), (120, 150)]
+GT_BOXES = [torch.tensor([[10.0, 20.0, 80.0, 90.0], [30.0, 5.0, 60.0, 60.0], [120.0, 30.0, 190.0, 95.0]]),
+            torch.tensor([[50.0, 40.0, 140.0, 110.0]])]
+GT_LABELS = [torch.tensor([1, 3, 0]), torch.tensor([4])]
+TORCHVISION_LOSS_NAMES = {
+    "retinanet": {"classification": "loss_cls", "bbox_regression": "loss_bbox"},
+    "fcos": {"classification": "loss_cls", "bbox_regression": "loss_bbox", "bbox_ctrness": "loss_centerness"},
+    "fasterrcnn": {"loss_objectness": "loss_rpn_cls", "loss_rpn_box_reg": "loss_rpn_bbox",
+                   "loss_classifier": "loss_cls", "loss_box_reg": "loss_bbox"},
+}
 
 # arch: (torchvision builder, raydet base config, key path of num_classes, torchvision has a background class)
 ARCHS = {
