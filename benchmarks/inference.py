@@ -37,8 +37,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from raydet.accel import AccelSettings, apply_accel  # noqa: E402
-from raydet.builder import batch_recipe, build_dataset, build_model, model_factory, section  # noqa: E402
+from raydet.builder import batch_recipe, build_dataset, build_model, model_factory  # noqa: E402
 from raydet.config import load_config  # noqa: E402
+from raydet.config.parsed import parse_config  # noqa: E402
 from raydet.data.decode import decode_planned_batch  # noqa: E402
 from raydet.data.sampling import augment_seeds, plan_eval  # noqa: E402
 from raydet.data.shapes import generate_shapes  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> None:
         dataset = build_dataset(config, "val")
         table = dataset.table()
         torch.manual_seed(0)
-        accel = section(config, "accel")
+        accel = parse_config(config).accel
         model = apply_accel(build_model(config).eval(), accel)
         checkpoint = str(Path(tmp) / "checkpoint.pt")
         torch.save({"model": model.state_dict()}, checkpoint)

@@ -53,8 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from raydet.accel import AccelSettings, apply_accel  # noqa: E402
-from raydet.builder import build_model, section  # noqa: E402
+from raydet.builder import build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
+from raydet.config.parsed import parse_config  # noqa: E402
 from raydet.models.detectors import BaseDetector  # noqa: E402
 from raydet.models.torchvision_weights import convert_torchvision_state_dict  # noqa: E402
 
@@ -130,7 +131,7 @@ def build_models(arch: str, size: int, backbone: str, images: list[torch.Tensor]
     else:  # torchvision's weights=None backbone
         overrides += ["model.backbone.norm=BN", "model.backbone.norm_eval=false", "model.backbone.frozen_stages=-1"]
     config = load_config(REPO / "configs/_base_/models" / config_name, overrides)
-    configured = section(config, "accel")
+    configured = parse_config(config).accel
     variants = {"raydet": configured, "all_off": AccelSettings(),
                 **{f"without_{name}": settings for name, settings in optimisations(arch, configured).items()}}
     state = convert_torchvision_state_dict(reference.state_dict(), arch)

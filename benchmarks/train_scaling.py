@@ -123,10 +123,10 @@ def main() -> None:
 
             generate_shapes(Path(tmp) / "shapes")
             overrides.append(f"data.data_root={Path(tmp) / 'shapes'}")
-        from raydet.builder import data_section
         from raydet.config import load_config
+        from raydet.config.parsed import parse_config
 
-        batch = data_section(load_config(args.config, overrides)).samples_per_gpu
+        batch = parse_config(load_config(args.config, overrides)).data.samples_per_gpu
         results = {}
         for workers in (1, 2):
             work_dir = Path(tmp) / f"workers_{workers}"

@@ -27,7 +27,7 @@ import torch
 from . import storage
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
 from .config.parsed import ParsedConfig, as_parsed, config_errors
-from .config.schema import SECTIONS, SPLITS, DataSection, OptimizerConfig
+from .config.schema import SECTIONS, SPLITS, OptimizerConfig
 from .data.datasets import DetectionDataset
 from .data.decode import BatchRecipe
 from .data.problems import DataError
@@ -70,13 +70,6 @@ def build_model(config: Config | ParsedConfig) -> torch.nn.Module:
     return build_node(config, "model", MODELS)
 
 
-def section(config: Config | ParsedConfig, key: str) -> Any:
-    """The plain section ``key`` (one of ``SECTIONS``) as parsed (its defaults when absent)."""
-    if key not in SECTIONS:
-        raise KeyError(f"{key!r} is not a plain section; the sections are {', '.join(SECTIONS)}")
-    return getattr(as_parsed(config), key)
-
-
 def _optimizer(config: Config, settings: OptimizerConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     with config_errors(config):
         return build_optimizer(model, lookup(config, "optimizer"), settings)
@@ -86,21 +79,6 @@ def optimizer_for(config: Config | ParsedConfig, model: torch.nn.Module) -> torc
     """The configured optimizer over ``model``'s trainable parameters."""
     parsed = as_parsed(config)
     return _optimizer(parsed.config, parsed.optimizer_config, model)
-
-
-def seed_of(config: Config | ParsedConfig) -> int:
-    """The config's ``seed`` (0 when absent)."""
-    return as_parsed(config).seed
-
-
-def data_section(config: Config | ParsedConfig) -> DataSection:
-    """The checked ``data:`` section."""
-    return as_parsed(config).require_data()
-
-
-def with_absolute_paths(config: Config | ParsedConfig) -> Config:
-    """``config`` with ``data.data_root`` and ``Pretrained`` weights absolute (or URIs): see ``parse_config``."""
-    return as_parsed(config).config
 
 
 def _dataset_node(parsed: ParsedConfig, split: str) -> dict:
@@ -125,9 +103,9 @@ def build_dataset(config: Config | ParsedConfig, split: str, classes: list[str] 
     """Build ``data.<split>`` (reads and checks its annotations) with its pipeline.
 
     Relative ``ann_file`` / ``img_prefix`` are joined to ``data.data_root``
-    (itself relative to the current directory) and made absolute here, on the
-    driver.  Bad annotations are reported per the node's ``on_bad_record``;
-    with ``error`` the first one raises ``DataError``.  ``classes`` is given to
+    (made absolute when the config was parsed) here, on the driver.  Bad
+    annotations are reported per the node's ``on_bad_record``; with ``error``
+    the first one raises ``DataError``.  ``classes`` is given to
     a dataset type that takes a class list when its node names none (the
     training split's classes, so every split numbers its labels alike).
     """

@@ -58,7 +58,7 @@ class ParsedConfig:
         yaml: ``config`` dumped as YAML (the work dir's and every checkpoint's ``config.yaml``).
         seed: the config's ``seed`` (0 when absent).
         data: the ``data:`` section (None when the config has none).
-        optimizer_config … mlflow: the plain sections (``raydet.config.schema.SECTIONS``), defaults
+        optimizer_config … accel: the plain sections (``raydet.config.schema.SECTIONS``), defaults
             when absent.
     """
 

@@ -1,4 +1,5 @@
-"""The training engine: one-epoch trainer, per-worker loop, LR schedule, checkpoints, evaluation, tracking, launcher.
+"""The training engine: one-epoch trainer, the worker loop's hooks, per-worker loop, LR schedule, checkpoints,
+evaluation, tracking, launcher.
 
-Only ``launcher``, ``train_loop`` and ``recorder`` talk to Ray; the rest is plain PyTorch.
+Only ``launcher``, ``train_loop``, ``recorder`` and ``batch_inference`` talk to Ray; the rest is plain PyTorch.
 """

@@ -5,11 +5,12 @@ checked before a worker starts is checked first (config, model, optimizer,
 every section, annotations: ``raydet.builder.check_config``, the one
 validation path), so a bad config fails in seconds with the config CLI's
 message instead of after the worker group is up.  Each later phase reads what
-the one before handed it (``RunPlan``, ``RayParts``), never the config.
+the one before handed it (``RunPlan``, ``RayParts``), never the raw config.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from .. import storage
-from ..builder import CheckedConfig, batch_recipe, check_config, model_factory, optimizer_factory
+from ..builder import CheckedConfig, batch_recipe, check_config, check_data, lookup, model_factory, optimizer_factory
 from ..config import Config, ConfigError
 from ..config.parsed import ParsedConfig, parse_config
 from ..data.problems import DataError
@@ -157,6 +158,17 @@ def training_spec(parsed: ParsedConfig, checked: CheckedConfig) -> TrainingSpec:
 
 
 @dataclass(frozen=True)
+class WorkerGroup:
+    """The training workers: how many, on GPUs or not, each one's resources, and Ray Train's objects for them."""
+
+    num_workers: int
+    use_gpu: bool
+    resources: dict[str, float]
+    scaling_config: ray.train.ScalingConfig
+    checkpoint_config: ray.train.CheckpointConfig
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """What the check and path phases decided; the later phases read only this.
 
@@ -166,24 +178,19 @@ class RunPlan:
         work_dir: the run's work directory (absolute).
         storage_path: Ray Train's storage (a local folder or a URI); the run's folder is ``run_folder``.
         options: the run's name, MLflow tags and params, callbacks.
+        workers: the worker group.
         resume_from: the checkpoint the workers start from (``--resume PATH``; ``--resume auto`` without a
             worker group), else None: Ray Train's own latest checkpoint of the run, if any.
-        num_workers, use_gpu, resources: the worker group.
-        scaling_config, checkpoint_config: Ray Train's objects for them.
     """
 
     parsed: ParsedConfig
     checked: CheckedConfig
     spec: TrainingSpec
+    workers: WorkerGroup
     work_dir: Path
     storage_path: str
     options: RunOptions
     resume_from: str | None
-    num_workers: int
-    use_gpu: bool
-    resources: dict[str, float]
-    scaling_config: ray.train.ScalingConfig
-    checkpoint_config: ray.train.CheckpointConfig
 
     @property
     def run_folder(self) -> str:
@@ -229,8 +236,8 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     """
     stopwatch = Stopwatch("launched")  # when each start-up phase ended (rank 0 adds its marks)
     parsed = parse_config(config)
-    checked = check_run(parsed, resume)
-    plan = plan_run(parsed, checked, work_dir.resolve(), resume, num_workers, use_gpu, options)
+    checked, workers = check_run(parsed, resume, num_workers, use_gpu)
+    plan = plan_run(parsed, checked, workers, work_dir.resolve(), resume, options)
     stopwatch.mark("checked")
     with mlflow_run(plan) as opening:
         parts = start_ray(plan, stopwatch)
@@ -242,15 +249,14 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     return TrainOutcome(final, plan.work_dir, tracker.tracking_uri, tracker.run_id)
 
 
-def check_run(parsed: ParsedConfig, resume: str | None) -> CheckedConfig:
-    """Phase 1: build everything the workers will build, here, first; read and check the training and val
-    annotations; check ``--resume PATH``'s checkpoint."""
-    if parsed.split("train") is None:
-        raise ConfigError(f"{parsed.source_of(('data',))}: data.train is missing: there is nothing to train on")
-    checked = check_config(parsed, splits=("train", "val"), read_here=True)
-    for split, dataset in checked.datasets.items():
-        if len(dataset) == 0:
-            raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
+def check_run(parsed: ParsedConfig, resume: str | None, num_workers: int | None,
+              use_gpu: bool | None) -> tuple[CheckedConfig, WorkerGroup]:
+    """Phase 1: build everything the workers will build, here, first (the model and the optimizer, which a
+    run must have); check ``--resume PATH``'s checkpoint and the worker group (``num_workers`` and
+    ``use_gpu`` override ``scaling``); read and check the training and val annotations."""
+    for key in ("model", "optimizer"):
+        lookup(parsed.config, key)  # "<file>: optimizer is missing"
+    checked = check_config(parsed, data=False)
     if resume not in (None, "auto"):
         try:
             load_checkpoint(storage.absolute(resume))
@@ -259,13 +265,18 @@ def check_run(parsed: ParsedConfig, resume: str | None) -> CheckedConfig:
         except Exception as err:
             raise ConfigError(f"--resume {storage.absolute(resume)}: not a raydet checkpoint "
                               f"({type(err).__name__}: {err})") from None
-    return checked
+    workers = worker_group(parsed, num_workers, use_gpu)
+    if parsed.split("train") is None:
+        raise ConfigError(f"{parsed.source_of(('data',))}: data.train is missing: there is nothing to train on")
+    datasets, lines = check_data(parsed, ("train", "val"), read_here=True)
+    for split, dataset in datasets.items():
+        if len(dataset) == 0:
+            raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
+    return dataclasses.replace(checked, datasets=datasets, lines=checked.lines + lines), workers
 
 
-def plan_run(parsed: ParsedConfig, checked: CheckedConfig, work_dir: Path, resume: str | None,
-             num_workers: int | None, use_gpu: bool | None, options: RunOptions | None) -> RunPlan:
-    """Phase 2: the worker group, Ray Train's objects, where the run lives and its name (``--resume auto``
-    finds the newest run of this work dir with a checkpoint and continues it)."""
+def worker_group(parsed: ParsedConfig, num_workers: int | None, use_gpu: bool | None) -> WorkerGroup:
+    """``scaling`` with the command line's overrides, as Ray Train's objects (their errors are config errors)."""
     scaling = parsed.scaling
     num_workers = scaling.num_workers if num_workers is None else num_workers
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
@@ -275,11 +286,18 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, work_dir: Path, resum
                                                  resources_per_worker=resources)
         checkpoint_config = ray.train.CheckpointConfig(
             num_to_keep=parsed.checkpoint_config.max_keep_ckpts,
-            checkpoint_score_attribute=CHECKPOINT_SCORE if "val" in checked.datasets else None,
+            checkpoint_score_attribute=CHECKPOINT_SCORE if parsed.split("val") is not None else None,
             checkpoint_score_order="max")
     except ValueError as err:
         raise ConfigError(f"{parsed.source_of(('scaling',))}: scaling: {err}") from None
-    storage_path = storage.absolute(scaling.storage_path or work_dir / "ray_results")
+    return WorkerGroup(num_workers, use_gpu, resources, scaling_config, checkpoint_config)
+
+
+def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup, work_dir: Path, resume: str | None,
+             options: RunOptions | None) -> RunPlan:
+    """Phase 2: where the run lives and its name (``--resume auto`` finds the newest run of this work dir with
+    a checkpoint and continues it), and what the workers start from."""
+    storage_path = storage.absolute(parsed.scaling.storage_path or work_dir / "ray_results")
     base_name = parsed.mlflow.run_name or work_dir.name
     run_name = None
     if resume == "auto":
@@ -288,10 +306,10 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, work_dir: Path, resum
         print(f"--resume auto: {found}")
     options = options or RunOptions(name=run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}")
     resume_from = storage.absolute(resume) if resume not in (None, "auto") else None  # the workers run elsewhere
-    if resume == "auto" and num_workers == 0:  # Ray Train keeps no copy of a run without workers: it is here
+    if resume == "auto" and workers.num_workers == 0:  # Ray Train keeps no copy of a run without workers: here
         resume_from = latest_checkpoint(storage.join(storage_path, options.name))
-    return RunPlan(parsed, checked, training_spec(parsed, checked), work_dir, storage_path, options, resume_from,
-                   num_workers, use_gpu, resources, scaling_config, checkpoint_config)
+    return RunPlan(parsed, checked, training_spec(parsed, checked), workers, work_dir, storage_path, options,
+                   resume_from)
 
 
 @contextlib.contextmanager
@@ -330,9 +348,9 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
     local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
     the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
-    connect_ray(plan.num_workers * plan.resources.get("CPU", 1))
-    here = _workers_fit_here(plan.num_workers, plan.resources, plan.use_gpu)
-    runners = start_stream_runners(plan.num_workers) if here else []
+    connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
+    here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
+    runners = start_stream_runners(plan.workers.num_workers) if here else []
     stopwatch.mark("ray_ready")
     ray_datasets, data_config, summary = build_ray_datasets(plan.checked.datasets,
                                                             plan.parsed.require_data().samples_per_gpu)
@@ -351,12 +369,12 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     tracker.log_metrics({k.replace("/", "."): v for k, v in parts.summary.metrics().items()}, step=0)
     recorder = start_recorder(plan.work_dir, tracker.tracking_uri, tracker.run_id)
     loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, resume_from=plan.resume_from,
-                      checkpoint_dir=plan.run_folder if plan.num_workers == 0 else None,
+                      checkpoint_dir=plan.run_folder if plan.workers.num_workers == 0 else None,
                       step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
     # and the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: ray.put(loop)},
-                           scaling_config=plan.scaling_config, run_config=_run_config(plan),
+                           scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
                            datasets=parts.datasets, dataset_config=parts.dataset_config)
     stopwatch.mark("fit_started")
     try:
@@ -382,8 +400,8 @@ def _run_config(plan: RunPlan) -> ray.train.RunConfig:
                                                max_preemption_failures=scaling.max_preemption_failures,
                                                controller_failure_limit=options.controller_failure_limit),
         callbacks=list(options.callbacks),
-        checkpoint_config=plan.checkpoint_config,
-        worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(plan.resources.get("CPU", 1))))}},
+        checkpoint_config=plan.workers.checkpoint_config,
+        worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(plan.workers.resources.get("CPU", 1))))}},
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raydet.builder import section
 from raydet.config import load_config
+from raydet.config.parsed import parse_config
 from raydet.config.schema import AccelSettings
 from tests.helpers import REPO, write
 
@@ -13,8 +13,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_an_accel_section_is_parsed(tmp_path):
     config = load_config(write(tmp_path / "cfg.yaml", "accel: {winograd: 2, channels_last: true}\n"))
-    assert section(config, "accel") == AccelSettings(winograd=2, channels_last=True)
-    assert section(load_config(REPO / "configs/_base_/default_runtime.yaml"), "accel") == AccelSettings()
+    assert parse_config(config).accel == AccelSettings(winograd=2, channels_last=True)
+    assert parse_config(load_config(REPO / "configs/_base_/default_runtime.yaml")).accel == AccelSettings()
 
 
 ALL_ON = AccelSettings(winograd=4, fold_norm=True, gather_roi_align=True, channels_last=True)
@@ -31,7 +31,7 @@ NO_ROI_EXTRACTOR = AccelSettings(winograd=4, fold_norm=True, channels_last=True)
     ("configs/demo/mask_rcnn_tiny_shapes.yaml", ALL_ON),
 ])
 def test_the_r50_configs_and_those_built_on_them_turn_on_the_speed_paths(config, expected):
-    assert section(load_config(REPO / config), "accel") == expected
+    assert parse_config(load_config(REPO / config)).accel == expected
 
 
 def test_accel_is_off_by_default():

@@ -8,8 +8,9 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from raydet.accel import apply_accel, folded_norm, gather_roi_align, winograd_conv
-from raydet.builder import build_model, section
+from raydet.builder import build_model
 from raydet.config import load_config
+from raydet.config.parsed import parse_config
 from tests.accel.accel_helpers import record_calls
 from tests.torchvision_reference import REPO
 
@@ -40,7 +41,7 @@ def exact_and_accelerated(arch: str) -> tuple[nn.Module, nn.Module]:
                 module.running_var.uniform_(0.5, 1.5)
     accelerated = build_model(config)
     accelerated.load_state_dict(exact.state_dict(), strict=True)
-    return exact, apply_accel(accelerated, section(config, "accel"))
+    return exact, apply_accel(accelerated, parse_config(config).accel)
 
 
 @pytest.fixture

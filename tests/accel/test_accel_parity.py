@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raydet.accel import apply_accel, winograd_conv
-from raydet.builder import section
 from raydet.config import load_config
+from raydet.config.parsed import parse_config
 from tests.accel.accel_helpers import record_calls
 from tests.torchvision_reference import (
     ARCHS,
@@ -32,7 +32,7 @@ def test_with_winograd_f4_detections_and_losses_equal_torchvisions(arch, monkeyp
     torch.set_num_threads(1)
     try:
         reference, model = converted_pair(arch, 256, 512)
-        accel = section(load_config(REPO / "configs/_base_/models" / ARCHS[arch][1]), "accel")
+        accel = parse_config(load_config(REPO / "configs/_base_/models" / ARCHS[arch][1])).accel
         assert accel.winograd == 4 and accel.fold_norm and accel.channels_last
         apply_accel(model, accel)
         generator = torch.Generator().manual_seed(1)

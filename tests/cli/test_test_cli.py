@@ -14,8 +14,9 @@ import torchvision
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from raydet.builder import build_dataset, build_model, build_pipeline, data_section
+from raydet.builder import build_dataset, build_model, build_pipeline
 from raydet.config import Config, ConfigError, load_config
+from raydet.config.parsed import parse_config
 from raydet.data.coco_writer import detections_to_coco
 from raydet.data.collate import collate
 from raydet.data.sample import load_sample
@@ -64,7 +65,7 @@ def metrics_in_this_process(model: torch.nn.Module, views: list[Config]) -> dict
     """The test split scored without Ray and without ``raydet.test``: images decoded here, batched as the
     evaluation plan batches them (padding, and the head's GroupNorm over it, then match), one view per config."""
     dataset = build_dataset(views[0], "test")
-    section = data_section(views[0])
+    section = parse_config(views[0]).data
     pipelines = [build_pipeline(view, "test") for view in views]
     heights, widths = (np.array([r[key] for r in dataset.records]) for key in ("height", "width"))
     batches = []
@@ -204,7 +205,7 @@ def test_a_symmetric_model_sees_each_flipped_view_as_the_flip_of_the_unflipped(s
     views_configs = tta_configs(config, "test", [1.1], list(TTA_FLIPS))
     assert [view["data"]["test"]["pipeline"][1].get("direction") for view in views_configs] == [
         None, "horizontal", "vertical", "diagonal"]
-    section = data_section(config)
+    section = parse_config(config).data
     model = ExtremesDetector().eval()
     padded_both_ways = 0
     for record in build_dataset(config, "test").records[:6]:

@@ -10,7 +10,8 @@ import pytest
 import ray
 import torch
 
-from raydet.builder import batch_recipe, build_dataset, build_datasets, data_section
+from raydet.builder import batch_recipe, build_dataset, build_datasets
+from raydet.config.parsed import parse_config
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
 from tests.data.data_helpers import shapes_config
 
@@ -105,7 +106,8 @@ def test_build_ray_datasets_returns_records_unsplit_and_a_summary(ray_session, s
     from raydet.data.ray_datasets import build_ray_datasets
 
     config = shapes_config(shapes_dir)
-    datasets, data_config, summary = build_ray_datasets(build_datasets(config), data_section(config).samples_per_gpu)
+    samples_per_gpu = parse_config(config).data.samples_per_gpu
+    datasets, data_config, summary = build_ray_datasets(build_datasets(config), samples_per_gpu)
     assert set(datasets) == {"train", "val"} and datasets["train"].count() == 16
     assert data_config._datasets_to_split == []
     assert "data.train: CocoDataset" in capsys.readouterr().out

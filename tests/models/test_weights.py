@@ -133,14 +133,14 @@ def test_faster_rcnn_background_moves_last_and_old_rpn_keys_convert():
 
 def test_relative_pretrained_paths_are_resolved_where_the_command_starts(tmp_path, monkeypatch):
     """Ray workers run elsewhere: the driver makes ``Pretrained`` local paths absolute; URIs stay as written."""
-    from raydet.builder import with_absolute_paths
     from raydet.config import Config
+    from raydet.config.parsed import parse_config
 
     monkeypatch.chdir(tmp_path)
     config = Config({"model": {"type": "RetinaNet", "init_cfg": {"type": "Pretrained", "checkpoint": "w/det.pth"},
                                "backbone": {"init_cfg": {"type": "Pretrained", "checkpoint": "torchvision://resnet50"}},
                                "neck": {"init_cfg": {"type": "Pretrained", "checkpoint": "s3://bucket/neck.pth"}}}})
-    model = with_absolute_paths(config)["model"]
+    model = parse_config(config).config["model"]
     assert model["init_cfg"]["checkpoint"] == str(tmp_path / "w/det.pth")
     assert model["backbone"]["init_cfg"]["checkpoint"] == "torchvision://resnet50"
     assert model["neck"]["init_cfg"]["checkpoint"] == "s3://bucket/neck.pth"
