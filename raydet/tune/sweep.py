@@ -91,7 +91,7 @@ def check_sweep(sweep: Sweep) -> list[str]:
     where = sweep.config.source_of(("tune",))
     settings = sweep.settings
     checked = check_config(sweep.base)
-    if settings.metric != "loss" and sweep.base.split("val") is None:
+    if settings.metric != "loss" and sweep.base.require_data().split("val") is None:
         raise ConfigError(f"{where}: tune.metric: {settings.metric} is computed on data.val, which this config "
                           "does not have; add data.val or optimise metric: loss (mode: min)")
     # check_config has just built the model and matched data.train.with_mask to its mask head: no second build
@@ -115,6 +115,8 @@ def check_sweep(sweep: Sweep) -> list[str]:
         require_optuna()
     points = list(sweep.space.check_points())
     touches_data = any(d.path.split(".")[0] == "data" for d in sweep.space.dimensions)
+    if sweep.base.require_data().split("train") is None:  # every trial trains
+        raise ConfigError(f"{sweep.base.source_of(('data',))}: data.train is missing")
     train = checked.datasets.get("train")  # None when its annotations live on the cluster
     classes = train.classes if train is not None else None
     for point in points:
