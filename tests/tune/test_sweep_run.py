@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,22 @@ mlflow: {{num_images: 0}}
 """
 
 
+def wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
+    """Wait until the session's cluster has ``cpus`` free (an interrupted sweep's actors and placement groups are
+    released by Ray after its driver exits); fail naming what still holds them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ray.available_resources().get("CPU", 0) >= cpus - 1e-9:
+            return
+        time.sleep(1)
+    from ray._private.state import actors
+
+    alive = sorted(actor["ActorClassName"] for actor in actors().values() if actor["State"] == "ALIVE")
+    raise AssertionError(f"{ray.available_resources().get('CPU', 0)} of {ray.cluster_resources().get('CPU', 0)} "
+                         f"CPUs free {timeout} s after the interrupted sweep ended, {cpus} needed; alive actors: "
+                         f"{alive}")
+
+
 def read_rows(work) -> dict[str, dict[str, str]]:
     with open(work / "results.csv") as file:
         return {row["trial_id"]: row for row in csv.DictReader(file)}
@@ -87,6 +104,8 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     assert (rows[done]["optimizer.lr"], rows[done]["status"], rows[done]["epochs"]) == ("0.004", "finished", "2")
     assert (rows[stopped]["optimizer.lr"], rows[stopped]["status"]) == ("1e-07", "interrupted")
 
+    trial_cpus = float(re.search(r"each holding ([0-9.]+) CPU", out).group(1))
+    wait_for_free_cpus(ray_session, trial_cpus)  # the interrupted sweep's trial, controller and workers are gone
     resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=500)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
