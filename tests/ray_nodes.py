@@ -23,10 +23,19 @@ RAY = str(Path(sys.executable).with_name("ray"))
 NODE_SLOT = "raydet_test_node_slot"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this process handed out before: a node's Ray components each get one,
+    and the kernel may offer a just-closed port again (``ray start`` then refuses two components one port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _own_ports() -> list[str]:
