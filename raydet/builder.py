@@ -304,6 +304,12 @@ class CheckedConfig:
     datasets: dict[str, DetectionDataset]
     lines: list[str]
 
+    def require_model(self) -> torch.nn.Module:
+        """The built model; a ``ConfigError`` (``<file>: model is missing``) when the config has none."""
+        if self.model is None:
+            lookup(self.parsed.config, "model")
+        return self.model
+
 
 def check_config(config: Config | ParsedConfig, data: bool = True, splits: tuple[str, ...] = SPLITS,
                  read_here: bool = False) -> CheckedConfig:

@@ -89,7 +89,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     scoring ``show_score_thr`` or more."""
     import ray
 
-    from .builder import batch_recipe, build_model, check_config, check_data, check_num_classes, model_factory
+    from .builder import batch_recipe, check_config, check_data, check_num_classes, model_factory
     from .config.parsed import parse_config
     from .data.problems import ProblemReport
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
@@ -97,8 +97,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     from .engine.launcher import connect_ray
 
     parsed = parse_config(config)
-    checked = check_config(parsed, data=False)
-    check_checkpoint(checked.model if checked.model is not None else build_model(parsed), checkpoint, num_workers)
+    check_checkpoint(check_config(parsed, data=False).require_model(), checkpoint, num_workers)
     if parsed.split(split) is None:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = check_data(parsed, (split,), read_here=True)[0][split]  # numbered as the training split numbers it

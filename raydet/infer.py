@@ -101,7 +101,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     import numpy as np
     import ray
 
-    from .builder import batch_recipe, build_model, check_config, model_factory
+    from .builder import batch_recipe, check_config, model_factory
     from .config.parsed import parse_config
     from .data.records import make_record, records_to_table
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
@@ -109,8 +109,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
 
     parsed = parse_config(config)
     paths = find_images(inputs)
-    model = check_config(parsed, data=False).model
-    check_checkpoint(model if model is not None else build_model(parsed), checkpoint, num_workers)
+    check_checkpoint(check_config(parsed, data=False).require_model(), checkpoint, num_workers)
     split = "test" if parsed.split("test") is not None else "val"
     classes, cat_ids = classes_of(parsed, split)
     recipe = batch_recipe(parsed, split)  # the split's pipeline: resize, normalise, pad

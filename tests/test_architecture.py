@@ -224,11 +224,10 @@ def test_code_lines_counts_code_only(tmp_path):
 
 
 def test_the_orchestration_stays_small():
-    """``launch`` and the worker loop read as their phases; no function of the engine or the tune package
-    is over 60 lines of code."""
+    """``launch`` and the worker loop read as their phases; no function of raydet is over 60 lines of code."""
     assert code_lines(PACKAGE / "engine/launcher.py")["launch"] < 40
     assert code_lines(PACKAGE / "engine/train_loop.py")["train_loop_per_worker"] < 40
-    sizes = {f"{path.relative_to(PACKAGE)}: {name}": size for folder in ("engine", "tune")
-             for path in (PACKAGE / folder).glob("*.py") for name, size in code_lines(path).items()}
-    assert len(sizes) > 50
+    sizes = {f"{path.relative_to(PACKAGE)}: {name}": size for path in PACKAGE.rglob("*.py")
+             for name, size in code_lines(path).items()}
+    assert len(sizes) > 500
     assert {name: size for name, size in sizes.items() if size > 60} == {}

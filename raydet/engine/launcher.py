@@ -254,8 +254,8 @@ def check_run(parsed: ParsedConfig, resume: str | None, num_workers: int | None,
     """Phase 1: build everything the workers will build, here, first (the model and the optimizer, which a
     run must have); check ``--resume PATH``'s checkpoint and the worker group (``num_workers`` and
     ``use_gpu`` override ``scaling``); read and check the training and val annotations."""
-    for key in ("model", "optimizer"):
-        lookup(parsed.config, key)  # "<file>: optimizer is missing"
+    for key in ("model", "optimizer"):  # a run needs both: "<file>: optimizer is missing"
+        lookup(parsed.config, key)
     checked = check_config(parsed, data=False)
     if resume not in (None, "auto"):
         try:
