@@ -78,13 +78,8 @@ from .decode import BatchRecipe, decode_planned_batch
 from .empty_batches import replace_empty_batches
 from .problems import ProblemReport
 from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch
-from .stream_runner import process_stream_runner, start_stream_runner, start_stream_runners, stop_stream_runners
+from .stream_runner import process_stream_runner
 from .transforms import Compose
-
-__all__ = [  # the runners' start and stop too: the engine uses them with the streams
-    "BatchStream", "decode_tasks", "eval_stream", "iter_eval_batches", "iter_train_batches", "start_stream_runner",
-    "start_stream_runners", "stop_stream_runners", "task_bounds", "train_stream",
-]
 
 logger = logging.getLogger(__name__)
 

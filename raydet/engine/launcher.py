@@ -31,7 +31,7 @@ from ..config import Config, ConfigError
 from ..config.parsed import ParsedConfig, parse_config
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
-from ..data.ray_stream import start_stream_runners, stop_stream_runners
+from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .recorder import start_recorder

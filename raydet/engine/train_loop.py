@@ -41,7 +41,8 @@ import torch
 
 from .. import storage
 from ..accel import apply_accel
-from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, start_stream_runner
+from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches
+from ..data.stream_runner import start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero
 from .evaluation import DetectionCollector
