@@ -173,7 +173,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     state, max_epochs = worker.state, worker.spec.runner.max_epochs
     for epoch in range(state.epoch, max_epochs):
         seed_everything(worker.spec.seed, epoch, worker.rank)  # samplers' draws: the same after a resume
-        first = state.epoch_step if epoch == state.epoch else 0  # batches done before a mid-epoch checkpoint
+        first = state.epoch_step  # batches done before a mid-epoch checkpoint (0 after the first epoch)
         batches = worker.data.take()
         hooks.before_epoch(EpochPlan(epoch, first + len(batches), first))
         try:
