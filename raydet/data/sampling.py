@@ -17,8 +17,19 @@ in exactly one batch on exactly one rank.
 
 Plans are ``[steps, samples_per_gpu]`` int64 arrays of record indices, ``-1``
 marking an empty slot (only in a last, short evaluation batch).
+
+Elastic runs (``scaling.num_workers: [MIN, MAX]``): an epoch's batches are
+planned for the run's reference worker count (its maximum, ``GlobalBatch``),
+whatever the group's size, and cut into optimizer steps of
+``reference_workers × accumulate`` batches (``TrainEpoch``).  A group of ``W``
+workers deals each step's batches out in turn; a smaller group takes more of
+them per step (gradient accumulation), so every step sees the same images at
+any size.  Positions in an epoch are counted in images, so an epoch resumed at
+another size goes on with the very next step.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,8 +48,9 @@ def train_steps_per_epoch(groups: np.ndarray, samples_per_gpu: int, world_size: 
     return -(-batches // world_size)
 
 
-def plan_train_epoch(groups: np.ndarray, samples_per_gpu: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
-    """The epoch's batches for every rank: ``[world_size, steps, samples_per_gpu]`` record indices."""
+def plan_train_batches(groups: np.ndarray, samples_per_gpu: int, align: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's batches in order, ``[num_batches, samples_per_gpu]`` record indices; ``num_batches`` is a
+    multiple of ``align`` (the first batches repeated at the end)."""
     groups = np.asarray(groups, dtype=np.int64)
     if len(groups) == 0:
         raise ValueError("cannot plan an epoch over zero images")
@@ -49,9 +61,130 @@ def plan_train_epoch(groups: np.ndarray, samples_per_gpu: int, world_size: int, 
         padded = np.resize(members, -(-len(members) // samples_per_gpu) * samples_per_gpu)  # repeats cyclically
         batches.append(padded.reshape(-1, samples_per_gpu))
     batches = np.concatenate(batches)[rng.permutation(sum(len(b) for b in batches))]
-    steps = -(-len(batches) // world_size)
-    batches = np.resize(batches, (steps * world_size, samples_per_gpu))
-    return batches.reshape(steps, world_size, samples_per_gpu).transpose(1, 0, 2).copy()
+    return np.resize(batches, (-(-len(batches) // align) * align, samples_per_gpu))
+
+
+def plan_train_epoch(groups: np.ndarray, samples_per_gpu: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's batches for every rank: ``[world_size, steps, samples_per_gpu]`` record indices (batch ``b``
+    of ``plan_train_batches`` to rank ``b % world_size``)."""
+    batches = plan_train_batches(groups, samples_per_gpu, world_size, seed, epoch)
+    return batches.reshape(-1, world_size, samples_per_gpu).transpose(1, 0, 2).copy()
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    """What one optimizer step takes, whatever the number of workers alive: ``reference_workers × accumulate``
+    batches of ``samples_per_gpu`` images — the batches a group of ``reference_workers`` takes per step
+    (the run's fixed worker count, or the maximum of a range)."""
+
+    reference_workers: int = 1
+    accumulate: int = 1
+
+    def __post_init__(self) -> None:
+        if self.reference_workers < 1 or self.accumulate < 1:
+            raise ValueError(f"a global batch needs at least one worker and one batch each, got {self}")
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.reference_workers * self.accumulate
+
+
+@dataclass(frozen=True)
+class RankSteps:
+    """How one rank's batches of an epoch fall into the epoch's optimizer steps.
+
+    Attributes:
+        step_of_batch: ``[n]`` the epoch's step (0-based, non-decreasing) each of this rank's batches belongs to.
+        step_sizes: ``[num_steps]`` batches in each step of the epoch, over all ranks (at least ``world_size``).
+        world_size: ranks sharing each step.
+        reference_workers: the ``GlobalBatch``'s; an iteration is ``reference_workers`` batches (one batch
+            per worker of a run at that size), so iterations count the same at any world size.
+    """
+
+    step_of_batch: np.ndarray
+    step_sizes: np.ndarray
+    world_size: int
+    reference_workers: int
+
+    @classmethod
+    def grouped(cls, num_batches: int, accumulate: int, world_size: int = 1) -> "RankSteps":
+        """Every rank has ``num_batches`` and steps every ``accumulate`` of them (the last group may be shorter)."""
+        step_of_batch = np.arange(num_batches) // accumulate
+        per_rank = np.bincount(step_of_batch, minlength=-(-num_batches // accumulate))
+        return cls(step_of_batch, per_rank * world_size, world_size, world_size)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.step_sizes)
+
+    @property
+    def first_step(self) -> int:
+        return int(self.step_of_batch[0]) if len(self.step_of_batch) else self.num_steps
+
+    def loss_scale(self, step: int) -> float:
+        """What each batch's loss is multiplied by: DDP averages over ``world_size`` ranks, so the step's gradient
+        is the mean over its ``step_sizes[step]`` batches."""
+        return self.world_size / int(self.step_sizes[step])
+
+    def iterations_through(self, step: int) -> int:
+        """Iterations from the epoch's start to the end of ``step`` (0 for ``step`` -1)."""
+        return int(self.step_sizes[: step + 1].sum()) // self.reference_workers
+
+
+@dataclass(frozen=True)
+class TrainEpoch:
+    """An epoch's training batches cut into optimizer steps; the same plan at every world size up to the
+    ``GlobalBatch``'s reference (``plan_train_batches`` aligned to it).
+
+    Attributes:
+        batches: ``[num_batches, samples_per_gpu]`` record indices, in order.
+        global_batch: how many batches one step takes.
+    """
+
+    batches: np.ndarray
+    global_batch: GlobalBatch
+
+    @classmethod
+    def plan(cls, groups: np.ndarray, samples_per_gpu: int, global_batch: GlobalBatch, seed: int,
+             epoch: int) -> "TrainEpoch":
+        return cls(plan_train_batches(groups, samples_per_gpu, global_batch.reference_workers, seed, epoch),
+                   global_batch)
+
+    @property
+    def num_steps(self) -> int:
+        return -(-len(self.batches) // self.global_batch.batches_per_step)
+
+    @property
+    def step_sizes(self) -> np.ndarray:
+        """``[num_steps]`` batches per step (the last one may be short; always a multiple of the reference)."""
+        per_step = self.global_batch.batches_per_step
+        return np.diff(np.minimum(np.arange(self.num_steps + 1) * per_step, len(self.batches)))
+
+    def images_before(self, step: int) -> int:
+        """Images (planned slots) in the epoch's steps before ``step``: a position that means the same at any size."""
+        return int(self.step_sizes[:step].sum()) * self.batches.shape[1]
+
+    def step_at(self, images: int) -> int:
+        """The step that starts after ``images`` images of the epoch (the inverse of ``images_before``)."""
+        starts = np.concatenate([[0], np.cumsum(self.step_sizes)]) * self.batches.shape[1]
+        found = np.flatnonzero(starts == images)
+        if len(found) == 0:
+            raise ValueError(f"{images} images is not a step boundary of this epoch (steps start at {starts.tolist()})")
+        return int(found[0])
+
+    def share(self, rank: int, world_size: int, first_step: int = 0) -> tuple[np.ndarray, RankSteps]:
+        """Rank ``rank``'s batches from ``first_step`` on, in a group of ``world_size``: each step's batches
+        dealt out in turn (its ``i``-th to rank ``i % world_size``).  Returns ``[n, samples_per_gpu]`` record
+        indices and how they group into steps."""
+        if not 1 <= world_size <= self.global_batch.reference_workers or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of {world_size}: a group has 1 to {self.global_batch.reference_workers} "
+                             "workers (the global batch's reference)")
+        per_step = self.global_batch.batches_per_step
+        index = np.arange(first_step * per_step, len(self.batches))
+        step = index // per_step
+        mine = (index - step * per_step) % world_size == rank
+        steps = RankSteps(step[mine], self.step_sizes, world_size, self.global_batch.reference_workers)
+        return self.batches[index[mine]], steps
 
 
 def augment_seeds(seed: int, epoch: int, shape: tuple[int, ...]) -> np.ndarray:

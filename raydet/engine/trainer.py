@@ -3,23 +3,28 @@
 In the spirit of detectron2's ``SimpleTrainer.run_step``: the ``Trainer`` drives
 an optimizer over any ``len()``-able iterable of Batches (the worker's Ray
 ``BatchStream``, or a plain list in a test) and reports every step to a
-callback, so it knows nothing about Ray, logging or checkpoints.  One step is::
+callback, so it knows nothing about Ray, logging or checkpoints.  One optimizer step is, for each
+of this rank's batches of the step::
 
-    forward (autocast) -> losses dict -> non-finite check -> backward of sum(loss terms) / group size
-    -> on the last batch of an accumulation group: unscale + clip, optimizer step, zero grads, LR step
+    forward (autocast) -> losses dict -> non-finite check -> backward of sum(loss terms) × scale
+    -> after the step's last batch: unscale + clip, optimizer step, zero grads, LR step
+
+where ``scale`` makes the step follow the mean gradient of its batches over all ranks
+(``raydet.data.sampling.RankSteps``: an elastic group of fewer workers takes more batches each).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sized
 
 import torch
 import torch.distributed as dist
 
 from ..config.schema import OptimizerConfig
+from ..data.sampling import RankSteps
 from ..errors import UserError
 from .distributed import is_distributed
 
@@ -49,31 +54,32 @@ class NonFiniteLossError(UserError):
 
 @dataclass(frozen=True)
 class StepResult:
-    """One finished training step (one batch), as the ``after_step`` callback sees it.
+    """One finished optimizer step, as the ``after_step`` callback sees it (on every rank at once).
 
     Attributes:
-        iteration: this batch's number over all epochs, 1-based.
+        iteration: iterations finished at this step's end, over all epochs (an iteration is one batch per
+            worker of the run's reference size: ``raydet.data.sampling.RankSteps``).
         epoch: 0-based epoch.
-        index: 0-based position of the batch in its epoch; ``num_batches`` batches in all.
-        losses: the model's loss dict (scalar tensors, detached from the graph), including
-            any non-loss entries it returns (e.g. accuracies).
-        batch_size: images in the batch.
-        data_time: seconds spent waiting for the batch.
-        lr: the first param group's learning rate this batch's step used.
+        index: 0-based position of the step in its epoch; ``num_steps`` steps in all.
+        losses: the model's loss dict (scalar tensors, detached from the graph), including any non-loss
+            entries it returns (e.g. accuracies), averaged over this rank's batches of the step.
+        num_images: images this rank trained on in the step.
+        data_time: seconds spent waiting for the step's batches.
+        lr: the first param group's learning rate the step used.
     """
 
     iteration: int
     epoch: int
     index: int
-    num_batches: int
+    num_steps: int
     losses: dict[str, torch.Tensor]
-    batch_size: int
+    num_images: int
     data_time: float
     lr: float
 
     @property
     def last_of_epoch(self) -> bool:
-        return self.index + 1 == self.num_batches
+        return self.index + 1 == self.num_steps
 
 
 class StepCallback(Protocol):
@@ -127,59 +133,71 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_amp)
 
     def run_epoch(self, batches: SizedIterable, epoch: int, iteration: int,
-                  after_step: StepCallback | None = None, first_index: int = 0) -> int:
+                  after_step: StepCallback | None = None, steps: RankSteps | None = None) -> int:
         """Train on every batch of ``batches`` (``raydet.data.collate.Batch`` dicts: the model's forward arguments).
 
-        Batches are grouped by ``accumulate`` from the start of the epoch; the last group
-        may be shorter, and each batch's loss is divided by the size of its own group, so
-        every optimizer step follows the mean gradient of its group.  Under DDP, all but
-        the last batch of a group skip the gradient all-reduce (``no_sync``).
+        ``steps`` says which optimizer step each batch joins (the worker's plan: ``BatchStream.steps``);
+        without it, every rank has as many batches as this one and steps every ``accumulate`` of them (the
+        last group may be shorter).  Each batch's loss is scaled so that every step follows the mean
+        gradient of its batches over all ranks, however many each rank holds.  Under DDP only a step's last
+        batch all-reduces the gradients (the others run under ``no_sync``), so ranks holding different
+        numbers of batches of a step still all-reduce once per step.
 
         Args:
-            batches: this epoch's batches.
+            batches: this epoch's batches (from the step ``steps.first_step`` on: a run resumed mid-epoch).
             epoch: the 0-based epoch (for the step results and error messages).
-            iteration: batches finished before this epoch, over all epochs.
-            after_step: called after every batch with its ``StepResult``.
-            first_index: the epoch's batches done before ``batches`` (a run resumed mid-epoch, at the
-                start of an accumulation group): ``batches`` are the epoch's from that one on.
+            iteration: iterations finished before ``batches``, over all epochs.
+            after_step: called after every optimizer step with its ``StepResult``.
 
         Returns:
-            The batches finished after this epoch, over all epochs.
+            The iterations finished after this epoch, over all epochs.
 
         Raises:
-            NonFiniteLossError: a loss term was NaN or inf (checked before its backward pass).
+            NonFiniteLossError: a loss term was NaN or inf (checked before any backward pass of its step).
         """
+        if steps is None:
+            world_size = dist.get_world_size() if is_distributed() else 1
+            steps = RankSteps.grouped(len(batches), self.settings.accumulate, world_size)
         self.model.train()
-        num_batches = first_index + len(batches)
-        accumulate = self.settings.accumulate
+        epoch_start = iteration - steps.iterations_through(steps.first_step - 1)
+        pending = _PendingStep()
         data_start = time.perf_counter()
-        for index, batch in enumerate(batches, start=first_index):
-            data_time = time.perf_counter() - data_start
-            iteration += 1
-            group_start = index - index % accumulate
-            group_size = min(accumulate, num_batches - group_start)
-            last_of_group = index + 1 == group_start + group_size
-            lr = self.optimizer.param_groups[0]["lr"]  # the lr this batch's step uses
-            losses = self._forward_backward(to_device(batch, self.device), group_size, last_of_group, iteration, epoch)
-            if last_of_group:
+        for position, batch in enumerate(batches):
+            pending.data_time += time.perf_counter() - data_start
+            step = int(steps.step_of_batch[position])
+            last_of_step = position + 1 == len(steps.step_of_batch) or steps.step_of_batch[position + 1] != step
+            iteration = epoch_start + steps.iterations_through(step)
+            if not pending.losses:
+                pending.lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+            pending.losses.append(self._forward_backward(to_device(batch, self.device), steps.loss_scale(step),
+                                                         last_of_step, pending, iteration, epoch))
+            pending.images += len(batch["img_metas"])
+            if last_of_step:
                 self._optimizer_step()
-            if after_step is not None:
-                after_step(StepResult(iteration, epoch, index, num_batches, losses, len(batch["img_metas"]),
-                                      data_time, lr))
+                if after_step is not None:
+                    after_step(pending.result(iteration, epoch, step, steps.num_steps))
+                pending = _PendingStep()
             data_start = time.perf_counter()
-        return iteration
+        return epoch_start + steps.iterations_through(steps.num_steps - 1)
 
-    def _forward_backward(self, batch: dict, group_size: int, last_of_group: bool, iteration: int,
-                          epoch: int) -> dict[str, torch.Tensor]:
-        """Accumulate ``∇(loss / group_size)`` into the gradients; all-reduce them (DDP) only at ``last_of_group``."""
-        skip_sync = not last_of_group and is_distributed()
+    def _forward_backward(self, batch: dict, loss_scale: float, last_of_step: bool, pending: "_PendingStep",
+                          iteration: int, epoch: int) -> dict[str, torch.Tensor]:
+        """Accumulate ``∇(loss × loss_scale)`` into the gradients; all-reduce them (DDP) only at ``last_of_step``.
+
+        A non-finite loss stops the backward passes of the rest of its step on this rank; the step's last
+        batch asks every rank (one all-reduce) before its own backward, so all ranks stop at the same step
+        and no gradient of it reaches the weights."""
+        skip_sync = not last_of_step and is_distributed()
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 losses = self.model(**batch, return_loss=True)
             loss_terms = {key: value for key, value in losses.items() if "loss" in key}
-            check_finite(loss_terms, iteration, epoch)
-            loss = sum(loss_terms.values())
-            self.scaler.scale(loss / group_size).backward()
+            pending.bad_terms = pending.bad_terms or non_finite_terms(loss_terms)
+            if last_of_step and not all_finite_over_workers(not pending.bad_terms):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(iteration, epoch, pending.bad_terms)
+            if not pending.bad_terms and loss_terms:
+                self.scaler.scale(sum(loss_terms.values()) * loss_scale).backward()
         return {key: value.detach() for key, value in losses.items()}
 
     def _optimizer_step(self) -> None:
@@ -194,21 +212,35 @@ class Trainer:
         self.scheduler.step()
 
 
-def check_finite(loss_terms: dict[str, torch.Tensor], iteration: int, epoch: int) -> None:
-    """Raise ``NonFiniteLossError`` naming the terms of ``loss_terms`` (scalar tensors) that are NaN or inf.
+@dataclass
+class _PendingStep:
+    """What the batches of the optimizer step in progress have added up on this rank."""
 
-    Under DDP the verdict is all-reduced, so every rank stops at the same iteration (instead of the
-    others waiting in the next gradient all-reduce for the one that stopped); a rank whose own terms
-    are finite raises naming none.  Costs one host-device synchronisation per call, plus one scalar
-    all-reduce under DDP.
-    """
+    losses: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    images: int = 0
+    data_time: float = 0.0
+    lr: float = 0.0
+    bad_terms: dict[str, float] = field(default_factory=dict)
+
+    def result(self, iteration: int, epoch: int, index: int, num_steps: int) -> StepResult:
+        means = {key: torch.stack([losses[key].float() for losses in self.losses]).mean() for key in self.losses[0]}
+        return StepResult(iteration, epoch, index, num_steps, means, self.images, self.data_time, self.lr)
+
+
+def non_finite_terms(loss_terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``{name: value}`` of the terms of ``loss_terms`` (scalar tensors) that are NaN or inf (one host sync)."""
     if not loss_terms:
-        return
-    values = torch.stack([value.detach().float().reshape(()) for value in loss_terms.values()])
-    all_finite = torch.isfinite(values).all().to(torch.int32)
+        return {}
+    values = torch.stack([value.detach().float().reshape(()) for value in loss_terms.values()]).tolist()
+    return {key: value for key, value in zip(loss_terms, values) if not math.isfinite(value)}
+
+
+def all_finite_over_workers(finite_here: bool) -> bool:
+    """Whether every rank's losses were finite: one scalar all-reduce under DDP, so every rank stops at the same
+    step (instead of the others waiting in the next gradient all-reduce for one that stopped)."""
+    verdict = torch.tensor(int(finite_here), dtype=torch.int32)
     if is_distributed():
-        dist.all_reduce(all_finite, op=dist.ReduceOp.MIN)
-    if all_finite.item():
-        return
-    bad = {key: value for key, value in zip(loss_terms, values.tolist()) if not math.isfinite(value)}
-    raise NonFiniteLossError(iteration, epoch, bad)
+        if dist.get_backend() == "nccl":
+            verdict = verdict.cuda()
+        dist.all_reduce(verdict, op=dist.ReduceOp.MIN)
+    return bool(verdict.item())

@@ -146,7 +146,7 @@ def test_non_finite_loss_stops_the_epoch_naming_iteration_and_term(poison):
 
 
 def test_scheduler_steps_once_per_optimizer_step():
-    """5 batches, accumulate 2: three steps; each batch reports the lr of the step it joins."""
+    """5 batches, accumulate 2: three steps, each reported once with its lr, images and iteration count."""
     torch.manual_seed(0)
     trainer = make_trainer(LinearDetector(), lr=0.1, lr_factor=lambda step: 0.5 ** step, accumulate=2)
     steps = count_optimizer_steps(trainer)
@@ -154,11 +154,29 @@ def test_scheduler_steps_once_per_optimizer_step():
     finished = trainer.run_epoch([make_batch(2 + i, seed=10 + i) for i in range(5)], epoch=0, iteration=7,
                                  after_step=seen.append)
     assert steps == [0, 1, 2] and trainer.scheduler.last_epoch == 3 and finished == 12
-    assert [step.lr for step in seen] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
-    assert [step.iteration for step in seen] == [8, 9, 10, 11, 12]
-    assert [step.batch_size for step in seen] == [2, 3, 4, 5, 6]
-    assert [step.last_of_epoch for step in seen] == [False] * 4 + [True]
+    assert [step.lr for step in seen] == pytest.approx([0.1, 0.05, 0.025])
+    assert [step.iteration for step in seen] == [9, 11, 12]  # an iteration: one batch per worker
+    assert [step.num_images for step in seen] == [2 + 3, 4 + 5, 6]
+    assert [step.index for step in seen] == [0, 1, 2] and [step.last_of_epoch for step in seen] == [False, False, True]
     assert set(seen[0].losses) == {"loss_x", "loss_reg", "mean_error"}
+
+
+def test_a_smaller_group_takes_the_same_steps_with_more_batches_each():
+    """An epoch planned for 2 workers (accumulate 1: 2 batches a step) trained by 1 worker: the lone rank
+    takes both batches of each step (loss halved), so the weights are those of one batch of both halves."""
+    from raydet.data.sampling import GlobalBatch, TrainEpoch
+    plan = TrainEpoch(torch.arange(24).reshape(6, 4).numpy(), GlobalBatch(reference_workers=2))
+    _, steps = plan.share(rank=0, world_size=1)
+    batches = [make_batch(4, seed=20 + i) for i in range(6)]
+    torch.manual_seed(0)
+    alone, together = LinearDetector(), None
+    together = copy.deepcopy(alone)
+    seen: list[StepResult] = []
+    finished = make_trainer(alone).run_epoch(batches, epoch=0, iteration=0, after_step=seen.append, steps=steps)
+    make_trainer(together).run_epoch([concat(batches[i:i + 2]) for i in range(0, 6, 2)], epoch=0, iteration=0)
+    assert finished == 3 and [step.iteration for step in seen] == [1, 2, 3]  # 2 batches a step: one iteration
+    for ours, reference in zip(alone.parameters(), together.parameters()):
+        assert torch.allclose(ours, reference, atol=1e-6)
 
 
 def _free_port() -> int:
@@ -193,6 +211,36 @@ def _accumulate_under_ddp(rank: int, port: int, results_file: str) -> None:
     trainer.run_epoch([make_batch(4, seed=100 * rank + i) for i in range(4)], epoch=0, iteration=0)
     weights = [p.detach().tolist() for p in model.parameters()]
     _gather_to_file({"all_reduces": len(all_reduces), "weights": weights}, rank, results_file)
+
+
+def _uneven_step_under_ddp(rank: int, port: int, results_file: str) -> None:
+    """Two ranks share steps of 3 batches (an epoch planned for 3 workers): rank 0 takes 2 of each, rank 1 one."""
+    from raydet.data.sampling import GlobalBatch, TrainEpoch
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(LinearDetector())
+    rows, steps = TrainEpoch(torch.arange(6).reshape(6, 1).numpy(), GlobalBatch(reference_workers=3)).share(rank, 2)
+    batches = [make_batch(4, seed=30 + int(row[0])) for row in rows]
+    finished = make_trainer(model).run_epoch(batches, epoch=0, iteration=0, steps=steps)
+    _gather_to_file({"weights": [p.detach().tolist() for p in model.parameters()], "finished": finished,
+                     "batches": len(batches)}, rank, results_file)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_elastic_ranks_with_unequal_shares_of_a_step_follow_the_mean_gradient(tmp_path):
+    """2 ranks, steps of 3 batches (2 + 1): the weights equal one process stepping on each step's 3 batches joined."""
+    results_file = tmp_path / "uneven.json"
+    mp.spawn(_uneven_step_under_ddp, args=(_free_port(), str(results_file)), nprocs=2)
+    ranks = json.loads(results_file.read_text())
+    assert [r["batches"] for r in ranks] == [4, 2] and [r["finished"] for r in ranks] == [2, 2]
+    torch.manual_seed(0)
+    reference = LinearDetector()
+    joined = [concat([make_batch(4, seed=30 + i) for i in range(start, start + 3)]) for start in (0, 3)]
+    make_trainer(reference).run_epoch(joined, epoch=0, iteration=0)
+    for ours, expected in zip(ranks[0]["weights"], reference.parameters()):
+        assert torch.allclose(torch.tensor(ours), expected.detach(), atol=1e-6)
+    assert ranks[0]["weights"] == ranks[1]["weights"]
 
 
 @pytest.mark.slow
