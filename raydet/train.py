@@ -1,4 +1,4 @@
-"""``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N] [--use-gpu] [--resume auto|PATH]``.
+"""``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N|MIN-MAX] [--use-gpu] [--resume auto|PATH]``.
 
 Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
 ``ray job submit`` job), else on a local Ray it starts itself.  A run stopped by
@@ -15,11 +15,21 @@ from .engine.trainer import NonFiniteLossError
 from .errors import report_user_errors
 
 
+def worker_count(text: str) -> int | tuple[int, int]:
+    """``--num-workers``: ``N``, or ``MIN-MAX`` for an elastic group."""
+    try:
+        low, _, high = text.partition("-")
+        return (int(low), int(high)) if high else int(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of workers (2) or a range MIN-MAX (1-4)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m raydet.train", description="Train a detector on Ray.")
     add_config_arguments(parser)
     parser.add_argument("--work-dir", type=Path, help="output folder (default: work_dirs/<config name>)")
-    parser.add_argument("--num-workers", type=int, help="training workers (overrides scaling.num_workers)")
+    parser.add_argument("--num-workers", type=worker_count, metavar="N|MIN-MAX",
+                        help="training workers, or an elastic range (overrides scaling.num_workers)")
     parser.add_argument("--use-gpu", action="store_true", default=None,
                         help="one GPU per worker (overrides scaling.use_gpu)")
     parser.add_argument("--resume", metavar="auto|PATH",

@@ -286,7 +286,8 @@ def test_cluster_launcher_header_commands_are_what_ray_and_raydet_accept(name, t
     gpu = config["available_node_types"][GPU_TYPE]
     per_worker = {"CPU": 1, **(scaling["resources_per_worker"] or {})}
     workers_per_node = gpu["resources"]["GPU"] // per_worker.get("GPU", 1)
-    assert args.use_gpu and args.num_workers <= workers_per_node * gpu["max_workers"], (
+    assert isinstance(args.num_workers, tuple), f"{name}: spot GPU workers train as an elastic group (MIN-MAX)"
+    assert args.use_gpu and args.num_workers[1] <= workers_per_node * gpu["max_workers"], (
         f"{name}: --num-workers {args.num_workers} needs more than {gpu['max_workers']} GPU nodes")
     assert gpu["resources"]["CPU"] >= workers_per_node * per_worker["CPU"], (
         f"{name}: a {GPU_TYPE} has {gpu['resources']['CPU']} CPUs, less than its {workers_per_node} training "
@@ -361,7 +362,8 @@ def test_cluster_kuberay_raycluster_header_submits_a_job_that_checks_and_fits(tm
     (train,) = [argv for argv in map(raydet_command, commands) if argv]
     args = parse_args(build_parser(), train)
     gpus = worker_groups(load_manifest("raycluster.yaml")["spec"])[GPU_GROUP]
-    assert args.use_gpu and args.num_workers <= gpus["maxReplicas"] * pod_gpus(gpus)
+    assert isinstance(args.num_workers, tuple), "spot GPU workers train as an elastic group (MIN-MAX)"
+    assert args.use_gpu and args.num_workers[1] <= gpus["maxReplicas"] * pod_gpus(gpus)
     assert args.work_dir is not None and args.work_dir.is_absolute()
     checked_config(args.config, args.overrides, tmp_path)
 
@@ -399,7 +401,8 @@ def test_cluster_kuberay_rayjob_runs_a_raydet_command_that_checks_and_fits(tmp_p
     assert argv[:3] == ["python", "-m", "raydet.train"], "the entrypoint runs in the submitter's shell: one command"
     args = parse_args(build_parser(), argv)
     gpus = worker_groups(spec["rayClusterSpec"])[GPU_GROUP]
-    assert args.use_gpu and args.num_workers == gpus["maxReplicas"] * pod_gpus(gpus), (
+    assert isinstance(args.num_workers, tuple), "spot GPU workers train as an elastic group (MIN-MAX)"
+    assert args.use_gpu and args.num_workers[1] == gpus["maxReplicas"] * pod_gpus(gpus), (
         f"--num-workers {args.num_workers} is not {GPU_GROUP} maxReplicas x GPUs per pod "
         f"({gpus['maxReplicas']} x {pod_gpus(gpus)})")
     built, lines = checked_config(args.config, args.overrides, tmp_path)

@@ -155,6 +155,11 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[Key
 # --------------------------------------------------------------------------- overrides
 
 
+#: Keys that hold a number or a ``[MIN, MAX]`` range (a worker count or an elastic group): an override may
+#: turn one into the other.
+NUMBER_OR_RANGE_KEYS = {("scaling", "num_workers"), ("tune", "trial", "num_workers")}
+
+
 def _kind(value: Any) -> str | None:
     if value is None:
         return None
@@ -220,7 +225,8 @@ def set_key(data: dict, key_path: str, value: Any, origin: str, sources: dict[Ke
             raise ConfigError(f"{origin}: {format_key_path(path[:depth])} is a {_kind(node)}, not a mapping or a list")
         if last:
             old = node[key] if (isinstance(node, list) or key in node) else None
-            if None not in (_kind(old), _kind(value)) and _kind(old) != _kind(value):
+            either = path in NUMBER_OR_RANGE_KEYS and {_kind(old), _kind(value)} <= {"number", "list"}
+            if None not in (_kind(old), _kind(value)) and _kind(old) != _kind(value) and not either:
                 hint = ""
                 if isinstance(value, str) and _kind(old) == "number" and _is_float_text(value):
                     hint = f" — PyYAML reads {value} as text; write it with a dot, e.g. {float(value)!r}"

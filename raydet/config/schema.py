@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 SPLITS = ("train", "val", "test")
+#: Iterations between mid-epoch checkpoints of an elastic run (``checkpoint_config.interval_iters: null``): a
+#: resize restarts from the latest checkpoint, so it redoes fewer than this many iterations.
+DEFAULT_ELASTIC_CHECKPOINT_ITERS = 50
 MetricName = Literal["bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
                      "segm_mAP", "segm_mAP_50", "segm_mAP_75", "segm_mAP_s", "segm_mAP_m", "segm_mAP_l"]
 
@@ -189,7 +192,16 @@ class ScalingSettings:
 
     Args:
         num_workers: training workers (one per GPU, or per CPU slot); 0 runs the
-            loop in the driver process (quick local debugging, no DDP).
+            loop in the driver process (quick local debugging, no DDP).  ``[MIN, MAX]``:
+            an elastic group, as many workers as the cluster holds between the two;
+            Ray Train restarts it at a new size from the latest checkpoint when nodes
+            come or go.  The global batch is ``MAX × samples_per_gpu ×
+            optimizer_config.accumulate`` at any size (a smaller group accumulates).
+        resize_check_interval_s: an elastic group looks for more room this often
+            (Ray Train's ``elastic_resize_monitor_interval_s``; its default is 60 s).
+        health_check_interval_s: how often Ray Train's controller polls the workers
+            (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, unless that is set): a lost node is
+            noticed within it.
         use_gpu: one GPU per worker.
         resources_per_worker: Ray resources per worker, e.g. ``{CPU: 4, GPU: 1}``.
         max_failures: how many times a failed worker group is restarted from the
@@ -202,19 +214,45 @@ class ScalingSettings:
             ``<work_dir>/ray_results``.
     """
 
-    num_workers: int = 1
+    num_workers: int | tuple[int, int] = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     max_failures: int = 0
     max_preemption_failures: int = -1
     storage_path: str | None = None
+    resize_check_interval_s: float = 30.0
+    health_check_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "num_workers")
+        if isinstance(self.num_workers, (list, tuple)):
+            low, high = self.num_workers = tuple(self.num_workers)
+            if low < 1:
+                raise ValueError(f"num_workers [{low}, {high}]: a range needs at least 1 worker (0 runs the loop in "
+                                 "the driver, without a worker group to resize)")
+            if low > high:
+                raise ValueError(f"num_workers [{low}, {high}]: the minimum is above the maximum; write [MIN, MAX]")
+        else:
+            _at_least(self, 0, "num_workers")
+        for name in ("resize_check_interval_s", "health_check_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
         _at_least(self, -1, "max_failures")
         _at_least(self, -1, "max_preemption_failures")
         if (self.resources_per_worker or {}).get("GPU") and not self.use_gpu:
             raise ValueError("resources_per_worker asks for GPUs: set use_gpu: true (or --use-gpu)")
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the workers are a range (``[MIN, MAX]``)."""
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if self.elastic else self.num_workers
 
 
 @dataclasses.dataclass
@@ -253,6 +291,10 @@ class CheckpointSettings:
 
     Args:
         interval: save every N epochs (the last epoch is always saved).
+        interval_iters: also save every N iterations within an epoch, so a restart (a lost
+            node, an elastic resize) redoes at most N iterations; null: every
+            ``DEFAULT_ELASTIC_CHECKPOINT_ITERS`` when ``scaling.num_workers`` is a range, else
+            never; 0: never.
         max_keep_ckpts: how many checkpoints Ray Train keeps: the best by
             ``evaluation.save_best`` (the most recent without ``data.val``), plus
             always the latest (null: keep all).
@@ -260,11 +302,19 @@ class CheckpointSettings:
 
     interval: int = 1
     max_keep_ckpts: int | None = 3
+    interval_iters: int | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("interval", self.interval), ("max_keep_ckpts", self.max_keep_ckpts)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        _at_least(self, 0, "interval_iters")
+
+    def iterations_between_checkpoints(self, elastic: bool) -> int:
+        """``interval_iters`` resolved: 0 for never."""
+        if self.interval_iters is not None:
+            return self.interval_iters
+        return DEFAULT_ELASTIC_CHECKPOINT_ITERS if elastic else 0
 
 
 @dataclasses.dataclass

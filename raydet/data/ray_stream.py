@@ -5,8 +5,8 @@ and each worker a ``BatchRecipe`` per split (``raydet.builder.batch_recipe``).
 In ``train_loop`` (every Ray Train worker)::
 
     for epoch in range(start_epoch, max_epochs):
-        batches = iter_train_batches(train_recipe, epoch)
-        len(batches)                       # steps this epoch: equal on every worker, known before the first batch
+        batches = iter_train_batches(train_recipe, epoch, global_batch)
+        len(batches), batches.steps        # this worker's batches, and the optimizer step each belongs to
         for batch in batches:              # a Batch (raydet.data.collate) of CPU tensors
             losses = model(**to_device(batch), return_loss=True)
     for batch in iter_eval_batches(val_recipe, "val"):   # over all workers: every val image exactly once
@@ -22,8 +22,9 @@ Ray Data does the work:
   ``pyarrow`` table: paths and boxes, no pixels) as a Ray Dataset that is not
   split (``DataConfig(datasets_to_split=[])``): every worker sees all records.
 - Each epoch, each worker computes the same plan (``raydet.data.sampling``)
-  from the aspect-ratio groups, ``seed`` and the epoch, and takes its own
-  rank's batches: ``len(plan)`` is the step count, equal on every rank.
+  from the aspect-ratio groups, ``seed`` and the epoch, in optimizer steps of
+  the run's global batch, and takes its own rank's share of every step: the
+  step count is the same on every rank, and at every group size.
 - The worker then streams its batches through a Ray Data pipeline:
   one row per decode task (``task_bounds``: 1, 2, 4, then ``batches_per_task``
   steps each) -> ``map_batches`` tasks that read, decode, transform and
@@ -46,11 +47,12 @@ Ray Data does the work:
   may get one batch more or less than each other, so evaluate with the
   unwrapped model (``model.module``): no collective call per batch.
 
-Same seed, same world size -> the same batches in the same order, with the
-same augmentations, run after run.  Each epoch's stream depends on nothing
-but ``(recipe, records, epoch)``, so a run resumed at epoch ``k`` (or at step
-``s`` of it: ``iter_train_batches(recipe, k, start=s)``) sees what the
-original run saw from there on.
+Same seed, same global batch -> the same batches in the same steps, with the
+same augmentations, run after run and at any group size.  Each epoch's plan
+depends on nothing but ``(recipe, records, epoch, global_batch)``, so a run
+resumed at epoch ``k`` (or at step ``s`` of it, by an elastic group of another
+size: ``iter_train_batches(recipe, k, global_batch, first_step=s)``) sees what
+the original run would have seen from there on.
 
 Test-time augmentation: evaluation order depends only on the records and the
 world size, so ``zip`` of ``eval_stream``s whose recipes differ only in the
@@ -77,7 +79,7 @@ from .collate import Batch, pack_batch, unpack_batch
 from .decode import BatchRecipe, decode_planned_batch
 from .empty_batches import replace_empty_batches
 from .problems import ProblemReport
-from .sampling import aspect_groups, augment_seeds, plan_eval, plan_train_epoch
+from .sampling import GlobalBatch, RankSteps, TrainEpoch, aspect_groups, augment_seeds, plan_eval
 from .stream_runner import process_stream_runner
 from .transforms import Compose
 
@@ -97,12 +99,17 @@ def _shard_records(split: str) -> ray.ObjectRef:
     return _RECORDS_OF_SHARD[shard]
 
 
-def iter_train_batches(recipe: BatchRecipe, epoch: int, start: int = 0) -> "BatchStream":
-    """In a Ray Train worker: this worker's training batches for ``epoch`` from its ``start``-th
-    (a run resumed mid-epoch; see the module docstring)."""
+def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch, first_step: int = 0) -> "BatchStream":
+    """In a Ray Train worker: this worker's training batches for ``epoch`` from its optimizer step ``first_step``
+    on (a run resumed mid-epoch; see the module docstring)."""
     context = ray.train.get_context()
     return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size(),
-                        start)
+                        first_step, global_batch)
+
+
+def train_epoch_plan(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch) -> TrainEpoch:
+    """In a Ray Train worker: ``epoch``'s plan over all workers (its step count and image positions)."""
+    return train_epoch(recipe, ray.get(_shard_records("train")), epoch, global_batch)
 
 
 def iter_eval_batches(recipe: BatchRecipe, split: str = "val") -> "BatchStream":
@@ -117,15 +124,22 @@ def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]
     return records, ray.get(records)
 
 
-def train_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
-                 world_size: int = 1, start: int = 0) -> "BatchStream":
-    """Rank ``rank``'s training batches for ``epoch`` from its ``start``-th: the batches (and augmentations)
-    the whole epoch's stream has from there on (also usable outside Ray Train, e.g. in a benchmark)."""
-    records_ref, table = _as_ref(records)
+def train_epoch(recipe: BatchRecipe, table: pa.Table, epoch: int, global_batch: GlobalBatch) -> TrainEpoch:
+    """``epoch``'s batches of ``table``'s records, in optimizer steps of ``global_batch``."""
     groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
-    plan = plan_train_epoch(groups, recipe.data.samples_per_gpu, world_size, recipe.seed, epoch)
-    seeds = augment_seeds(recipe.seed, epoch, plan.shape)
-    return BatchStream(records_ref, plan[rank][start:], seeds[rank][start:], recipe, with_gt=True)
+    return TrainEpoch.plan(groups, recipe.data.samples_per_gpu, global_batch, recipe.seed, epoch)
+
+
+def train_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, epoch: int, rank: int = 0,
+                 world_size: int = 1, first_step: int = 0, global_batch: GlobalBatch | None = None) -> "BatchStream":
+    """Rank ``rank``'s training batches for ``epoch`` from optimizer step ``first_step`` on: the batches (and
+    augmentations) the whole epoch's plan has there, at any world size (also usable outside Ray Train, e.g.
+    in a benchmark).  ``global_batch``: one batch per worker per step by default."""
+    records_ref, table = _as_ref(records)
+    plan = train_epoch(recipe, table, epoch, global_batch or GlobalBatch(world_size))
+    positions, steps = plan.share(rank, world_size, first_step)
+    seeds = augment_seeds(recipe.seed, epoch, plan.batches.shape)
+    return BatchStream(records_ref, plan.batches[positions], seeds[positions], recipe, with_gt=True, steps=steps)
 
 
 def eval_stream(recipe: BatchRecipe, records: pa.Table | ray.ObjectRef, rank: int = 0,
@@ -174,6 +188,7 @@ class BatchStream:
         seeds: ``[steps, batch_size]`` augmentation seeds.
         recipe: the split's pipeline, ``data`` section (padding multiple, decode resources) and seed.
         with_gt: include ``gt_bboxes`` / ``gt_labels`` (training) or not (evaluation).
+        steps: how a training stream's batches fall into optimizer steps (``raydet.data.sampling.RankSteps``).
 
     Attributes:
         problems: images skipped while decoding (``corrupt_image`` …), accumulated over iterations.
@@ -182,7 +197,8 @@ class BatchStream:
     """
 
     def __init__(self, records_ref: ray.ObjectRef, plan: np.ndarray, seeds: np.ndarray, recipe: BatchRecipe,
-                 with_gt: bool):
+                 with_gt: bool, steps: RankSteps | None = None):
+        self.steps = steps
         self.records_ref = records_ref
         self.plan = plan
         self.seeds = seeds

@@ -165,17 +165,15 @@ class TrainEpoch:
         return int(self.step_sizes[:step].sum()) * self.batches.shape[1]
 
     def step_at(self, images: int) -> int:
-        """The step that starts after ``images`` images of the epoch (the inverse of ``images_before``)."""
+        """The step that holds image position ``images`` of the epoch: the inverse of ``images_before`` (a
+        position between steps, from a checkpoint of another global batch, goes back to its step's start)."""
         starts = np.concatenate([[0], np.cumsum(self.step_sizes)]) * self.batches.shape[1]
-        found = np.flatnonzero(starts == images)
-        if len(found) == 0:
-            raise ValueError(f"{images} images is not a step boundary of this epoch (steps start at {starts.tolist()})")
-        return int(found[0])
+        return int(np.searchsorted(starts, images, side="right")) - 1 if images < starts[-1] else self.num_steps
 
     def share(self, rank: int, world_size: int, first_step: int = 0) -> tuple[np.ndarray, RankSteps]:
         """Rank ``rank``'s batches from ``first_step`` on, in a group of ``world_size``: each step's batches
-        dealt out in turn (its ``i``-th to rank ``i % world_size``).  Returns ``[n, samples_per_gpu]`` record
-        indices and how they group into steps."""
+        dealt out in turn (its ``i``-th to rank ``i % world_size``).  Returns the ``[n]`` batch
+        positions (rows of ``batches``) and how they group into steps."""
         if not 1 <= world_size <= self.global_batch.reference_workers or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} of {world_size}: a group has 1 to {self.global_batch.reference_workers} "
                              "workers (the global batch's reference)")
@@ -184,7 +182,7 @@ class TrainEpoch:
         step = index // per_step
         mine = (index - step * per_step) % world_size == rank
         steps = RankSteps(step[mine], self.step_sizes, world_size, self.global_batch.reference_workers)
-        return self.batches[index[mine]], steps
+        return index[mine], steps
 
 
 def augment_seeds(seed: int, epoch: int, shape: tuple[int, ...]) -> np.ndarray:

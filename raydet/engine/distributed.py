@@ -40,3 +40,14 @@ def mean_over_workers(value: torch.Tensor) -> float:
     value = value.detach().float().reshape(1).clone()
     dist.all_reduce(value)
     return float(value) / dist.get_world_size()
+
+
+def sum_over_workers(value: int) -> int:
+    """The sum of an integer over all ranks (its own value without a process group)."""
+    if not is_distributed():
+        return value
+    total = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        total = total.cuda()
+    dist.all_reduce(total)
+    return int(total.item())

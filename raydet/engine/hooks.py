@@ -9,7 +9,6 @@ tested with plain Python.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -30,23 +29,26 @@ class TrainState:
     """Where training stands; saved in every checkpoint."""
 
     epoch: int = 0  # finished epochs
-    iteration: int = 0  # finished batches, over all epochs
-    epoch_step: int = 0  # finished batches of epoch ``epoch`` (a checkpoint taken mid-epoch, on a preemption notice)
+    iteration: int = 0  # finished iterations, over all epochs (``StepResult.iteration``)
+    epoch_step: int = 0  # finished optimizer steps of epoch ``epoch`` (a checkpoint taken mid-epoch)
     metrics: dict[str, float] = field(default_factory=dict)  # the latest evaluation
+    images_seen: int = 0  # images trained on by all workers, over the run, as of the last report
+    resizes: list[dict] = field(default_factory=list)  # {"iteration", "images_seen", "workers", "reason"} each
 
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """The epoch about to run: ``epoch`` (0-based), its batches in all (``num_batches``), of which the
-    first ``first_index`` were done before (a run resumed mid-epoch)."""
+    """The epoch about to run: ``epoch`` (0-based), its optimizer steps in all (``num_steps``), of which the
+    first ``first_step`` were done before (a run resumed mid-epoch)."""
 
     epoch: int
-    num_batches: int
-    first_index: int = 0
+    num_steps: int
+    first_step: int = 0
 
 
 class Hook:
-    """A job of the worker loop; every method does nothing unless a hook overrides it."""
+    """A job of the worker loop; every method does nothing unless a hook overrides it.  ``after_step`` comes
+    after every optimizer step, on every rank at once (so a hook may call a collective there)."""
 
     def before_epoch(self, plan: EpochPlan) -> None:
         pass
@@ -104,11 +106,28 @@ class ProgressLogging(Hook):
         self.interval = interval
 
     def before_epoch(self, plan: EpochPlan) -> None:
-        self.progress.start_epoch(plan.epoch, plan.num_batches, plan.first_index)
+        self.progress.start_epoch(plan.epoch, plan.num_steps, plan.first_step)
 
     def after_step(self, step: StepResult) -> None:
-        self.progress.step(step.losses, step.batch_size, step.data_time, step.lr, step.iteration,
+        self.progress.step(step.losses, step.num_images, step.data_time, step.lr, step.iteration,
                            log_now=step.last_of_epoch or (step.index + 1) % self.interval == 0)
+
+
+class ImageCount(Hook):
+    """Images this worker trained on since the last report; ``settle`` adds every worker's to ``state.images_seen``
+    (a collective: call it where every rank reports).  What a restart redoes is counted once: the count
+    restored with a checkpoint is the one settled when it was taken."""
+
+    def __init__(self, sum_over_workers: Callable[[int], int]):
+        self.sum_over_workers = sum_over_workers
+        self.pending = 0
+
+    def after_step(self, step: StepResult) -> None:
+        self.pending += step.num_images
+
+    def settle(self, state: TrainState) -> None:
+        state.images_seen += self.sum_over_workers(self.pending)
+        self.pending = 0
 
 
 class EpochLoss(Hook):
@@ -172,10 +191,10 @@ class PreemptionCheckpoint(Hook):
     reclaim drained by the autoscaler); the first time one is, checkpoint at this step, once.
 
     Args:
-        check_every: steps between questions (whole accumulation groups: a checkpoint falls between
-            optimizer steps); the epoch's last step is never asked about (its checkpoint follows).
+        check_every: optimizer steps between questions; the epoch's last step is never asked about (its
+            checkpoint follows).
         ask: the notice, the same on every rank (``ray.train.get_preemption_info``), or None.
-        checkpoint: ``(state, notice)``: save and report ``state`` (``epoch_step`` batches into its epoch).
+        checkpoint: ``(state, notice)``: save and report ``state`` (``epoch_step`` steps into its epoch).
         state: the loop's ``TrainState``; set to this step before ``checkpoint`` is called.
     """
 
@@ -197,9 +216,30 @@ class PreemptionCheckpoint(Hook):
             self.checkpoint(self.state, notice)
 
 
-def preemption_check_interval(log_interval: int, accumulate: int) -> int:
-    """Steps between preemption questions: the log interval rounded up to whole accumulation groups."""
-    return accumulate * math.ceil(log_interval / accumulate)
+class IntervalCheckpoint(Hook):
+    """A checkpoint within the epoch whenever the iteration count passes a multiple of ``interval``
+    (``checkpoint_config.interval_iters``; 0: never): what a restart — a lost node, an elastic resize —
+    goes back to, so it redoes fewer than ``interval`` iterations.  The epoch's last step is left to
+    ``ReportAndCheckpoint``.
+
+    Args:
+        checkpoint: ``state``: save and report ``state`` (``epoch_step`` steps into its epoch).
+        state: the loop's ``TrainState`` (its ``iteration`` is where the worker starts counting).
+    """
+
+    def __init__(self, interval: int, checkpoint: Callable[[TrainState], None], state: TrainState):
+        self.interval = interval
+        self.checkpoint = checkpoint
+        self.state = state
+        self.previous = state.iteration
+
+    def after_step(self, step: StepResult) -> None:
+        due = self.interval > 0 and step.iteration // self.interval > self.previous // self.interval
+        self.previous = step.iteration
+        taken = (self.state.iteration, self.state.epoch_step) == (step.iteration, step.index + 1)  # at a notice
+        if due and not step.last_of_epoch and not taken:
+            self.state.iteration, self.state.epoch_step = step.iteration, step.index + 1
+            self.checkpoint(self.state)
 
 
 class Evaluation(Hook):

@@ -31,6 +31,7 @@ from ..config import Config, ConfigError
 from ..config.parsed import ParsedConfig, parse_config
 from ..data.problems import DataError
 from ..data.ray_datasets import build_ray_datasets
+from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -44,6 +45,8 @@ from .trainer import NonFiniteLossError
 __all__ = ["STARTUP_PHASES", "RunOptions", "TrainOutcome", "launch", "startup_phases"]
 
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
+#: A worker count: fixed, or an elastic ``(MIN, MAX)`` range.
+WorkerCount = int | tuple[int, int]
 
 
 @dataclass
@@ -144,7 +147,7 @@ def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
     return storage.join(run_folder, storage.name_of(checkpoint.path), CHECKPOINT_FILE)
 
 
-def training_spec(parsed: ParsedConfig, checked: CheckedConfig) -> TrainingSpec:
+def training_spec(parsed: ParsedConfig, checked: CheckedConfig, workers: "WorkerGroup") -> TrainingSpec:
     """What every worker receives, built here from the parsed config and the datasets ``check_config`` read."""
     has_val = "val" in checked.datasets
     return TrainingSpec(
@@ -154,18 +157,27 @@ def training_spec(parsed: ParsedConfig, checked: CheckedConfig) -> TrainingSpec:
         train=batch_recipe(parsed, "train"), val=batch_recipe(parsed, "val") if has_val else None,
         val_dataset=checked.datasets.get("val"),
         build_model=model_factory(parsed), build_optimizer=optimizer_factory(parsed), accel=parsed.accel,
+        global_batch=GlobalBatch(max(workers.num_workers, 1), parsed.optimizer_config.accumulate),
+        checkpoint_interval_iters=parsed.checkpoint_config.iterations_between_checkpoints(workers.elastic),
     )
 
 
 @dataclass(frozen=True)
 class WorkerGroup:
-    """The training workers: how many, on GPUs or not, each one's resources, and Ray Train's objects for them."""
+    """The training workers: how many (at most ``num_workers``; at least ``min_workers``, less than
+    ``num_workers`` when the group is elastic), on GPUs or not, each one's resources, and Ray Train's objects."""
 
     num_workers: int
     use_gpu: bool
     resources: dict[str, float]
     scaling_config: ray.train.ScalingConfig
     checkpoint_config: ray.train.CheckpointConfig
+    min_workers: int
+    health_check_interval_s: float
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers < self.num_workers
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,7 @@ class RayParts:
     summary: object
 
 
-def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: int | None = None,
+def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: WorkerCount | None = None,
            use_gpu: bool | None = None, step_hooks: Sequence[StepHook] = (),
            options: RunOptions | None = None) -> TrainOutcome:
     """Train ``config``; write the work directory; return the final metrics.
@@ -225,7 +237,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         resume: ``"auto"`` continues the latest run of this work directory from its
             latest checkpoint (same run directory, same schedule); a path starts a
             new run from that checkpoint's weights, optimizer and schedule.
-        num_workers, use_gpu: override ``scaling``.
+        num_workers, use_gpu: override ``scaling`` (``num_workers``: a count, or ``(MIN, MAX)``).
         step_hooks: called on every worker after every training step (tests inject failures with them).
         options: the run's name, MLflow tags and params, and Ray Train callbacks, when another tool
             (a sweep) starts it; otherwise the run is named ``<run_name or work dir>-<time>``.
@@ -249,7 +261,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     return TrainOutcome(final, plan.work_dir, tracker.tracking_uri, tracker.run_id)
 
 
-def check_run(parsed: ParsedConfig, resume: str | None, num_workers: int | None,
+def check_run(parsed: ParsedConfig, resume: str | None, num_workers: WorkerCount | None,
               use_gpu: bool | None) -> tuple[CheckedConfig, WorkerGroup]:
     """Phase 1: build everything the workers will build, here, first (the model and the optimizer, which a
     run must have); check ``--resume PATH``'s checkpoint and the worker group (``num_workers`` and
@@ -275,22 +287,28 @@ def check_run(parsed: ParsedConfig, resume: str | None, num_workers: int | None,
     return dataclasses.replace(checked, datasets=datasets, lines=checked.lines + lines), workers
 
 
-def worker_group(parsed: ParsedConfig, num_workers: int | None, use_gpu: bool | None) -> WorkerGroup:
+def worker_group(parsed: ParsedConfig, num_workers: WorkerCount | None, use_gpu: bool | None) -> WorkerGroup:
     """``scaling`` with the command line's overrides, as Ray Train's objects (their errors are config errors)."""
     scaling = parsed.scaling
-    num_workers = scaling.num_workers if num_workers is None else num_workers
+    if num_workers is not None:
+        try:
+            scaling = dataclasses.replace(scaling, num_workers=num_workers)
+        except ValueError as err:
+            raise ConfigError(f"--num-workers: {err}") from None
     use_gpu = scaling.use_gpu if use_gpu is None else use_gpu
     resources = dict(scaling.resources_per_worker or {"CPU": 1})
     try:
-        scaling_config = ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                                 resources_per_worker=resources)
+        scaling_config = ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=scaling.resize_check_interval_s)
         checkpoint_config = ray.train.CheckpointConfig(
             num_to_keep=parsed.checkpoint_config.max_keep_ckpts,
             checkpoint_score_attribute=CHECKPOINT_SCORE if parsed.split("val") is not None else None,
             checkpoint_score_order="max")
     except ValueError as err:
         raise ConfigError(f"{parsed.source_of(('scaling',))}: scaling: {err}") from None
-    return WorkerGroup(num_workers, use_gpu, resources, scaling_config, checkpoint_config)
+    return WorkerGroup(scaling.max_workers, use_gpu, resources, scaling_config, checkpoint_config, scaling.min_workers,
+                       scaling.health_check_interval_s)
 
 
 def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup, work_dir: Path, resume: str | None,
@@ -308,7 +326,7 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup,
     resume_from = storage.absolute(resume) if resume not in (None, "auto") else None  # the workers run elsewhere
     if resume == "auto" and workers.num_workers == 0:  # Ray Train keeps no copy of a run without workers: here
         resume_from = latest_checkpoint(storage.join(storage_path, options.name))
-    return RunPlan(parsed, checked, training_spec(parsed, checked), workers, work_dir, storage_path, options,
+    return RunPlan(parsed, checked, training_spec(parsed, checked, workers), workers, work_dir, storage_path, options,
                    resume_from)
 
 
@@ -378,7 +396,8 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
                            datasets=parts.datasets, dataset_config=parts.dataset_config)
     stopwatch.mark("fit_started")
     try:
-        result = trainer.fit()
+        with _health_check_interval(plan.workers.health_check_interval_s):
+            result = trainer.fit()
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
@@ -390,6 +409,21 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
             else result.checkpoint)
     return returned, best
+
+
+@contextlib.contextmanager
+def _health_check_interval(seconds: float) -> Iterator[None]:
+    """Ray Train's controller polls the workers every ``seconds`` (its ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, which
+    it reads from the driver's environment at ``fit``), unless the environment sets it."""
+    name = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = str(seconds)
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _run_config(plan: RunPlan) -> ray.train.RunConfig:
@@ -418,7 +452,9 @@ def final_metrics(plan: RunPlan, returned: dict, best: ray.train.Checkpoint | No
         "wall_time_s": round(time.time() - launched, 1),
         "best_checkpoint": _checkpoint_file(best, plan.run_folder) if best is not None else None,
         "replicas_identical": returned.get("replicas_identical"),
-        "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker
+        "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker (the last group's)
+        "images_seen": returned.get("images_seen"),  # by all workers, over the run; a restart's redone work once
+        "resizes": returned.get("resizes", []),  # an elastic group's: {"iteration", "images_seen", "workers", "reason"}
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": mlflow_run_id,
         "launched_at": round(launched, 3),  # Unix time; startup_s counts from here

@@ -34,17 +34,19 @@ class ProgressLog:
     """Args:
         sink: rank 0's records (None on other ranks: they only take part in the all-reduces).
         world_size: number of workers (images/s counts all of them).
-        total_iterations: batches per worker over the whole run (for the ETA).
+        total_iterations: iterations over the whole run (for the ETA).
         max_epochs: for the ``Epoch [e/E]`` prefix.
+        start_iteration: the iterations done before this worker started (a resumed run).
     """
 
-    def __init__(self, sink: RecordSink | None, world_size: int, total_iterations: int, max_epochs: int):
+    def __init__(self, sink: RecordSink | None, world_size: int, total_iterations: int, max_epochs: int,
+                 start_iteration: int = 0):
         self.sink = sink
         self.world_size = world_size
         self.total_iterations = total_iterations
         self.max_epochs = max_epochs
         self.epoch = 0
-        self.batches_in_epoch = 0
+        self.steps_in_epoch = 0
         self.index_in_epoch = 0
         self._sums: dict[str, torch.Tensor] = {}
         self._window_images = 0
@@ -52,7 +54,7 @@ class ProgressLog:
         self._window_data_time = 0.0
         self._window_start = time.perf_counter()
         self._run_start = time.perf_counter()
-        self._run_iterations = 0
+        self._start_iteration = start_iteration
 
     def say(self, text: str) -> None:
         """Rank 0: a line on stdout (what ``ray job logs`` shows) and in ``train.log``."""
@@ -67,13 +69,13 @@ class ProgressLog:
         if self.sink is not None:
             self.sink.flush()
 
-    def start_epoch(self, epoch: int, num_batches: int, first_index: int = 0) -> None:
-        """A new epoch of ``num_batches`` batches, of which ``first_index`` were done before a resume."""
-        self.epoch, self.batches_in_epoch, self.index_in_epoch = epoch, num_batches, first_index
+    def start_epoch(self, epoch: int, num_steps: int, first_step: int = 0) -> None:
+        """A new epoch of ``num_steps`` optimizer steps, of which ``first_step`` were done before a resume."""
+        self.epoch, self.steps_in_epoch, self.index_in_epoch = epoch, num_steps, first_step
 
     def step(self, losses: dict[str, torch.Tensor], num_images: int, data_time: float, lr: float, iteration: int,
              log_now: bool) -> None:
-        """Account one batch; at ``log_now`` all-reduce and (rank 0) print + log to MLflow."""
+        """Account one optimizer step; at ``log_now`` all-reduce and (rank 0) print + log to MLflow."""
         for key, value in losses.items():
             value = value.detach().float()
             self._sums[key] = self._sums[key] + value if key in self._sums else value
@@ -81,7 +83,6 @@ class ProgressLog:
         self._window_images += num_images
         self._window_batches += 1
         self._window_data_time += data_time
-        self._run_iterations += 1
         if log_now:
             self._flush(lr, iteration)
 
@@ -97,10 +98,10 @@ class ProgressLog:
         elapsed = time.perf_counter() - self._window_start
         seconds_per_iteration = elapsed / self._window_batches
         images_per_second = self._window_images * self.world_size / max(elapsed, 1e-9)
-        run_rate = (time.perf_counter() - self._run_start) / self._run_iterations
+        run_rate = (time.perf_counter() - self._run_start) / max(iteration - self._start_iteration, 1)
         eta = datetime.timedelta(seconds=round(run_rate * (self.total_iterations - iteration)))
         parts = "  ".join(f"{k} {v:.4f}" for k, v in means.items())
-        self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}][{self.index_in_epoch}/{self.batches_in_epoch}]  "
+        self.say(f"Epoch [{self.epoch + 1}/{self.max_epochs}][{self.index_in_epoch}/{self.steps_in_epoch}]  "
                  f"lr {lr:.3e}  eta {eta}  {images_per_second:.1f} img/s  time {seconds_per_iteration:.3f} s/it "
                  f"(data {self._window_data_time / self._window_batches:.3f})  {parts}")
         if self.sink is not None:

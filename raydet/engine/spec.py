@@ -24,6 +24,7 @@ from ..config.schema import (
 )
 from ..data.datasets import DetectionDataset
 from ..data.decode import BatchRecipe
+from ..data.sampling import GlobalBatch
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainingSpec:
         build_model: ``() -> detector`` (not wrapped, weights not loaded).
         build_optimizer: ``model -> optimizer`` over its trainable parameters.
         accel: the CPU speed paths applied to the built model (``raydet.accel.apply_accel``).
+        global_batch: what one optimizer step takes, at any worker count (an elastic run's maximum).
+        checkpoint_interval_iters: iterations between mid-epoch checkpoints (0: none).
     """
 
     config_yaml: str
@@ -59,3 +62,5 @@ class TrainingSpec:
     build_model: Callable[[], torch.nn.Module]
     build_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
     accel: AccelSettings
+    global_batch: GlobalBatch
+    checkpoint_interval_iters: int = 0

@@ -21,7 +21,17 @@ those reports.  After a failure Ray Train restarts the workers and
 ``ray.train.get_checkpoint()`` hands back the latest one.  When Ray announces
 that a node of theirs is about to be preempted (``ray.train.get_preemption_info``,
 asked every log interval), the workers checkpoint mid-epoch at once; a restart
-continues from that batch of the epoch's plan.
+continues from that step of the epoch's plan.  With ``checkpoint_config.interval_iters``
+they also checkpoint every N iterations within an epoch.
+
+Elastic groups (``scaling.num_workers: [MIN, MAX]``): Ray Train restarts the
+group at another size from the latest checkpoint.  The epoch plan is the same
+at every size (``raydet.data.sampling.TrainEpoch``: optimizer steps of the
+run's global batch), a checkpoint records its position in the epoch in images,
+and each worker counts the images it trains on, so a run that changed size
+trains on the same images in the same steps as one that did not.  A worker
+that starts at another size than its checkpoint's logs the resize and adds it
+to the run's ``resizes``.
 """
 from __future__ import annotations
 
@@ -41,10 +51,11 @@ import torch
 
 from .. import storage
 from ..accel import apply_accel
-from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches
+from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, train_epoch_plan
+from ..data.sampling import TrainEpoch
 from ..data.stream_runner import start_stream_runner
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .distributed import broadcast_buffers, gather_to_rank_zero
+from .distributed import broadcast_buffers, gather_to_rank_zero, sum_over_workers
 from .evaluation import DetectionCollector
 from .hooks import (
     CHECKPOINT_SCORE,
@@ -54,6 +65,8 @@ from .hooks import (
     Evaluation,
     Hook,
     Hooks,
+    ImageCount,
+    IntervalCheckpoint,
     PreemptionCheckpoint,
     PrefetchNextEpoch,
     ProgressLogging,
@@ -62,7 +75,6 @@ from .hooks import (
     StepHook,
     TrainState,
     WorkerInfo,
-    preemption_check_interval,
 )
 from .lr_schedule import build_lr_scheduler
 from .progress import ProgressLog
@@ -124,13 +136,22 @@ class EpochBatches:
 
     def __init__(self, spec: TrainingSpec):
         self.recipe = spec.train
+        self.global_batch = spec.global_batch
         self.max_epochs = spec.runner.max_epochs
         self.started: BatchStream | None = None
         self.decode_problems: dict[str, int] = {}  # images found unusable while decoding, since this worker started
+        self._plan: TrainEpoch | None = None
+        self._plan_epoch = -1
 
-    def start(self, epoch: int, first_index: int = 0) -> None:
+    def plan(self, epoch: int) -> TrainEpoch:
+        """``epoch``'s plan over all workers (the latest one asked for is kept)."""
+        if epoch != self._plan_epoch:
+            self._plan, self._plan_epoch = train_epoch_plan(self.recipe, epoch, self.global_batch), epoch
+        return self._plan
+
+    def start(self, epoch: int, first_step: int = 0) -> None:
         if epoch < self.max_epochs:
-            self.started = iter_train_batches(self.recipe, epoch, start=first_index).start()
+            self.started = iter_train_batches(self.recipe, epoch, self.global_batch, first_step).start()
 
     def take(self) -> BatchStream:
         batches, self.started = self.started, None
@@ -154,6 +175,7 @@ class Worker:
     progress: ProgressLog
     sink: RecorderSink | None
     collector: DetectionCollector | None
+    images: ImageCount
 
     @property
     def spec(self) -> TrainingSpec:
@@ -173,12 +195,11 @@ def train_loop_per_worker(config: dict) -> dict | None:
     state, max_epochs = worker.state, worker.spec.runner.max_epochs
     for epoch in range(state.epoch, max_epochs):
         seed_everything(worker.spec.seed, epoch, worker.rank)  # samplers' draws: the same after a resume
-        first = state.epoch_step  # batches done before a mid-epoch checkpoint (0 after the first epoch)
-        batches = worker.data.take()
-        hooks.before_epoch(EpochPlan(epoch, first + len(batches), first))
+        batches = worker.data.take()  # from the step after a mid-epoch checkpoint's
+        hooks.before_epoch(EpochPlan(epoch, batches.steps.num_steps, batches.steps.first_step))
         try:
             state.iteration = worker.trainer.run_epoch(batches, epoch, state.iteration, hooks.after_step,
-                                                       first_index=first)
+                                                       batches.steps)
         except NonFiniteLossError as stop:  # raised on every rank at once: a finished run, not a failure to retry
             worker.progress.flush()
             return {"non_finite_loss": stop} if worker.rank == 0 else None
@@ -196,34 +217,53 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     # The first batches decode while the model is built: start the stream's runner and its first pass now.
     start_stream_runner(loop.stream_runners[rank] if rank < len(loop.stream_runners) else None)
-    saved = _saved_checkpoint(loop.resume_from)
+    saved, same_run = _saved_checkpoint(loop.resume_from)
     data = EpochBatches(spec)
-    data.start(saved["epoch"] if saved else 0, saved.get("epoch_step", 0) if saved else 0)
+    epoch = saved["epoch"] if saved else 0
+    first_step = data.plan(epoch).step_at(saved.get("epoch_images", 0)) if saved else 0  # a position in images
+    data.start(epoch, first_step)
     seed_everything(spec.seed)
     model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
     model = ray.train.torch.prepare_model(apply_accel(model, spec.accel))
     optimizer = spec.build_optimizer(unwrap(model))
-    batches_per_epoch = len(iter_train_batches(spec.train, 0))
-    steps_per_epoch = math.ceil(batches_per_epoch / spec.optimizer_config.accumulate)
-    scheduler = build_lr_scheduler(optimizer, spec.lr_config, steps_per_epoch, spec.runner.max_epochs)
+    plan = data.plan(0)  # every epoch has as many steps and iterations
+    scheduler = build_lr_scheduler(optimizer, spec.lr_config, plan.num_steps, spec.runner.max_epochs)
     trainer = Trainer(model, optimizer, scheduler, spec.optimizer_config, ray.train.torch.get_device())
-    state = _restore(saved, trainer) if saved else TrainState()
+    state = _restore(saved, trainer, first_step) if saved else TrainState()
     stopwatch.mark("model_ready")
     sink = RecorderSink(loop.recorder) if rank == 0 else None
-    progress = ProgressLog(sink, world_size, total_iterations=batches_per_epoch * spec.runner.max_epochs,
-                           max_epochs=spec.runner.max_epochs)
+    iterations_per_epoch = len(plan.batches) // spec.global_batch.reference_workers
+    progress = ProgressLog(sink, world_size, iterations_per_epoch * spec.runner.max_epochs, spec.runner.max_epochs,
+                           start_iteration=state.iteration)
     if state.iteration:
-        within = f" (batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
+        within = f" (step {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}{within}")
+    _note_group_size(state, saved.get("workers") if saved and same_run else None, world_size, saved, progress, sink)
     collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if spec.val is not None else None
-    return Worker(loop, rank, world_size, trainer, state, data, progress, sink, collector)
+    return Worker(loop, rank, world_size, trainer, state, data, progress, sink, collector,
+                  ImageCount(sum_over_workers))
+
+
+def _note_group_size(state: TrainState, saved_workers: int | None, world_size: int, saved: dict | None,
+                     progress: ProgressLog, sink: RecorderSink | None) -> None:
+    """Log the group's size to MLflow (the ``workers`` series); when this run's checkpoint was taken by a group
+    of another size, the group was resized: say so and add it to ``state.resizes``."""
+    if sink is not None:
+        sink.metrics({"workers": world_size}, step=state.iteration)
+    if saved_workers is None or saved_workers == world_size:
+        return
+    reason = "node added" if world_size > saved_workers else "preemption" if saved.get("preempted") else "node lost"
+    state.resizes.append({"iteration": state.iteration, "images_seen": state.images_seen, "workers": world_size,
+                          "reason": reason})
+    progress.say(f"resized {saved_workers} -> {world_size} workers at iteration {state.iteration} "
+                 f"(images seen {state.images_seen}): {reason}")
 
 
 def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
-    """The loop's hooks, in the order they run: timing, progress, loss, step hooks, preemption; after an
-    epoch, evaluation, the next epoch's decoding, then the report and checkpoint."""
+    """The loop's hooks, in the order they run: timing, progress, loss, image count, step hooks, preemption and
+    interval checkpoints; after an epoch, evaluation, the next epoch's decoding, then the report and checkpoint."""
     spec, progress, trainer = worker.spec, worker.progress, worker.trainer
     loss = EpochLoss(trainer.device)
     info = WorkerInfo(worker.rank, worker.world_size, Path(worker.loop.work_dir), progress.flush)
@@ -238,9 +278,10 @@ def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
         StartupTiming(stopwatch, worker.sink.startup if worker.sink is not None else None),
         ProgressLogging(progress, spec.log_config.interval),
         loss,
+        worker.images,
         CallStepHooks(worker.loop.step_hooks, info),
-        PreemptionCheckpoint(preemption_check_interval(spec.log_config.interval, spec.optimizer_config.accumulate),
-                             ray.train.get_preemption_info, report.preempted, worker.state),
+        PreemptionCheckpoint(spec.log_config.interval, ray.train.get_preemption_info, report.preempted, worker.state),
+        IntervalCheckpoint(spec.checkpoint_interval_iters, report.mid_epoch, worker.state),
         evaluation,
         PrefetchNextEpoch(worker.data.start, spec.runner.max_epochs),
         ReportAndCheckpoint(report, spec.checkpoint_config.interval, spec.runner.max_epochs, evaluation, loss,
@@ -250,41 +291,53 @@ def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
 
 
 class Reporter:
-    """The loop's reports to Ray Train: every rank reports (a barrier), rank 0 attaches the checkpoint.
-    Without a worker group (``checkpoint_dir`` set) Ray keeps no copy, so the checkpoint is written
-    there to stay."""
+    """The loop's reports to Ray Train: every rank reports (a barrier; the image count is settled there), rank 0
+    attaches the checkpoint.  Without a worker group (``checkpoint_dir`` set) Ray keeps no copy, so the
+    checkpoint is written there to stay."""
 
     def __init__(self, worker: Worker):
         self.worker = worker
+        self.notice_seen = False  # a node of this group is being preempted: every later checkpoint says so
 
     def __call__(self, state: TrainState, metrics: dict[str, float], with_checkpoint: bool) -> None:
+        self.worker.images.settle(state)
         if self.worker.rank != 0 or not with_checkpoint:
             ray.train.report(metrics)
             return
         trainer, loop = self.worker.trainer, self.worker.loop
+        epoch_images = self.worker.data.plan(state.epoch).images_before(state.epoch_step) if state.epoch_step else 0
         with contextlib.ExitStack() as stack:
             if loop.checkpoint_dir:  # a local folder or a URI
-                directory = storage.join(loop.checkpoint_dir, f"checkpoint_epoch_{state.epoch:04d}")
+                name = f"checkpoint_epoch_{state.epoch:04d}" + (f"_iter_{state.iteration:07d}" if epoch_images else "")
+                directory = storage.join(loop.checkpoint_dir, name)
             else:
                 directory = stack.enter_context(tempfile.TemporaryDirectory())
             save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                             scaler=trainer.scaler, epoch=state.epoch, iteration=state.iteration,
-                            config_yaml=loop.spec.config_yaml, metrics=state.metrics, epoch_step=state.epoch_step)
+                            config_yaml=loop.spec.config_yaml, metrics=state.metrics, epoch_images=epoch_images,
+                            images_seen=state.images_seen, resizes=state.resizes, workers=self.worker.world_size,
+                            preempted=self.notice_seen)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))
+
+    def mid_epoch(self, state: TrainState) -> None:
+        """Checkpoint within the epoch (``state.epoch_step`` steps into it); no metric: a sweep does not see it."""
+        reported = {"epoch": state.epoch, "iteration": state.iteration}
+        if self.worker.spec.val is not None and self.worker.rank == 0:
+            reported[CHECKPOINT_SCORE] = -1.0
+        self(state, reported, with_checkpoint=True)
 
     def preempted(self, state: TrainState, notice) -> None:
         """Checkpoint where the workers are: a node of theirs is about to be preempted."""
         self.worker.progress.say(f"node {', '.join(notice.preempted_node_ids)} is being preempted: checkpoint at "
                                  f"epoch {state.epoch + 1}, iteration {state.iteration}")
-        reported = {"epoch": state.epoch, "iteration": state.iteration}  # no metric: a sweep does not see it
-        if self.worker.spec.val is not None and self.worker.rank == 0:
-            reported[CHECKPOINT_SCORE] = -1.0
-        self(state, reported, with_checkpoint=True)
+        self.notice_seen = True
+        self.mid_epoch(state)
 
 
 def finish_worker(worker: Worker) -> dict | None:
     """One gather, in rank order: the replicas' digests (DDP's promise, checked), decode problems, each rank's
     node.  Rank 0 sends the predictions picture and returns the run's final numbers."""
+    worker.images.settle(worker.state)
     digests, problems_per_rank, nodes = zip(*gather_to_rank_zero(
         [(replica_digest(worker.trainer.model), worker.data.decode_problems, ray.get_runtime_context().get_node_id())]))
     if worker.rank != 0:
@@ -299,24 +352,25 @@ def finish_worker(worker: Worker) -> dict | None:
     state = worker.state
     return {"metrics": state.metrics, "iters": state.iteration, "epochs": state.epoch,
             "replicas_identical": len(set(digests)) == 1, "decode_problems": total_problems,
-            "worker_nodes": list(nodes)}
+            "worker_nodes": list(nodes), "images_seen": state.images_seen, "resizes": state.resizes}
 
 
-def _saved_checkpoint(resume_from: str | None) -> dict | None:
-    """The checkpoint this worker continues from: Ray Train's latest (a restarted or resumed run),
-    else ``--resume PATH``'s, else None."""
+def _saved_checkpoint(resume_from: str | None) -> tuple[dict | None, bool]:
+    """The checkpoint this worker continues from — Ray Train's latest (a restarted, resized or resumed run),
+    else ``--resume PATH``'s, else None — and whether it is this run's own."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory)
-    return load_checkpoint(resume_from) if resume_from else None
+            return load_checkpoint(directory), True
+    return (load_checkpoint(resume_from) if resume_from else None), False
 
 
-def _restore(saved: dict, trainer: Trainer) -> TrainState:
+def _restore(saved: dict, trainer: Trainer, epoch_step: int) -> TrainState:
     unwrap(trainer.model).load_state_dict(saved["model"])
     trainer.optimizer.load_state_dict(saved["optimizer"])
     trainer.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
         trainer.scaler.load_state_dict(saved["scaler"])
     return TrainState(epoch=saved["epoch"], iteration=saved["iteration"], metrics=dict(saved.get("metrics") or {}),
-                      epoch_step=saved.get("epoch_step", 0))
+                      epoch_step=epoch_step, images_seen=saved.get("images_seen", 0),
+                      resizes=list(saved.get("resizes") or []))

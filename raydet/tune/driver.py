@@ -52,12 +52,13 @@ class SweepOutcome:
 
 
 def trial_demand(sweep: Sweep) -> dict[str, float]:
-    """The resources one running trial holds: its workers, its Ray Data decoding (one task), its function."""
+    """The resources one running trial holds: its workers (an elastic trial's most), its Ray Data decoding (one
+    task), its function."""
     scaling = sweep.base.scaling
     per_worker = dict(scaling.resources_per_worker or {"CPU": 1})
     if scaling.use_gpu:
         per_worker.setdefault("GPU", 1)
-    demand = {key: value * max(scaling.num_workers, 1) for key, value in per_worker.items()}
+    demand = {key: value * max(scaling.max_workers, 1) for key, value in per_worker.items()}
     demand["CPU"] = demand.get("CPU", 0) + sweep.base.require_data().decode_num_cpus + TRIAL_FUNCTION_CPUS
     return demand
 

@@ -35,9 +35,10 @@ class SchedulerSettings:
 
 @dataclass
 class TrialSettings:
-    """``tune.trial``: each trial's Ray Train workers; set keys replace the config's ``scaling``."""
+    """``tune.trial``: each trial's Ray Train workers; set keys replace the config's ``scaling``
+    (``num_workers: [MIN, MAX]``: each trial an elastic group)."""
 
-    num_workers: int | None = None
+    num_workers: int | tuple[int, int] | None = None
     resources_per_worker: dict[str, float] | None = None
     use_gpu: bool | None = None
 

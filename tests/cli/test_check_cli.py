@@ -83,6 +83,12 @@ def test_check_builds_the_model(project):
      "error: --set +modle={{}}: 'modle' is not a raydet config key (did you mean 'model'?)"),
     (["cfg.yaml", "--set", "model.neck.channels=-2"],
      "error: {p}/base.yaml: model.neck: CliTestNeck rejected its arguments: RuntimeError:"),
+    (["cfg.yaml", "--set", "+scaling={num_workers: [2, 1]}"],
+     "error: --set +scaling={{num_workers: [2, 1]}}: scaling: ScalingSettings rejected its arguments: ValueError: "
+     "num_workers [2, 1]: the minimum is above the maximum; write [MIN, MAX]"),
+    (["cfg.yaml", "--set", "+scaling={num_workers: [0, 2]}"],
+     "error: --set +scaling={{num_workers: [0, 2]}}: scaling: ScalingSettings rejected its arguments: ValueError: "
+     "num_workers [0, 2]: a range needs at least 1 worker"),
     (["cyclic.yaml"], "error: cyclic _base_: {p}/cyclic.yaml -> {p}/cyclic.yaml"),
     (["malformed.yaml"], "error: {p}/malformed.yaml:2:10: malformed YAML: mapping values are not allowed here"),
 ])

@@ -54,3 +54,23 @@ class PauseUntil:
         deadline = time.time() + self.timeout_s
         while not os.path.exists(self.go) and time.time() < deadline:
             time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class HoldGroupOfSize:
+    """Rank 0 of a group of ``world_size`` workers writes ``reached`` at ``iteration`` and holds the group there
+    (up to ``timeout_s``) while the test changes the cluster: Ray Train replaces the held group (an elastic
+    resize, a lost node).  Groups of another size pass on."""
+
+    iteration: int
+    world_size: int
+    reached: str
+    timeout_s: float = 240
+
+    def __call__(self, step: StepResult, worker: WorkerInfo) -> None:
+        if step.iteration != self.iteration or worker.rank != 0 or worker.world_size != self.world_size:
+            return
+        worker.flush_records()
+        with open(self.reached, "w"):
+            pass
+        time.sleep(self.timeout_s)

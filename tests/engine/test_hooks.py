@@ -9,12 +9,13 @@ from raydet.engine.hooks import (
     EpochPlan,
     Evaluation,
     Hooks,
+    ImageCount,
+    IntervalCheckpoint,
     PreemptionCheckpoint,
     PrefetchNextEpoch,
     ReportAndCheckpoint,
     StartupTiming,
     TrainState,
-    preemption_check_interval,
 )
 from raydet.engine.progress import ProgressLog
 from raydet.engine.stopwatch import Stopwatch
@@ -35,19 +36,20 @@ class ListSink:
         pass
 
 
-def step(index: int, num_batches: int = 10, epoch: int = 0, loss: float = 1.0, data_time: float = 0.5) -> StepResult:
-    return StepResult(epoch * num_batches + index + 1, epoch, index, num_batches,
+def step(index: int, num_steps: int = 10, epoch: int = 0, loss: float = 1.0, data_time: float = 0.5,
+         iterations_per_step: int = 1) -> StepResult:
+    return StepResult((epoch * num_steps + index + 1) * iterations_per_step, epoch, index, num_steps,
                       {"loss_cls": torch.tensor(loss), "loss_bbox": torch.tensor(loss), "acc": torch.tensor(9.0)},
                       2, data_time, 0.01)
 
 
-def run_epochs(hooks: Hooks, state: TrainState, max_epochs: int, num_batches: int = 4) -> None:
+def run_epochs(hooks: Hooks, state: TrainState, max_epochs: int, num_steps: int = 4) -> None:
     """The loop's calls, without a trainer."""
     for epoch in range(state.epoch, max_epochs):
-        hooks.before_epoch(EpochPlan(epoch, num_batches))
-        for index in range(num_batches):
-            hooks.after_step(step(index, num_batches, epoch))
-        state.iteration += num_batches
+        hooks.before_epoch(EpochPlan(epoch, num_steps))
+        for index in range(num_steps):
+            hooks.after_step(step(index, num_steps, epoch))
+        state.iteration += num_steps
         state.epoch = epoch + 1
         hooks.after_epoch(state)
 
@@ -65,10 +67,28 @@ def test_preemption_is_asked_every_interval_and_checkpoints_once():
     assert (state.iteration, state.epoch_step) == (26, 6)
 
 
-def test_preemption_interval_is_whole_accumulation_groups():
-    assert preemption_check_interval(log_interval=50, accumulate=1) == 50
-    assert preemption_check_interval(log_interval=5, accumulate=4) == 8
-    assert preemption_check_interval(log_interval=1, accumulate=3) == 3
+def test_interval_checkpoints_come_when_the_iteration_count_passes_a_multiple():
+    """Every 5 iterations, at 2 iterations a step (a group half the reference size): at the steps that pass 25,
+    30 and 35; none at the epoch's last step (its own checkpoint follows)."""
+    saved = []
+    state = TrainState(epoch=1, iteration=20)
+    hook = IntervalCheckpoint(5, lambda state: saved.append((state.iteration, state.epoch_step)), state)
+    for index in range(10):
+        hook.after_step(step(index, num_steps=10, epoch=1, iterations_per_step=2))
+    assert saved == [(26, 3), (30, 5), (36, 8)]  # 25 passed at 26, 30 reached, 35 passed at 36; 40 is the last step
+    never = IntervalCheckpoint(0, lambda state: saved.append("no"), TrainState())
+    never.after_step(step(4))
+    assert saved[-1] != "no"
+
+
+def test_image_count_settles_every_workers_images_once():
+    state = TrainState(images_seen=100)
+    count = ImageCount(lambda mine: mine * 2)  # two workers that saw as many
+    for index in range(3):
+        count.after_step(step(index))  # 2 images each
+    count.settle(state)
+    count.settle(state)  # nothing new: nothing added
+    assert state.images_seen == 100 + 2 * 6
 
 
 def test_evaluations_reports_and_checkpoints_follow_their_intervals():

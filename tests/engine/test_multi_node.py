@@ -135,7 +135,7 @@ def test_node_loss_resumes_from_the_last_checkpoint_when_the_node_returns(
         time.sleep(3)
         cluster.add_node(num_cpus=2, resources={NODE_SLOT: 1})
 
-    hold = PauseUntil(iteration=8, reached=str(reached), go=str(go))  # batch 2 of epoch 2
+    hold = PauseUntil(iteration=8, reached=str(reached), go=str(go))  # step 2 of epoch 2
     outcome, events = run_with_helper(lambda: launch(config, tmp_path / "wd", step_hooks=[hold]),
                                       lose_and_restore_the_second_node)
     finished = time.time()
@@ -180,13 +180,13 @@ def test_preemption_notice_checkpoints_mid_epoch_and_the_run_resumes_there(
         reclaimed.touch()
         cluster.add_node(num_cpus=2, resources={NODE_SLOT: 1})
 
-    hooks = [PauseUntil(iteration=8, reached=str(reached), go=str(drained)),  # batch 2 of epoch 2: the notice
+    hooks = [PauseUntil(iteration=8, reached=str(reached), go=str(drained)),  # step 2 of epoch 2: the notice
              PauseUntil(iteration=10, reached=str(tmp_path / "waiting"), go=str(reclaimed))]  # till the deadline
     outcome, events = run_with_helper(lambda: launch(config, tmp_path / "wd", step_hooks=hooks),
                                       reclaim_the_second_node)
     final = outcome.final_metrics
     log = (tmp_path / "wd" / "train.log").read_text()
     assert "is being preempted: checkpoint at epoch 2, iteration 8" in log, log[-3000:]
-    assert "resumed at epoch 1, iteration 8 (batch 2 of epoch 2)" in log, log[-3000:]
+    assert "resumed at epoch 1, iteration 8 (step 2 of epoch 2)" in log, log[-3000:]
     assert_same_training(final, single_node_run)
     assert set(final["worker_nodes"]) == node_ids(ray_session)
