@@ -1,4 +1,5 @@
-"""``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N|MIN-MAX] [--use-gpu] [--resume auto|PATH]``.
+"""``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N|MIN-MAX] [--use-gpu]
+[--resume auto|PATH]``.
 
 Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
 ``ray job submit`` job), else on a local Ray it starts itself.  A run stopped by

@@ -99,7 +99,8 @@ def _shard_records(split: str) -> ray.ObjectRef:
     return _RECORDS_OF_SHARD[shard]
 
 
-def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch, first_step: int = 0) -> "BatchStream":
+def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch,
+                       first_step: int = 0) -> "BatchStream":
     """In a Ray Train worker: this worker's training batches for ``epoch`` from its optimizer step ``first_step``
     on (a run resumed mid-epoch; see the module docstring)."""
     context = ray.train.get_context()

@@ -47,6 +47,11 @@ __all__ = ["STARTUP_PHASES", "RunOptions", "TrainOutcome", "launch", "startup_ph
 RUN_NAME_TIME = "%Y%m%d-%H%M%S"
 #: A worker count: fixed, or an elastic ``(MIN, MAX)`` range.
 WorkerCount = int | tuple[int, int]
+#: How long Ray Train waits for an elastic group's resources before it decides its size again.  It sizes a
+#: group from what Ray Data's autoscaling coordinator reserved, which re-reads the node list every 20 s: after a
+#: node is lost, the first restart may ask for the lost node's share too, and waits this long (60 s by default)
+#: before the next decision, made on the node list without it.
+ELASTIC_GROUP_START_TIMEOUT_S = 25
 
 
 @dataclass
@@ -135,7 +140,8 @@ def find_latest_run(storage_path: str, name: str) -> str | None:
 def latest_checkpoint(run_folder: str) -> str | None:
     """The newest ``checkpoint_…`` folder of a run folder (Ray's names sort by time), if any."""
     try:
-        names = [name for name in storage.list_dir(run_folder) if name.startswith("checkpoint_")]
+        names = [name for name in storage.list_dir(run_folder)  # not Ray's checkpoint_manager_snapshot.json
+                 if name.startswith("checkpoint_") and not name.endswith(".json")]
     except (FileNotFoundError, NotADirectoryError):
         return None
     return storage.join(run_folder, max(names)) if names else None
@@ -396,7 +402,7 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
                            datasets=parts.datasets, dataset_config=parts.dataset_config)
     stopwatch.mark("fit_started")
     try:
-        with _health_check_interval(plan.workers.health_check_interval_s):
+        with _controller_environment(plan.workers):
             result = trainer.fit()
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
@@ -412,18 +418,20 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
 
 
 @contextlib.contextmanager
-def _health_check_interval(seconds: float) -> Iterator[None]:
-    """Ray Train's controller polls the workers every ``seconds`` (its ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, which
-    it reads from the driver's environment at ``fit``), unless the environment sets it."""
-    name = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = str(seconds)
+def _controller_environment(workers: WorkerGroup) -> Iterator[None]:
+    """Ray Train's controller settings that it reads from the driver's environment at ``fit`` (each only where
+    the environment does not set it already): how often it polls the workers, and for an elastic group how
+    long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``)."""
+    settings = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(workers.health_check_interval_s)}
+    if workers.elastic:
+        settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(ELASTIC_GROUP_START_TIMEOUT_S)
+    added = {name: value for name, value in settings.items() if name not in os.environ}
+    os.environ.update(added)
     try:
         yield
     finally:
-        os.environ.pop(name, None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _run_config(plan: RunPlan) -> ray.train.RunConfig:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import random
 import tempfile
 from dataclasses import dataclass

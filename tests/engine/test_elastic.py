@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from raydet import storage
 from raydet.config import load_config
+from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import launch
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 from tests.engine.failure_injection import HoldGroupOfSize, PauseUntil
-from tests.engine.test_multi_node import run_with_helper, second_node_id, wait_for_file, wait_for_object
+from tests.engine.test_multi_node import run_with_helper, second_node_id, wait_for_file
 from tests.ray_nodes import NODE_SLOT, RAY, wait_for_nodes
 
 EPOCHS = 3
@@ -34,7 +37,7 @@ BUCKET = "raydet-elastic-test"
 
 
 @pytest.fixture(scope="module")
-def storage(s3_server) -> str:
+def run_storage(s3_server) -> str:
     s3_server.create_bucket(Bucket=BUCKET)
     return f"s3://{BUCKET}/runs"
 
@@ -45,7 +48,8 @@ def even_shapes(make_shapes) -> Path:
     return make_shapes(seed=6, num_train=IMAGES, num_val=8)
 
 
-def config_overrides(data_root: Path, storage: str, num_workers: str, name: str, one_per_node: bool = True) -> list[str]:
+def config_overrides(data_root: Path, storage: str, num_workers: str, name: str,
+                     one_per_node: bool = True) -> list[str]:
     per_worker = f"{{CPU: 1, {NODE_SLOT}: 1}}" if one_per_node else "{CPU: 1}"
     return [*quick_overrides(data_root, epochs=EPOCHS), "log_config.interval=1", f"scaling.num_workers={num_workers}",
             f"scaling.resources_per_worker={per_worker}", f"scaling.storage_path={storage}",
@@ -65,26 +69,26 @@ def wait_for_line(path: Path, text: str, count: int = 1, timeout: float = 240) -
 
 
 @pytest.fixture(scope="module")
-def fixed_runs(ray_session, even_shapes, storage, tmp_path_factory) -> dict[int, dict]:
+def fixed_runs(ray_session, even_shapes, run_storage, tmp_path_factory) -> dict[int, dict]:
     """The references: the same config and seed with a fixed group of 1 and of 2 workers (both on the head)."""
     wait_for_nodes(ray_session, 1)
     runs = {}
     for workers in (1, 2):
-        config = load_config(DEMO_CONFIG, config_overrides(even_shapes, storage, str(workers), f"fixed{workers}",
+        config = load_config(DEMO_CONFIG, config_overrides(even_shapes, run_storage, str(workers), f"fixed{workers}",
                                                            one_per_node=False))
         runs[workers] = launch(config, tmp_path_factory.mktemp(f"fixed{workers}") / "wd").final_metrics
     return runs
 
 
 @pytest.fixture(scope="module")
-def elastic_run(ray_cluster, ray_session, even_shapes, storage, s3_server, tmp_path_factory) -> dict:
+def elastic_run(ray_cluster, ray_session, even_shapes, run_storage, tmp_path_factory) -> dict:
     """The scenario of the module docstring; returns the final metrics, the log and the helper's timestamps."""
     wait_for_nodes(ray_session, 1)
     started = len(ray_cluster.workers)
     marks = tmp_path_factory.mktemp("marks")
     work_dir = tmp_path_factory.mktemp("elastic") / "wd"
     log = work_dir / "train.log"
-    config = load_config(DEMO_CONFIG, config_overrides(even_shapes, storage, "[1,2]", "elastic"))
+    config = load_config(DEMO_CONFIG, config_overrides(even_shapes, run_storage, "[1,2]", "elastic"))
 
     def change_the_cluster(events: dict) -> None:
         wait_for_file(marks / "one_at_2")  # 1 worker, iteration 2 (its checkpoint at 1 taken)
@@ -132,6 +136,20 @@ def elastic_run(ray_cluster, ray_session, even_shapes, storage, s3_server, tmp_p
     return {"final": outcome.final_metrics, "log": log.read_text(), "events": events, "work_dir": work_dir}
 
 
+def last_weights(final: dict) -> dict[str, torch.Tensor]:
+    """The trained weights (no BatchNorm statistics) of a run's latest checkpoint: its last epoch's."""
+    run_folder = final["best_checkpoint"].rsplit("/", 2)[0]
+    saved = [load_checkpoint(storage.join(run_folder, name)) for name in storage.list_dir(run_folder)
+             if name.startswith("checkpoint_") and not name.endswith(".json")]  # not Ray's manager snapshot
+    model = max(saved, key=lambda checkpoint: checkpoint["iteration"])["model"]
+    return {name: value.float() for name, value in model.items()
+            if "running_" not in name and "num_batches" not in name}
+
+
+def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return float(torch.sqrt(sum(((a[name] - b[name]) ** 2).sum() for name in a)))
+
+
 def resizes(run: dict) -> list[tuple[int, str]]:
     return [(resize["workers"], resize["reason"]) for resize in run["final"]["resizes"]]
 
@@ -153,6 +171,11 @@ def test_elastic_group_grows_when_a_node_joins_and_trains_like_fixed_groups(elas
     for name in ("bbox_mAP", "bbox_mAP_50"):  # the same steps as 2 workers; 1 worker steps on half the batch
         assert final[name] == pytest.approx(fixed_runs[2][name], abs=0.02), (name, final, fixed_runs)
         assert final[name] == pytest.approx(fixed_runs[1][name], abs=0.05), (name, final, fixed_runs)
+    # The same optimisation as the fixed 2-worker group, through 4 restarts at 1 and 2 workers: the weights
+    # differ by float summation order only, far less than those of a fixed 1-worker group (half the batch).
+    elastic, two, one = last_weights(final), last_weights(fixed_runs[2]), last_weights(fixed_runs[1])
+    print(f"weights: |elastic - fixed 2| {distance(elastic, two):.2e}, |fixed 1 - fixed 2| {distance(one, two):.2e}")
+    assert distance(elastic, two) < 0.01 * distance(one, two)
 
 
 @pytest.mark.slow
@@ -163,7 +186,9 @@ def test_elastic_group_shrinks_at_once_when_a_node_is_lost(elastic_run):
     lost = final["resizes"][1]
     assert lost["images_seen"] == lost["iteration"] * IMAGES_PER_ITERATION
     assert lost["iteration"] >= final["resizes"][0]["iteration"]
-    assert events["shrunk"] - events["killed"] < 60  # no wait for a replacement node (the group start timeout)
+    # no wait for a replacement: Ray Train may first ask for the lost node's share and give up after
+    # ELASTIC_GROUP_START_TIMEOUT_S (25 s), then starts the group that fits
+    assert events["shrunk"] - events["killed"] < 50
 
 
 @pytest.mark.slow

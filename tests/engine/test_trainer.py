@@ -219,7 +219,8 @@ def _uneven_step_under_ddp(rank: int, port: int, results_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(LinearDetector())
-    positions, steps = TrainEpoch(torch.arange(6).reshape(6, 1).numpy(), GlobalBatch(reference_workers=3)).share(rank, 2)
+    plan = TrainEpoch(torch.arange(6).reshape(6, 1).numpy(), GlobalBatch(reference_workers=3))
+    positions, steps = plan.share(rank, 2)
     batches = [make_batch(4, seed=30 + int(position)) for position in positions]
     finished = make_trainer(model).run_epoch(batches, epoch=0, iteration=0, steps=steps)
     _gather_to_file({"weights": [p.detach().tolist() for p in model.parameters()], "finished": finished,
