@@ -99,10 +99,11 @@ def _shard_records(split: str) -> ray.ObjectRef:
     return _RECORDS_OF_SHARD[shard]
 
 
-def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch,
+def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch | None = None,
                        first_step: int = 0) -> "BatchStream":
     """In a Ray Train worker: this worker's training batches for ``epoch`` from its optimizer step ``first_step``
-    on (a run resumed mid-epoch; see the module docstring)."""
+    on (a run resumed mid-epoch; see the module docstring); ``global_batch``: one batch per worker per step by
+    default."""
     context = ray.train.get_context()
     return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size(),
                         first_step, global_batch)
