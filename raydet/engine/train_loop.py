@@ -280,7 +280,7 @@ def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
         worker.images,
         CallStepHooks(worker.loop.step_hooks, info),
         PreemptionCheckpoint(spec.log_config.interval, ray.train.get_preemption_info, report.preempted, worker.state),
-        IntervalCheckpoint(spec.checkpoint_interval_iters, report.mid_epoch, worker.state),
+        IntervalCheckpoint(spec.checkpoint_interval_iters, report.every_interval, worker.state),
         evaluation,
         PrefetchNextEpoch(worker.data.start, spec.runner.max_epochs),
         ReportAndCheckpoint(report, spec.checkpoint_config.interval, spec.runner.max_epochs, evaluation, loss,
@@ -298,17 +298,24 @@ class Reporter:
         self.worker = worker
         self.notice_seen = False  # a node of this group is being preempted: every later checkpoint says so
 
-    def __call__(self, state: TrainState, metrics: dict[str, float], with_checkpoint: bool) -> None:
+    def __call__(self, state: TrainState, metrics: dict[str, float], with_checkpoint: bool,
+                 upload_async: bool = False) -> None:
+        """Report ``metrics``; with ``with_checkpoint`` rank 0 saves ``state`` and attaches it.  ``upload_async``:
+        Ray copies the checkpoint to the run's storage while the workers train on (it is the latest one once
+        copied; Ray removes the local folder then)."""
         self.worker.images.settle(state)
         if self.worker.rank != 0 or not with_checkpoint:
             ray.train.report(metrics)
             return
         trainer, loop = self.worker.trainer, self.worker.loop
         epoch_images = self.worker.data.plan(state.epoch).images_before(state.epoch_step) if state.epoch_step else 0
+        upload_async = upload_async and not loop.checkpoint_dir
         with contextlib.ExitStack() as stack:
             if loop.checkpoint_dir:  # a local folder or a URI
                 name = f"checkpoint_epoch_{state.epoch:04d}" + (f"_iter_{state.iteration:07d}" if epoch_images else "")
                 directory = storage.join(loop.checkpoint_dir, name)
+            elif upload_async:
+                directory = tempfile.mkdtemp(prefix="raydet_checkpoint_")  # Ray removes it once uploaded
             else:
                 directory = stack.enter_context(tempfile.TemporaryDirectory())
             save_checkpoint(directory, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
@@ -316,14 +323,19 @@ class Reporter:
                             config_yaml=loop.spec.config_yaml, metrics=state.metrics, epoch_images=epoch_images,
                             images_seen=state.images_seen, resizes=state.resizes, workers=self.worker.world_size,
                             preempted=self.notice_seen)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory))
+            mode = ray.train.CheckpointUploadMode.ASYNC if upload_async else ray.train.CheckpointUploadMode.SYNC
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint(directory), checkpoint_upload_mode=mode)
 
-    def mid_epoch(self, state: TrainState) -> None:
+    def mid_epoch(self, state: TrainState, upload_async: bool = False) -> None:
         """Checkpoint within the epoch (``state.epoch_step`` steps into it); no metric: a sweep does not see it."""
         reported = {"epoch": state.epoch, "iteration": state.iteration}
         if self.worker.spec.val is not None and self.worker.rank == 0:
             reported[CHECKPOINT_SCORE] = -1.0
-        self(state, reported, with_checkpoint=True)
+        self(state, reported, with_checkpoint=True, upload_async=upload_async)
+
+    def every_interval(self, state: TrainState) -> None:
+        """An ``interval_iters`` checkpoint: uploaded while training goes on (a notice's is uploaded at once)."""
+        self.mid_epoch(state, upload_async=True)
 
     def preempted(self, state: TrainState, notice) -> None:
         """Checkpoint where the workers are: a node of theirs is about to be preempted."""
