@@ -187,8 +187,9 @@ def test_elastic_group_shrinks_at_once_when_a_node_is_lost(elastic_run):
     assert lost["images_seen"] == lost["iteration"] * IMAGES_PER_ITERATION
     assert lost["iteration"] >= final["resizes"][0]["iteration"]
     # no wait for a replacement: Ray Train may first ask for the lost node's share and give up after
-    # ELASTIC_GROUP_START_TIMEOUT_S (25 s), then starts the group that fits
-    assert events["shrunk"] - events["killed"] < 50
+    # ELASTIC_GROUP_START_TIMEOUT_S (25 s), then starts the group that fits (36-39 s measured; it took
+    # 73 s while that first try waited out Ray's default 60 s)
+    assert events["shrunk"] - events["killed"] < 60
 
 
 @pytest.mark.slow
