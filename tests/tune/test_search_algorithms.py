@@ -49,3 +49,11 @@ def test_concurrency_defaults_to_what_the_cluster_holds(demo_sweep):
     demand = trial_demand(gpu)
     assert demand["GPU"] == 8 and demand["CPU"] == pytest.approx(8 * 4 + 1 + 0.1)
     assert trials_that_fit({"CPU": 128.0, "GPU": 16.0}, demand) == 2
+
+
+def test_elastic_trials_are_counted_at_their_maximum(small_shapes):
+    """``tune.trial.num_workers: [1, 3]``: every trial an elastic group; what fits counts its 3 workers."""
+    sweep = load_sweep(DEMO_SWEEP, [f"data.data_root={small_shapes}", "tune.trial.num_workers=[1,3]"])
+    assert sweep.base.scaling.num_workers == (1, 3) and sweep.base.scaling.elastic
+    assert trial_demand(sweep) == {"CPU": 3 + 1 + 0.1}
+    assert trials_that_fit({"CPU": 8.0}, trial_demand(sweep)) == 1
