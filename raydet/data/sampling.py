@@ -29,6 +29,7 @@ another size goes on with the very next step.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,9 +127,13 @@ class RankSteps:
         is the mean over its ``step_sizes[step]`` batches."""
         return self.world_size / int(self.step_sizes[step])
 
+    @functools.cached_property
+    def _batches_through(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.step_sizes)])
+
     def iterations_through(self, step: int) -> int:
         """Iterations from the epoch's start to the end of ``step`` (0 for ``step`` -1)."""
-        return int(self.step_sizes[: step + 1].sum()) // self.reference_workers
+        return int(self._batches_through[step + 1]) // self.reference_workers
 
 
 @dataclass(frozen=True)

@@ -239,21 +239,23 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     if state.iteration:
         within = f" (step {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}{within}")
-    _note_group_size(state, saved.get("workers") if saved and same_run else None, world_size, saved, progress, sink)
+    _note_group_size(state, saved if same_run else None, world_size, progress, sink)
     collector = DetectionCollector(spec.val_dataset, rank, spec.num_pictures) if spec.val is not None else None
     return Worker(loop, rank, world_size, trainer, state, data, progress, sink, collector,
                   ImageCount(sum_over_workers))
 
 
-def _note_group_size(state: TrainState, saved_workers: int | None, world_size: int, saved: dict | None,
-                     progress: ProgressLog, sink: RecorderSink | None) -> None:
-    """Log the group's size to MLflow (the ``workers`` series); when this run's checkpoint was taken by a group
-    of another size, the group was resized: say so and add it to ``state.resizes``."""
+def _note_group_size(state: TrainState, own_checkpoint: dict | None, world_size: int, progress: ProgressLog,
+                     sink: RecorderSink | None) -> None:
+    """Log the group's size to MLflow (the ``workers`` series); when this run's own checkpoint was taken by a
+    group of another size, the group was resized: say so and add it to ``state.resizes``."""
     if sink is not None:
         sink.metrics({"workers": world_size}, step=state.iteration)
-    if saved_workers is None or saved_workers == world_size:
+    saved_workers = (own_checkpoint or {}).get("workers", world_size)
+    if saved_workers == world_size:
         return
-    reason = "node added" if world_size > saved_workers else "preemption" if saved.get("preempted") else "node lost"
+    reason = ("node added" if world_size > saved_workers
+              else "preemption" if own_checkpoint.get("preempted") else "node lost")
     state.resizes.append({"iteration": state.iteration, "images_seen": state.images_seen, "workers": world_size,
                           "reason": reason})
     progress.say(f"resized {saved_workers} -> {world_size} workers at iteration {state.iteration} "

@@ -14,7 +14,6 @@ the workers count are exactly ``epochs × 32``.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import launch
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 from tests.engine.failure_injection import HoldGroupOfSize, PauseUntil
-from tests.engine.test_multi_node import run_with_helper, second_node_id, wait_for_file
-from tests.ray_nodes import NODE_SLOT, RAY, wait_for_nodes
+from tests.engine.test_multi_node import preempt, run_with_helper, wait_for_file
+from tests.ray_nodes import NODE_SLOT, wait_for_nodes
 
 EPOCHS = 3
 IMAGES = 32
@@ -105,12 +104,7 @@ def elastic_run(ray_cluster, ray_session, even_shapes, run_storage, tmp_path_fac
         events["grown_again"] = wait_for_line(log, "resized 1 -> 2 workers", count=2)
         wait_for_file(marks / "two_at_7")
         deadline_s = 10
-        notice = subprocess.run(
-            [RAY, "drain-node", f"--address={ray_cluster.address}", f"--node-id={second_node_id(ray_session)}",
-             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim (test)",
-             f"--deadline-remaining-seconds={deadline_s}"], capture_output=True, text=True, timeout=60)
-        assert notice.returncode == 0, notice.stdout + notice.stderr
-        events["notice"] = time.time()
+        events["notice"] = preempt(ray_session, ray_cluster, deadline_s)
         time.sleep(3)  # Ray Train's preemption watcher polls every second here (conftest)
         (marks / "drained").touch()
         wait_for_line(log, "is being preempted")

@@ -95,6 +95,17 @@ def second_node_id(ray) -> str:
     return next(node_id for node_id in node_ids(ray) if node_id != head)
 
 
+def preempt(ray, cluster, deadline_s: float) -> float:
+    """Drain the second node as the autoscaler does on a spot reclaim notice (``ray drain-node`` with the cloud's
+    deadline); returns when the notice was given."""
+    notice = subprocess.run(
+        [RAY, "drain-node", f"--address={cluster.address}", f"--node-id={second_node_id(ray)}",
+         "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim (test)",
+         f"--deadline-remaining-seconds={deadline_s}"], capture_output=True, text=True, timeout=60)
+    assert notice.returncode == 0, notice.stdout + notice.stderr
+    return time.time()
+
+
 def run_with_helper(launch_run, helper) -> tuple[object, dict]:
     """``launch_run()`` here while ``helper(events)`` acts on the cluster in a thread; its errors re-raised."""
     events: dict = {}
@@ -166,12 +177,7 @@ def test_preemption_notice_checkpoints_mid_epoch_and_the_run_resumes_there(
 
     def reclaim_the_second_node(events: dict) -> None:
         wait_for_file(reached)
-        notice = subprocess.run(
-            [RAY, "drain-node", f"--address={cluster.address}", f"--node-id={second_node_id(ray_session)}",
-             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim (test)",
-             f"--deadline-remaining-seconds={deadline_s}"], capture_output=True, text=True, timeout=60)
-        assert notice.returncode == 0, notice.stdout + notice.stderr
-        events["notice"] = time.time()
+        events["notice"] = preempt(ray_session, cluster, deadline_s)
         time.sleep(3)  # Ray Train's preemption watcher polls every second here (conftest)
         drained.touch()
         wait_for_object(s3_server, "runs/spot-", "checkpoint_manager_snapshot.json", contains="checkpoint_")
