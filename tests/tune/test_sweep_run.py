@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -71,6 +70,27 @@ def wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
                          f"{alive}")
 
 
+def run_or_explain(command: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run(command)``; past ``timeout`` the command's process group is killed and the failure shows
+    the end of its output and the cluster's placement groups and actors (what a trial may be waiting for)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, **popen)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import ray
+        from ray._private.state import actors as actor_table
+
+        groups = [(group["state"], group["bundles"]) for group in ray.util.placement_group_table().values()
+                  if group["state"] != "REMOVED"]
+        actors = sorted(actor["ActorClassName"] for actor in actor_table().values() if actor["State"] == "ALIVE")
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"{command} still ran after {timeout} s; placement groups {groups}; alive actors "
+                             f"{actors}\nstdout: {out[-3000:]}\nstderr: {err[-6000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def read_rows(work) -> dict[str, dict[str, str]]:
     with open(work / "results.csv") as file:
         return {row["trial_id"]: row for row in csv.DictReader(file)}
@@ -104,10 +124,9 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     assert (rows[done]["optimizer.lr"], rows[done]["status"], rows[done]["epochs"]) == ("0.004", "finished", "2")
     assert (rows[stopped]["optimizer.lr"], rows[stopped]["status"]) == ("1e-07", "interrupted")
 
-    trial_cpus = float(re.search(r"each holding ([0-9.]+) CPU", out).group(1))
-    wait_for_free_cpus(ray_session, trial_cpus)  # the interrupted sweep's trial, controller and workers are gone
-    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=500)
+    # the interrupted sweep's trial, controller, workers and placement groups are gone
+    wait_for_free_cpus(ray_session, ray_session.cluster_resources()["CPU"])
+    resumed = run_or_explain(command + ["--resume"], cwd=tmp_path, env=env, timeout=500)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     rows = read_rows(work)
     assert len(rows) == 3
