@@ -109,7 +109,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
 
     parsed = parse_config(config)
     paths = find_images(inputs)
-    check_checkpoint(check_config(parsed, data=False).require_model(), checkpoint, num_workers)
+    check_checkpoint(check_config(parsed, data=False).require_model(), parsed.yaml, checkpoint, num_workers)
     split = "test" if parsed.split("test") is not None else "val"
     classes, cat_ids = classes_of(parsed, split)
     recipe = batch_recipe(parsed, split)  # the split's pipeline: resize, normalise, pad
@@ -126,9 +126,9 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     results, detected, unusable, started = [], 0, 0, time.time()
     for row in dataset.iter_rows():
         found, problems = unpack_detections(row)
-        for examples in problems.examples.values():  # each unusable image: its file and why
+        for kind, examples in problems.examples.items():  # each unusable image: its problem, file and why
             for example in examples:
-                print(f"skipped {example}", file=sys.stderr)
+                print(f"skipped ({kind}) {example}", file=sys.stderr)
         detected, unusable = detected + len(found), unusable + problems.total
         results.extend(results_of_batch(found, cat_ids, paths))
         print(_progress(detected + unusable, len(paths), started), file=sys.stderr)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ..config.schema import DataSection
 from .collate import Batch, collate
+from .crash_journal import CRASHES_BEFORE_SKIPPING, image_key, process_journal
 from .image_io import ImageError
 from .problems import ProblemReport
 from .records import Record, record_at, table_has_masks
@@ -49,16 +50,30 @@ def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarr
     ``numpy.random.default_rng(seeds[i])``, collated and padded to a multiple of ``size_divisor``.
 
     A corrupt or missing image is left out of the batch and reported in the returned ``ProblemReport``
-    (the batch then holds fewer images; it may hold none).  Records with masks give ``gt_masks`` with
+    (the batch then holds fewer images; it may hold none); so is one that crashed the processes preparing it
+    (``raydet.data.crash_journal``: Ray's retry of this task skips it).  Records with masks give ``gt_masks`` with
     ``with_gt`` (every batch of such records, even an empty one); without it their masks are not decoded.
     """
     samples, problems = [], ProblemReport()
+    journal = process_journal()
+    journal.collect()
     for index, seed in zip(indices, seeds):
         if index < 0:
             continue
         record = record_at(records, int(index))
+        key = image_key(record["path"])
+        if journal.crashes(key) >= CRASHES_BEFORE_SKIPPING:
+            problems.add("crashed_decoder", f"image {record['image_id']}",
+                         f"{_name(record['path'])} crashed the process preparing it {journal.crashes(key)} times "
+                         "(a native crash while decoding or transforming it); skipped")
+            continue
         try:
-            samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems, with_gt))
+            with journal.preparing(key):
+                samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems, with_gt))
         except ImageError as err:
             problems.add(err.kind, f"image {record['image_id']}", str(err))
     return collate(samples, size_divisor, with_gt, with_mask=with_gt and table_has_masks(records)), problems
+
+
+def _name(path: str | bytes) -> str:
+    return path if isinstance(path, str) else f"an image of {len(path)} bytes held in the record"

@@ -21,6 +21,10 @@ PROBLEM_KINDS: dict[str, str] = {
     "missing_image": "image file not found (image skipped)",
     "empty_image": "image file of zero bytes or with zero width/height (image skipped)",
     "corrupt_image": "image that cannot be decoded (image skipped)",
+    "oversized_image": "image whose header declares more pixels than raydet.data.image_io.MAX_IMAGE_PIXELS: a "
+                       "decompression bomb or an image to tile (refused before decoding, image skipped)",
+    "crashed_decoder": "image whose decoding or transforms crashed the process (a native crash; the retry "
+                       "skipped the image)",
     "duplicate_image_id": "image id already used by an earlier image (later image skipped)",
     "unknown_image": "annotation for an image id that is not in the image list (dropped)",
     "unknown_category": "annotation of a category that is not in the category list (dropped)",

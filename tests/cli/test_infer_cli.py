@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -13,6 +15,7 @@ from raydet.config import load_config
 from raydet.engine.batch_inference import picture_names
 from raydet.infer import find_images, main
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.hostile_images import encoded, png_declaring
 
 
 @pytest.fixture()
@@ -50,14 +53,25 @@ def test_a_folder_with_a_corrupt_image_gives_json_and_pictures_for_the_rest(ray_
         shutil.copy(record["path"], target)
         good.append(target)
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    # hostile files: a decompression bomb, a PNG that crashes torchvision's decoder, an image whose preparation
+    # crashes the process (a transform that segfaults on its size): each skipped, none an endless restart loop
+    (inputs / "bomb.png").write_bytes(png_declaring(60000, 60000))
+    (inputs / "too_little_data.png").write_bytes(png_declaring(64, 64))
+    (inputs / "crasher.png").write_bytes(encoded(np.zeros((45, 67, 3), np.uint8), "PNG"))
+    crash_on_size = ["+custom_imports=[tests.data.native_crash]",
+                     "data.test.pipeline.1={type: CrashOnSize, height: 45, width: 67}"]
     out = tmp_path / "out"
     capsys.readouterr()
     assert main([str(DEMO_CONFIG), str(checkpoint), str(inputs), "--out", str(out), "--score-thr", "0.3",
-                 "--num-workers", "2", "--set", *quick_overrides(small_shapes)]) == 0
+                 "--num-workers", "2", "--set", *quick_overrides(small_shapes), *crash_on_size]) == 0
     printed = capsys.readouterr()
     summary = json.loads(printed.out.strip().splitlines()[-1])
-    assert (summary["images"], summary["detected"], summary["skipped"]) == (5, 4, 1)
+    assert (summary["images"], summary["detected"], summary["skipped"]) == (8, 4, 4)
     assert "broken.jpg" in printed.err and "cannot decode" in printed.err  # the file and the reason
+    for kind, name in [("oversized_image", "bomb.png"), ("corrupt_image", "too_little_data.png"),
+                       ("crashed_decoder", "crasher.png")]:
+        assert re.search(rf"skipped \({kind}\) image \d+: .*{name}", printed.err), (kind, printed.err[-3000:])
+    assert "crasher.png crashed the process preparing it 2 times" in printed.err
     assert "img/s" in printed.err and "eta" in printed.err
 
     predictions = json.loads((out / "predictions.json").read_text())

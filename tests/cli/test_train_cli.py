@@ -1,12 +1,14 @@
-"""``python -m raydet.train`` on bad input: one line, exit code 2
-(no worker started, or the run stopped by a NaN loss)."""
+"""``python -m raydet.train`` on bad input: one line, exit code 2 (no worker started, or the run stopped by a
+NaN loss); hostile images skipped and counted while the rest trains."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 
-from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 from tests.helpers import own_lines, run_cli
 
 
@@ -63,3 +65,31 @@ def test_nan_loss_stops_the_run_with_one_error_line(small_shapes, tmp_path):
     last = raydet_lines[-1]
     assert last.startswith("error: non-finite loss at iteration 2 (epoch 1): "), last
     assert "loss_cls=nan" in last and "optimizer.lr" in last and "grad_clip" in last
+
+
+@pytest.mark.timeout(300)
+def test_hostile_images_are_skipped_and_counted_and_the_rest_trains_and_is_scored(ray_session, small_shapes, tmp_path,
+                                                                                   capsys):
+    """A decompression bomb and a PNG that crashes torchvision's decoder among the training images, a JPEG cut
+    short under a .png name among the validation images: training ends, each counted by kind, and
+    ``raydet.test`` on its checkpoint scores the rest."""
+    from raydet import evaluate
+    from raydet.config import load_config
+    from raydet.engine.launcher import launch
+    from tests.hostile_images import encoded, png_declaring
+
+    data = tmp_path / "shapes"
+    shutil.copytree(small_shapes, data)
+    (data / "images/train_000004.png").write_bytes(png_declaring(60000, 60000))
+    (data / "images/train_000007.png").write_bytes(png_declaring(64, 64))
+    (data / "images/val_000001.png").write_bytes(encoded(np.zeros((64, 64, 3), np.uint8), "JPEG")[:-100])
+    overrides = [*quick_overrides(data), "scaling.num_workers=0"]
+    outcome = launch(load_config(DEMO_CONFIG, overrides), tmp_path / "wd")
+    problems = outcome.final_metrics["decode_problems"]
+    assert set(problems) == {"oversized_image", "corrupt_image"} and outcome.final_metrics["iters"] > 0, problems
+    assert outcome.final_metrics["bbox_mAP"] >= 0
+    capsys.readouterr()
+    assert evaluate.main([str(DEMO_CONFIG), outcome.final_metrics["best_checkpoint"], "--set", *overrides]) == 0
+    printed = capsys.readouterr()
+    assert "found while decoding: 1 corrupt_image" in printed.err and "val_000001.png" in printed.err
+    assert "bbox_mAP" in printed_metrics(printed.out)
