@@ -35,13 +35,13 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
 
 
-def check_checkpoint(model: torch.nn.Module, checkpoint: str, num_workers: int) -> None:
+def check_checkpoint(model: torch.nn.Module, config_yaml: str, checkpoint: str, num_workers: int) -> None:
     """``ConfigError`` unless ``checkpoint`` exists and restores ``model`` (the config's, as ``check_config``
-    built it; checked here, once, before an actor pool starts: one clear error, not one per actor), and
-    ``num_workers >= 1``."""
+    built it, from ``config_yaml``; checked here, once, before an actor pool starts: one clear error, not one
+    per actor), and ``num_workers >= 1``."""
     from . import storage
     from .config import ConfigError
-    from .engine.checkpoint import load_checkpoint
+    from .engine.checkpoint import CheckpointError, load_checkpoint, model_summary, state_mismatch
 
     if num_workers < 1:
         raise ConfigError(f"--num-workers must be at least 1, got {num_workers}")
@@ -51,14 +51,12 @@ def check_checkpoint(model: torch.nn.Module, checkpoint: str, num_workers: int) 
         raise ConfigError(f"checkpoint not found: {checkpoint}") from None
     except OSError as err:  # permissions, the network, a store that refused
         raise ConfigError(f"cannot read checkpoint {checkpoint}: {storage.describe(err)}") from None
-    except Exception as err:  # not a file torch.load reads
-        raise ConfigError(f"{checkpoint}: not a raydet checkpoint ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    try:
-        model.load_state_dict(saved["model"])
-    except Exception as err:
-        raise ConfigError(f"{checkpoint}: not a checkpoint of this config's model ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0]})") from None
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from None
+    mismatch = state_mismatch(model, saved["model"])
+    if mismatch:
+        raise ConfigError(f"{checkpoint} is a checkpoint of {model_summary(saved.get('config'))}, not of this "
+                          f"config's {model_summary(config_yaml)}: {mismatch}")
 
 
 def check_gpus(num_workers: int, use_gpu: bool) -> None:

@@ -97,7 +97,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     from .engine.launcher import connect_ray
 
     parsed = parse_config(config)
-    check_checkpoint(check_config(parsed, data=False).require_model(), checkpoint, num_workers)
+    check_checkpoint(check_config(parsed, data=False).require_model(), parsed.yaml, checkpoint, num_workers)
     if parsed.split(split) is None:
         raise ConfigError(f"{config.filename}: data.{split} is missing: there is nothing to evaluate")
     dataset = check_data(parsed, (split,), read_here=True)[0][split]  # numbered as the training split numbers it

@@ -50,7 +50,97 @@ def checkpoint_file(path: str | os.PathLike) -> str:
     return storage.join(path, CHECKPOINT_FILE) if storage.is_dir(path) else path
 
 
+class CheckpointError(Exception):
+    """A file that is not a readable raydet checkpoint (truncated by a partial upload, garbage, another kind of
+    file); the message names it and says why."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (tensors on the CPU); ``FileNotFoundError`` when missing."""
-    data = storage.read_bytes(checkpoint_file(path))
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by ``save_checkpoint`` (tensors on the CPU).
+
+    Raises:
+        FileNotFoundError: nothing there.
+        OSError: it cannot be read (permissions, the network).
+        CheckpointError: it is not a readable raydet checkpoint.
+    """
+    file = checkpoint_file(path)
+    data = storage.read_bytes(file)
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load's zip reader and unpickler raise many kinds
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(f"{file} is not a readable checkpoint ({len(data)} bytes; {type(err).__name__}: "
+                              f"{first_line})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise CheckpointError(f"{file} is not a raydet checkpoint (a torch file without raydet's 'model' entry: "
+                              "its weights)")
+    return saved
+
+
+def checkpoint_folders(run_folder: str) -> list[str]:
+    """The names of a run folder's ``checkpoint_…`` folders, oldest first (Ray's names sort by time)."""
+    try:
+        names = storage.list_dir(run_folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(name for name in names if name.startswith("checkpoint_") and not name.endswith(".json"))
+
+
+def load_newest_readable(run_folder: str, newest: str | None = None) -> tuple[dict[str, Any], str, list[str]] | None:
+    """The newest checkpoint of ``run_folder`` that can be read, from ``newest`` (a folder name) back: a latest
+    checkpoint cut short by a partial upload gives way to the one before it.
+
+    Returns:
+        ``(checkpoint, its folder, one warning per unreadable newer checkpoint)``, or None when the run folder
+        holds no checkpoint.
+
+    Raises:
+        CheckpointError: none of them can be read.
+    """
+    names = [name for name in checkpoint_folders(run_folder) if newest is None or name <= newest]
+    warnings = []
+    for name in reversed(names):
+        folder = storage.join(run_folder, name)
+        try:
+            saved = load_checkpoint(folder)
+        except (CheckpointError, FileNotFoundError) as err:
+            reason = str(err) if isinstance(err, CheckpointError) else f"{checkpoint_file(folder)} is missing"
+            warnings.append(f"warning: {reason} (a partial upload?); continuing from the checkpoint before it")
+            continue
+        return saved, folder, warnings
+    if not names:
+        return None
+    raise CheckpointError(f"no checkpoint of {run_folder} can be read: {'; '.join(warnings)}")
+
+
+def model_summary(config_yaml: str | None) -> str:
+    """A config's model in a few words: ``"FCOS (backbone ResNet, neck FPN, bbox_head FCOSHead)"``."""
+    import yaml
+
+    if not config_yaml:
+        return "a model it does not name (no config inside)"
+    try:
+        model = (yaml.safe_load(config_yaml) or {}).get("model") or {}
+    except yaml.YAMLError:
+        return "an unknown model"
+    parts = [f"{key} {value['type']}" for key, value in model.items() if isinstance(value, dict) and "type" in value]
+    return f"{model.get('type', 'a model')}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def state_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """What stops ``state`` from restoring ``model`` (missing, unexpected and reshaped tensors, with an example
+    of each), or None when it fits."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    reshaped = [key for key in own if key in state and tuple(own[key].shape) != tuple(state[key].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of this model's {len(own)} tensors are not in it (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of its tensors have no place in this model (e.g. {unexpected[0]})")
+    if reshaped:
+        key = reshaped[0]
+        parts.append(f"{len(reshaped)} differ in shape (e.g. {key}: {list(state[key].shape)} in the checkpoint, "
+                     f"{list(own[key].shape)} in this model)")
+    return "; ".join(parts) or None

@@ -15,11 +15,12 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import ray
 import ray.train
@@ -34,13 +35,24 @@ from ..data.ray_datasets import build_ray_datasets
 from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    checkpoint_folders,
+    load_checkpoint,
+    load_newest_readable,
+    model_summary,
+    state_mismatch,
+)
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
 from .tracking import MlflowRun, flatten
 from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, LoopConfig, StepHook, train_loop_per_worker
 from .trainer import NonFiniteLossError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["STARTUP_PHASES", "RunOptions", "TrainOutcome", "launch", "startup_phases"]
 
@@ -139,12 +151,8 @@ def find_latest_run(storage_path: str, name: str) -> str | None:
 
 def latest_checkpoint(run_folder: str) -> str | None:
     """The newest ``checkpoint_…`` folder of a run folder (Ray's names sort by time), if any."""
-    try:
-        names = [name for name in storage.list_dir(run_folder)  # not Ray's checkpoint_manager_snapshot.json
-                 if name.startswith("checkpoint_") and not name.endswith(".json")]
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return storage.join(run_folder, max(names)) if names else None
+    names = checkpoint_folders(run_folder)
+    return storage.join(run_folder, names[-1]) if names else None
 
 
 def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
@@ -276,13 +284,7 @@ def check_run(parsed: ParsedConfig, resume: str | None, num_workers: WorkerCount
         lookup(parsed.config, key)
     checked = check_config(parsed, data=False)
     if resume not in (None, "auto"):
-        try:
-            load_checkpoint(storage.absolute(resume))
-        except FileNotFoundError:
-            raise ConfigError(f"--resume {storage.absolute(resume)}: checkpoint not found") from None
-        except Exception as err:
-            raise ConfigError(f"--resume {storage.absolute(resume)}: not a raydet checkpoint "
-                              f"({type(err).__name__}: {err})") from None
+        _check_resume_checkpoint(storage.absolute(resume), checked.require_model(), parsed.yaml)
     workers = worker_group(parsed, num_workers, use_gpu)
     if parsed.split("train") is None:
         raise ConfigError(f"{parsed.source_of(('data',))}: data.train is missing: there is nothing to train on")
@@ -291,6 +293,20 @@ def check_run(parsed: ParsedConfig, resume: str | None, num_workers: WorkerCount
         if len(dataset) == 0:
             raise DataError(f"data.{split} ({dataset.ann_file}) has no images left to use: {dataset.problems.short()}")
     return dataclasses.replace(checked, datasets=datasets, lines=checked.lines + lines), workers
+
+
+def _check_resume_checkpoint(path: str, model: torch.nn.Module, config_yaml: str) -> None:
+    """``ConfigError`` unless ``--resume PATH`` is a readable checkpoint of this config's model."""
+    try:
+        saved = load_checkpoint(path)
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {path}: checkpoint not found") from None
+    except (CheckpointError, OSError) as err:
+        raise ConfigError(f"--resume {path}: {err}") from None
+    mismatch = state_mismatch(model, saved["model"])
+    if mismatch:
+        raise ConfigError(f"--resume {path}: a checkpoint of {model_summary(saved.get('config'))}, not of this "
+                          f"config's {model_summary(config_yaml)}: {mismatch}")
 
 
 def worker_group(parsed: ParsedConfig, num_workers: WorkerCount | None, use_gpu: bool | None) -> WorkerGroup:
@@ -331,7 +347,11 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup,
     options = options or RunOptions(name=run_name or f"{base_name}-{time.strftime(RUN_NAME_TIME)}")
     resume_from = storage.absolute(resume) if resume not in (None, "auto") else None  # the workers run elsewhere
     if resume == "auto" and workers.num_workers == 0:  # Ray Train keeps no copy of a run without workers: here
-        resume_from = latest_checkpoint(storage.join(storage_path, options.name))
+        found = load_newest_readable(storage.join(storage_path, options.name))
+        if found is not None:
+            _, resume_from, warnings = found
+            for warning in warnings:
+                print(warning, file=sys.stderr)
     return RunPlan(parsed, checked, training_spec(parsed, checked, workers), workers, work_dir, storage_path, options,
                    resume_from)
 
@@ -393,6 +413,7 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     tracker.log_metrics({k.replace("/", "."): v for k, v in parts.summary.metrics().items()}, step=0)
     recorder = start_recorder(plan.work_dir, tracker.tracking_uri, tracker.run_id)
     loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, resume_from=plan.resume_from,
+                      run_folder=plan.run_folder,
                       checkpoint_dir=plan.run_folder if plan.workers.num_workers == 0 else None,
                       step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config

@@ -53,7 +53,7 @@ from ..accel import apply_accel
 from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, train_epoch_plan
 from ..data.sampling import TrainEpoch
 from ..data.stream_runner import start_stream_runner
-from .checkpoint import load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import load_checkpoint, load_newest_readable, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero, sum_over_workers
 from .evaluation import DetectionCollector
 from .hooks import (
@@ -98,6 +98,7 @@ class LoopConfig:
         work_dir: the run's work directory (absolute).
         recorder: the run's ``RunRecorder`` actor (rank 0's lines, metrics, pictures).
         resume_from: ``--resume PATH``'s checkpoint, or None.
+        run_folder: the run's folder in Ray Train's storage (a path or a URI), where its checkpoints are.
         checkpoint_dir: where to keep checkpoints when the loop runs in the driver (``num_workers: 0``).
         step_hooks: ``StepHook``s called after every step (tests kill workers with them).
         stream_runners: the driver's data stream runners, one per rank, or none.
@@ -107,6 +108,7 @@ class LoopConfig:
     work_dir: str
     recorder: ray.actor.ActorHandle
     resume_from: str | None = None
+    run_folder: str | None = None
     checkpoint_dir: str | None = None
     step_hooks: tuple[StepHook, ...] = ()
     stream_runners: tuple[ray.actor.ActorHandle, ...] = ()
@@ -216,7 +218,7 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     # The first batches decode while the model is built: start the stream's runner and its first pass now.
     start_stream_runner(loop.stream_runners[rank] if rank < len(loop.stream_runners) else None)
-    saved, same_run = _saved_checkpoint(loop.resume_from)
+    saved, same_run, passed_over = _saved_checkpoint(loop)
     data = EpochBatches(spec)
     epoch = saved["epoch"] if saved else 0
     first_step = data.plan(epoch).step_at(saved.get("epoch_images", 0)) if saved else 0  # a position in images
@@ -236,6 +238,8 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     iterations_per_epoch = len(plan.batches) // spec.global_batch.reference_workers
     progress = ProgressLog(sink, world_size, iterations_per_epoch * spec.runner.max_epochs, spec.runner.max_epochs,
                            start_iteration=state.iteration)
+    for warning in passed_over:
+        progress.say(warning)
     if state.iteration:
         within = f" (step {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ""
         progress.say(f"resumed at epoch {state.epoch}, iteration {state.iteration}{within}")
@@ -368,14 +372,19 @@ def finish_worker(worker: Worker) -> dict | None:
             "worker_nodes": list(nodes), "images_seen": state.images_seen, "resizes": state.resizes}
 
 
-def _saved_checkpoint(resume_from: str | None) -> tuple[dict | None, bool]:
-    """The checkpoint this worker continues from — Ray Train's latest (a restarted, resized or resumed run),
-    else ``--resume PATH``'s, else None — and whether it is this run's own."""
+def _saved_checkpoint(loop: LoopConfig) -> tuple[dict | None, bool, list[str]]:
+    """The checkpoint this worker continues from — Ray Train's latest (a restarted, resized or resumed run; if
+    that one cannot be read, a partial upload, the newest before it that can), else ``--resume PATH``'s, else
+    None — whether it is this run's own, and a warning per unreadable checkpoint passed over."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory), True
-    return (load_checkpoint(resume_from) if resume_from else None), False
+    if checkpoint is None:
+        return (load_checkpoint(loop.resume_from) if loop.resume_from else None), False, []
+    found = load_newest_readable(loop.run_folder, newest=storage.name_of(checkpoint.path)) if loop.run_folder else None
+    if found is not None:
+        saved, _, warnings = found
+        return saved, True, warnings
+    with checkpoint.as_directory() as directory:  # a run folder this worker cannot list
+        return load_checkpoint(directory), True, []
 
 
 def _restore(saved: dict, trainer: Trainer, epoch_step: int) -> TrainState:
