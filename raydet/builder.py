@@ -15,22 +15,27 @@ config.  It imports data/, models/ and the optimizers, never engine/.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from . import storage
 from .config import Config, ConfigError, format_key_path, import_custom_modules, parse_key_path
 from .config.parsed import ParsedConfig, as_parsed, config_errors
 from .config.schema import SECTIONS, SPLITS, OptimizerConfig
+from .data.collate import collate
 from .data.datasets import DetectionDataset
 from .data.decode import BatchRecipe
 from .data.problems import DataError
+from .data.sample import Sample
 from .data.transforms import Compose
 from .optimizers import build_optimizer
 from .registry import DATASETS, MODELS, TRANSFORMS, BuildError, Registry
@@ -267,6 +272,72 @@ def build_pipeline(config: Config | ParsedConfig, split: str) -> Compose:
     return Compose([build_node(config, f"data.{split}.pipeline.{i}", TRANSFORMS) for i in range(len(nodes))])
 
 
+#: The dummy image ``check_parts_fit`` trains on: large enough for a stride-128 level.
+DRY_RUN_SIZE = 128
+
+
+def check_parts_fit(config: Config | ParsedConfig, model: torch.nn.Module) -> None:
+    """A ``ConfigError`` where the first training step would fail: the training pipeline is run on a dummy
+    ``DRY_RUN_SIZE``² image with one box (and its mask, for a detector that segments) and must give a float
+    image; then a copy of ``model`` makes one training forward pass (losses included, no step) on such an
+    image: a neck's ``in_channels`` that are not the backbone's output channels, a head after a neck that is
+    missing, a layer of 0 channels, a loss setting its function refuses."""
+    from .models.detectors.base import BaseDetector
+
+    parsed = as_parsed(config)
+    if not isinstance(model, BaseDetector):  # a model of another kind trains on batches of its own
+        return
+    empty = [name for name, parameter in model.named_parameters() if parameter.numel() == 0]
+    if empty:
+        raise ConfigError(f"{parsed.config.where('model')}: {empty[0]} has no elements "
+                          f"({list(dict(model.named_parameters())[empty[0]].shape)}): a layer of 0 channels")
+    segments = bool(getattr(getattr(model, "final_head", None), "with_mask", False))
+    train = parsed.split("train")
+    if isinstance(train, dict) and train.get("pipeline") is not None:
+        _check_pipeline_output(parsed, segments)
+    sample = _dummy_sample(segments)
+    sample.img = sample.img.float()
+    batch = collate([sample], size_divisor=32, with_gt=True, with_mask=segments)
+    trial = copy.deepcopy(model).train()  # the model's own BatchNorm statistics stay as built
+    try:
+        with torch.no_grad():
+            trial(**batch, return_loss=True)
+    except Exception as err:  # noqa: BLE001 - whatever the parts raise, said as a config error
+        raise ConfigError(f"{parsed.config.where('model')}: the model's parts do not fit together: a training "
+                          f"step on a {DRY_RUN_SIZE} x {DRY_RUN_SIZE} image fails with {_first_line(err)} (check "
+                          "that each part's in_channels are the output channels of the part before it)") from None
+
+
+def _dummy_sample(segments: bool) -> Sample:
+    """A black uint8 ``DRY_RUN_SIZE``² image with one box (and its mask)."""
+    size = DRY_RUN_SIZE
+    masks = torch.zeros(1, size, size, dtype=torch.uint8)
+    masks[0, 24:112, 16:96] = 1
+    return Sample(img=torch.zeros(3, size, size, dtype=torch.uint8), boxes=torch.tensor([[16.0, 24.0, 96.0, 112.0]]),
+                  labels=torch.zeros(1, dtype=torch.int64), ignore=torch.zeros(1, dtype=torch.bool), image_id=0,
+                  ori_shape=(size, size), img_shape=(size, size), pad_shape=(size, size),
+                  masks=masks if segments else None)
+
+
+def _check_pipeline_output(parsed: ParsedConfig, segments: bool) -> None:
+    where = parsed.config.where("data.train.pipeline")
+    pipeline = batch_recipe(parsed, "train").pipeline
+    try:
+        out = pipeline(_dummy_sample(segments), np.random.default_rng(0))
+    except Exception as err:  # noqa: BLE001 - a transform's own error, said as a config error
+        raise ConfigError(f"{where}: fails on a {DRY_RUN_SIZE} x {DRY_RUN_SIZE} image with "
+                          f"{_first_line(err)}") from None
+    if not out.img.is_floating_point():
+        raise ConfigError(f"{where}: its images reach the model as {out.img.dtype} (0-255); add "
+                          "{type: Normalize, mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375]} "
+                          "after the geometric transforms, as mmdetection's pipelines do")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def check_masks_match(config: Config | ParsedConfig, model: torch.nn.Module) -> None:
     """A detector with a mask head trains on masks (``data.train.with_mask: true``), one without does not;
     ``evaluation.save_best: segm_*`` needs a detector that segments."""
@@ -319,10 +390,13 @@ def check_config(config: Config | ParsedConfig, data: bool = True, splits: tuple
     parsed = as_parsed(config)
     lines, model = [], None
     if "model" in parsed.config:
-        model = build_model(parsed)
+        with warnings.catch_warnings():  # a layer of 0 channels: refused below, in one line
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+            model = build_model(parsed)
         n_params = sum(p.numel() for p in model.parameters())
         lines.append(f"model: {parsed.config['model']['type']} built ({n_params:,} parameters)")
         check_masks_match(parsed, model)
+        check_parts_fit(parsed, model)
         if "optimizer" in parsed.config:
             optimizer = optimizer_for(parsed, model)
             lines.append(f"optimizer: {type(optimizer).__name__} over {len(optimizer.param_groups)} parameter group(s)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -261,8 +262,18 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     for override in overrides:
         apply_override(data, override, sources)
     config = Config(data, str(path.resolve()), sources)
+    _refuse_nan(config, config)
     import_custom_modules(config)
     return config
+
+
+def _refuse_nan(config: Config, node: Any, path: KeyPath = ()) -> None:
+    """``ConfigError`` at the first NaN value (YAML's ``.nan``): no setting means "not a number"."""
+    if isinstance(node, float) and math.isnan(node):
+        raise ConfigError(f"{config.where(format_key_path(path))}: .nan is not a number a setting can take")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        _refuse_nan(config, value, path + (key,))
 
 
 def import_custom_modules(config: dict) -> list[str]:

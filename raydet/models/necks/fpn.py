@@ -11,6 +11,10 @@ from ...registry import MODELS
 ExtraConvSource = Literal[False, "on_input", "on_lateral", "on_output"]
 
 
+#: Extra levels past the inputs: P6 and P7 are common; a seventh halving of a stride-32 map is stride 4096.
+MAX_EXTRA_LEVELS = 6
+
+
 @MODELS.register()
 class FPN(nn.Module):
     """Top-down pathway with lateral 1x1 convs and 3x3 output convs, plus extra coarser levels.
@@ -35,6 +39,9 @@ class FPN(nn.Module):
         if num_inputs < 1 or num_outs < num_inputs:
             raise ValueError(f"num_outs ({num_outs}) must be >= the {num_inputs} inputs used "
                              f"from start_level {start_level}")
+        if num_outs > num_inputs + MAX_EXTRA_LEVELS:
+            raise ValueError(f"num_outs ({num_outs}) is at most {num_inputs + MAX_EXTRA_LEVELS}: the {num_inputs} "
+                             f"inputs and {MAX_EXTRA_LEVELS} extra levels, each half the size of the one before")
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs
