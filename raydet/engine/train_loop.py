@@ -53,7 +53,7 @@ from ..accel import apply_accel
 from ..data.ray_stream import BatchStream, iter_eval_batches, iter_train_batches, train_epoch_plan
 from ..data.sampling import TrainEpoch
 from ..data.stream_runner import start_stream_runner
-from .checkpoint import load_checkpoint, load_newest_readable, save_checkpoint, unwrap
+from .checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint, unwrap
 from .distributed import broadcast_buffers, gather_to_rank_zero, sum_over_workers
 from .evaluation import DetectionCollector
 from .hooks import (
@@ -374,17 +374,34 @@ def finish_worker(worker: Worker) -> dict | None:
 
 def _saved_checkpoint(loop: LoopConfig) -> tuple[dict | None, bool, list[str]]:
     """The checkpoint this worker continues from — Ray Train's latest (a restarted, resized or resumed run; if
-    that one cannot be read, a partial upload, the newest before it that can), else ``--resume PATH``'s, else
-    None — whether it is this run's own, and a warning per unreadable checkpoint passed over."""
+    that one cannot be read, a partial upload, the newest before it that can); else the newest readable one in
+    the run's folder (a run stopped before Ray recorded its last checkpoint, continued by ``--resume auto``);
+    else ``--resume PATH``'s; else None — whether it is this run's own, and a warning per unreadable checkpoint
+    passed over."""
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop.run_folder:
+        # A run stopped right after writing a checkpoint, before Ray recorded it, and continued (--resume auto):
+        # the checkpoint is in the run's folder although Ray hands back none.  (A new run's folder is empty.)
+        try:
+            found = load_newest_readable(loop.run_folder)
+        except CheckpointError as err:
+            return _start_of(loop), False, [f"warning: {err}; starting from the beginning"]
+        if found is not None:
+            saved, _, warnings = found
+            return saved, True, warnings
     if checkpoint is None:
-        return (load_checkpoint(loop.resume_from) if loop.resume_from else None), False, []
+        return _start_of(loop), False, []
     found = load_newest_readable(loop.run_folder, newest=storage.name_of(checkpoint.path)) if loop.run_folder else None
     if found is not None:
         saved, _, warnings = found
         return saved, True, warnings
     with checkpoint.as_directory() as directory:  # a run folder this worker cannot list
         return load_checkpoint(directory), True, []
+
+
+def _start_of(loop: LoopConfig) -> dict | None:
+    """``--resume PATH``'s checkpoint, or None (a run from scratch)."""
+    return load_checkpoint(loop.resume_from) if loop.resume_from else None
 
 
 def _restore(saved: dict, trainer: Trainer, epoch_step: int) -> TrainState:
