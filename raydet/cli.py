@@ -41,22 +41,20 @@ def check_checkpoint(model: torch.nn.Module, config_yaml: str, checkpoint: str, 
     per actor), and ``num_workers >= 1``."""
     from . import storage
     from .config import ConfigError
-    from .engine.checkpoint import CheckpointError, load_checkpoint, model_summary, state_mismatch
+    from .engine.checkpoint import CheckpointError, OtherModelCheckpoint, load_checkpoint_of
 
     if num_workers < 1:
         raise ConfigError(f"--num-workers must be at least 1, got {num_workers}")
     try:
-        saved = load_checkpoint(checkpoint)
+        load_checkpoint_of(checkpoint, model, config_yaml)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {checkpoint}") from None
     except OSError as err:  # permissions, the network, a store that refused
         raise ConfigError(f"cannot read checkpoint {checkpoint}: {storage.describe(err)}") from None
+    except OtherModelCheckpoint as err:
+        raise ConfigError(f"{checkpoint} is {err}") from None
     except CheckpointError as err:
         raise ConfigError(str(err)) from None
-    mismatch = state_mismatch(model, saved["model"])
-    if mismatch:
-        raise ConfigError(f"{checkpoint} is a checkpoint of {model_summary(saved.get('config'))}, not of this "
-                          f"config's {model_summary(config_yaml)}: {mismatch}")
 
 
 def check_gpus(num_workers: int, use_gpu: bool) -> None:

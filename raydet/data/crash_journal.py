@@ -12,10 +12,10 @@ crashes its processes again until that host has counted it too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -89,20 +89,20 @@ class CrashJournal:
         except FileNotFoundError:
             return 0
 
-    @contextmanager
-    def preparing(self, key: str) -> Iterator[None]:
+    @contextlib.contextmanager
+    def preparing(self, key: str, suspect: bool = True) -> Iterator[None]:
         """Hold ``key`` in this process's file while the block runs: if the process dies inside it, the next
-        ``collect`` counts a crash against the image; if the block ends, a suspect image is cleared."""
+        ``collect`` counts a crash against the image; if the block ends, a ``suspect`` image (one with a crash
+        counted, ``crashes(key) > 0``) is cleared."""
         fd = self._own_file()
         os.pwrite(fd, key.encode().ljust(_KEY_BYTES), 0)
         try:
             yield
         finally:
             os.pwrite(fd, b" " * _KEY_BYTES, 0)
-        try:
-            os.unlink(self._crashed / key)
-        except FileNotFoundError:
-            pass
+        if suspect:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._crashed / key)
 
     def _own_file(self) -> int:
         if self._pid != os.getpid():  # first use, or a forked child: a file of its own

@@ -62,13 +62,14 @@ def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarr
             continue
         record = record_at(records, int(index))
         key = image_key(record["path"])
-        if journal.crashes(key) >= CRASHES_BEFORE_SKIPPING:
+        crashes = journal.crashes(key)
+        if crashes >= CRASHES_BEFORE_SKIPPING:
             problems.add("crashed_decoder", f"image {record['image_id']}",
-                         f"{_name(record['path'])} crashed the process preparing it {journal.crashes(key)} times "
+                         f"{_name(record['path'])} crashed the process preparing it {crashes} times "
                          "(a native crash while decoding or transforming it); skipped")
             continue
         try:
-            with journal.preparing(key):
+            with journal.preparing(key, suspect=crashes > 0):
                 samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems, with_gt))
         except ImageError as err:
             problems.add(err.kind, f"image {record['image_id']}", str(err))

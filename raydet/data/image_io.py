@@ -75,12 +75,8 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     if width == 0 or height == 0:
         raise ImageError("empty_image", f"image has zero width or height: {name}")
     if header.format in TORCHVISION_FORMATS:
-        image = _decode_with_torchvision(data, name)
-    else:
-        image = _decode_with_pillow(header, name)
-    if image.shape[-1] == 0 or image.shape[-2] == 0:
-        raise ImageError("empty_image", f"image has zero width or height: {name}")
-    return image
+        return _decode_with_torchvision(data, name)
+    return _decode_with_pillow(header, name)
 
 
 def _open_header(data: bytes, name: str) -> PIL.Image.Image:

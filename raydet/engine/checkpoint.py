@@ -55,6 +55,11 @@ class CheckpointError(Exception):
     file); the message names it and says why."""
 
 
+class OtherModelCheckpoint(CheckpointError):
+    """A readable checkpoint of another model; the message (``"a checkpoint of X, not of this config's Y: …"``)
+    names both and the tensors that differ."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (tensors on the CPU).
 
@@ -111,6 +116,17 @@ def load_newest_readable(run_folder: str, newest: str | None = None) -> tuple[di
     if not names:
         return None
     raise CheckpointError(f"no checkpoint of {run_folder} can be read: {'; '.join(warnings)}")
+
+
+def load_checkpoint_of(path: str | os.PathLike, model: torch.nn.Module, config_yaml: str) -> dict[str, Any]:
+    """``load_checkpoint``, and ``OtherModelCheckpoint`` unless its weights restore ``model`` (built from
+    ``config_yaml``)."""
+    saved = load_checkpoint(path)
+    mismatch = state_mismatch(model, saved["model"])
+    if mismatch:
+        raise OtherModelCheckpoint(f"a checkpoint of {model_summary(saved.get('config'))}, not of this config's "
+                                   f"{model_summary(config_yaml)}: {mismatch}")
+    return saved
 
 
 def model_summary(config_yaml: str | None) -> str:

@@ -35,15 +35,7 @@ from ..data.ray_datasets import build_ray_datasets
 from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
-from .checkpoint import (
-    CHECKPOINT_FILE,
-    CheckpointError,
-    checkpoint_folders,
-    load_checkpoint,
-    load_newest_readable,
-    model_summary,
-    state_mismatch,
-)
+from .checkpoint import CHECKPOINT_FILE, CheckpointError, checkpoint_folders, load_checkpoint_of, load_newest_readable
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
@@ -298,15 +290,11 @@ def check_run(parsed: ParsedConfig, resume: str | None, num_workers: WorkerCount
 def _check_resume_checkpoint(path: str, model: torch.nn.Module, config_yaml: str) -> None:
     """``ConfigError`` unless ``--resume PATH`` is a readable checkpoint of this config's model."""
     try:
-        saved = load_checkpoint(path)
+        load_checkpoint_of(path, model, config_yaml)
     except FileNotFoundError:
         raise ConfigError(f"--resume {path}: checkpoint not found") from None
     except (CheckpointError, OSError) as err:
         raise ConfigError(f"--resume {path}: {err}") from None
-    mismatch = state_mismatch(model, saved["model"])
-    if mismatch:
-        raise ConfigError(f"--resume {path}: a checkpoint of {model_summary(saved.get('config'))}, not of this "
-                          f"config's {model_summary(config_yaml)}: {mismatch}")
 
 
 def worker_group(parsed: ParsedConfig, num_workers: WorkerCount | None, use_gpu: bool | None) -> WorkerGroup:

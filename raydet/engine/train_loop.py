@@ -379,24 +379,20 @@ def _saved_checkpoint(loop: LoopConfig) -> tuple[dict | None, bool, list[str]]:
     else ``--resume PATH``'s; else None — whether it is this run's own, and a warning per unreadable checkpoint
     passed over."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop.run_folder:
-        # A run stopped right after writing a checkpoint, before Ray recorded it, and continued (--resume auto):
-        # the checkpoint is in the run's folder although Ray hands back none.  (A new run's folder is empty.)
-        try:
-            found = load_newest_readable(loop.run_folder)
-        except CheckpointError as err:
-            return _start_of(loop), False, [f"warning: {err}; starting from the beginning"]
-        if found is not None:
-            saved, _, warnings = found
-            return saved, True, warnings
-    if checkpoint is None:
-        return _start_of(loop), False, []
-    found = load_newest_readable(loop.run_folder, newest=storage.name_of(checkpoint.path)) if loop.run_folder else None
+    newest = storage.name_of(checkpoint.path) if checkpoint is not None else None
+    try:
+        found = load_newest_readable(loop.run_folder, newest) if loop.run_folder else None
+    except CheckpointError as err:
+        if checkpoint is not None:
+            raise
+        return _start_of(loop), False, [f"warning: {err}; starting from the beginning"]
     if found is not None:
         saved, _, warnings = found
         return saved, True, warnings
-    with checkpoint.as_directory() as directory:  # a run folder this worker cannot list
-        return load_checkpoint(directory), True, []
+    if checkpoint is not None:  # a run folder this worker cannot list
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory), True, []
+    return _start_of(loop), False, []
 
 
 def _start_of(loop: LoopConfig) -> dict | None:
