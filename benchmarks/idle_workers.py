@@ -17,7 +17,7 @@ import sys
 
 ROUND = '''
 import os, sys, time, json, ray
-from raydet.engine.launcher import LOCAL_RAY_SYSTEM_CONFIG
+from raydet.engine.ray_connection import LOCAL_RAY_SYSTEM_CONFIG
 ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
          _system_config=LOCAL_RAY_SYSTEM_CONFIG if sys.argv[1] == "raydet" else {})
 @ray.remote(num_cpus=0.25)

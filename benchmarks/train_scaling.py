@@ -63,7 +63,7 @@ def ray_train_floor_child(num_workers: int) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from raydet.engine.launcher import connect_ray
+    from raydet.engine.ray_connection import connect_ray
 
     imported = time.time()
     connect_ray(num_workers)

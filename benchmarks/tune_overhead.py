@@ -44,7 +44,8 @@ def main() -> None:
     import torch
 
     from raydet.data.shapes import generate_shapes
-    from raydet.engine.launcher import connect_ray, launch
+    from raydet.engine.launcher import launch
+    from raydet.engine.ray_connection import connect_ray
     from raydet.tune.driver import run_sweep, trial_demand
     from raydet.tune.sweep import load_sweep
 

@@ -94,7 +94,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str, split: str, scales: lis
     from .data.problems import ProblemReport
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
     from .engine.evaluation import DetectionCollector
-    from .engine.launcher import connect_ray
+    from .engine.ray_connection import connect_ray
 
     parsed = parse_config(config)
     check_checkpoint(check_config(parsed, data=False).require_model(), parsed.yaml, checkpoint, num_workers)

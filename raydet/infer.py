@@ -105,7 +105,7 @@ def run(config, checkpoint: str, inputs: list[str], out_dir: str, score_threshol
     from .config.parsed import parse_config
     from .data.records import make_record, records_to_table
     from .engine.batch_inference import detections_dataset, unpack_detections, with_pictures
-    from .engine.launcher import connect_ray
+    from .engine.ray_connection import connect_ray
 
     parsed = parse_config(config)
     paths = find_images(inputs)

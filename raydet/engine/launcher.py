@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import re
 import sys
@@ -36,6 +35,7 @@ from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, checkpoint_folders, load_checkpoint_of, load_newest_readable
+from .ray_connection import connect_ray
 from .recorder import start_recorder
 from .spec import TrainingSpec
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
@@ -91,29 +91,6 @@ class RunOptions:
     callbacks: tuple[ray.train.UserCallback, ...] = ()
     controller_failure_limit: int = -1
     ends_run_on_error: bool = True
-
-
-#: A local Ray's settings.  Ray ends a pooled worker process idle for over a second whenever there are
-#: more idle ones than free CPUs; decode tasks go idle that long between epochs (and while the training
-#: process is behind), so their processes were ended and restarted, each importing torch again, about
-#: once an epoch in a long test session.  Idle for up to a minute, they are reused instead.
-LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
-
-
-def connect_ray(cpus: float) -> None:
-    """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
-
-    A local Ray gets at least two logical CPUs more than the ``cpus`` the training
-    workers (or a sweep's trials) take, so Ray Data's decode tasks are never starved
-    (on a 2-core laptop with 2 workers, Ray would otherwise hang waiting for a free CPU).
-    """
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    needed = math.ceil(cpus - 1e-9) + 2
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), _system_config=LOCAL_RAY_SYSTEM_CONFIG)
 
 
 def _workers_fit_here(num_workers: int, resources: dict[str, float], use_gpu: bool) -> bool:

@@ -21,7 +21,7 @@ import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..config import ConfigError
-from ..engine.launcher import connect_ray
+from ..engine.ray_connection import connect_ray
 from ..engine.tracking import MlflowRun
 from .asha import ResumableASHA
 from .results import ERROR, TrialRow, best_row, format_table, trial_row, write_csv

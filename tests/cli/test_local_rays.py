@@ -1,0 +1,70 @@
+"""Two raydet commands on one host, each with the local Ray it started: every process of each Ray asks its own
+cluster (``raydet.engine.ray_connection``), so neither prints Ray's "Found multiple active Ray instances"
+(Ray Train's ``PlacementGroupCleaner`` asked the newest instance) and both finish."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.demo_helpers import DEMO_CONFIG, quick_overrides
+from tests.helpers import REPO, own_lines, run_cli, with_repo_on_pythonpath
+
+#: What a Ray process printed when it resolved the wrong instance (Ray Train's cleaner, or any state API call).
+WRONG_CLUSTER = ("multiple active Ray instances", "PlacementGroupCleaner")
+
+
+def laptop_env() -> dict[str, str]:
+    """This session's environment without its cluster's address: each command starts a Ray of its own."""
+    return with_repo_on_pythonpath({key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"})
+
+
+@pytest.mark.timeout(120)
+def test_a_local_rays_processes_resolve_that_ray():
+    probe = ("import os, ray\n"
+             "from raydet.engine.ray_connection import connect_ray\n"
+             "connect_ray(1)\n"
+             "seen = ray.get(ray.remote(lambda: os.environ.get('RAY_ADDRESS')).remote())\n"
+             "print(seen == ray.get_runtime_context().gcs_address, seen)\n")
+    out = subprocess.run([sys.executable, "-c", probe], env=laptop_env(), cwd=REPO, capture_output=True, text=True,
+                         timeout=100)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[0] == "True", out.stdout  # a task's RAY_ADDRESS is its own cluster's GCS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_two_local_trainings_and_an_evaluation_at_once_each_finish_without_the_other_rays_noise(small_shapes,
+                                                                                                  tmp_path):
+    from raydet.builder import build_model
+    from raydet.config import load_config
+
+    config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
+    torch.save({"model": build_model(config).state_dict(), "config": config.to_yaml()}, tmp_path / "model.pt")
+    train = [sys.executable, "-m", "raydet.train", str(DEMO_CONFIG), "--set", *quick_overrides(small_shapes)]
+    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in ("first", "second", "evaluation")}
+    first = subprocess.Popen([*train, "--work-dir", str(tmp_path / "first")], cwd=REPO, env=laptop_env(),
+                             stdout=logs["first"], stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120  # the second Ray is the newer one: the instance a confused process would pick
+    while "Started a local Ray instance" not in (tmp_path / "first.log").read_text() and time.time() < deadline:
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(1)
+    second = subprocess.Popen([*train, "--work-dir", str(tmp_path / "second")], cwd=REPO, env=laptop_env(),
+                              stdout=logs["second"], stderr=subprocess.STDOUT, text=True)
+    evaluation = run_cli("raydet.test", str(DEMO_CONFIG), str(tmp_path / "model.pt"), "--set",
+                         *quick_overrides(small_shapes), env={"RAY_ADDRESS": ""}, timeout=300)
+    codes = {"first": first.wait(timeout=400), "second": second.wait(timeout=400)}
+    outputs = {name: (tmp_path / f"{name}.log").read_text() for name in ("first", "second")}
+    outputs["evaluation"] = evaluation.stdout + evaluation.stderr
+    codes["evaluation"] = evaluation.returncode
+    for name, output in outputs.items():
+        assert codes[name] == 0, f"{name}:\n{output[-3000:]}"
+        assert not [line for line in output.splitlines() if any(text in line for text in WRONG_CLUSTER)], name
+    for name in ("first", "second"):
+        assert "Started a local Ray instance" in outputs[name]
+        assert (tmp_path / name / "final_metrics.json").is_file(), own_lines(outputs[name])[-5:]
+    assert '"bbox_mAP"' in evaluation.stdout
