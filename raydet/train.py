@@ -4,14 +4,19 @@
 Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
 ``ray job submit`` job), else on a local Ray it starts itself.  A run stopped by
 a NaN or inf loss ends like a bad config: one ``error: ...`` line, exit code 2.
+Ctrl+C, SIGTERM or ``ray job stop`` stop the workers, end the MLflow run
+KILLED and print how to continue (exit code 130 or 143, as the shell gives a
+process ended by the signal).
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from .cli import add_config_arguments, config_from_args
+from .engine.stop_signals import RunStopped
 from .engine.trainer import NonFiniteLossError
 from .errors import report_user_errors
 
@@ -38,10 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stopped_lines(stop: RunStopped, argv: list[str], work_dir: Path) -> str:
+    """What a stopped run prints: what stopped it, where it got to, and the command that continues it (this
+    command line with ``--resume auto`` in place of any ``--resume``, and its work dir named)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip or arg == "--resume" or arg.startswith("--resume="):
+            skip = arg == "--resume"
+            continue
+        kept.append(arg)
+    if not any(arg == "--work-dir" or arg.startswith("--work-dir=") for arg in kept):
+        kept += ["--work-dir", str(work_dir)]
+    reached = (f"latest checkpoint: {stop.latest_checkpoint}" if stop.latest_checkpoint
+               else "no checkpoint was written yet")
+    return "\n".join([
+        "",
+        f"training stopped ({stop.signal_name}): the workers were stopped and the MLflow run ended KILLED; {reached}",
+        "  continue it with: " + shlex.join(["python", "-m", "raydet.train", *kept, "--resume", "auto"]),
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> None:
+    def body() -> int | None:
         import ray  # with the launcher: keep --help fast
 
         from .engine.launcher import launch
@@ -53,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         except NonFiniteLossError:
             ray.shutdown()  # prints the workers' last streamed log lines now, so that the error line comes last
             raise
+        except RunStopped as stop:
+            ray.shutdown()
+            print(stopped_lines(stop, argv if argv is not None else sys.argv[1:], work_dir), file=sys.stderr)
+            return stop.exit_code
         final = outcome.final_metrics
         print("\n".join([
             "",

@@ -38,6 +38,7 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointError, checkpoint_folders, lo
 from .ray_connection import connect_ray
 from .recorder import start_recorder
 from .spec import TrainingSpec
+from .stop_signals import RunStopped, stop_signals_as_ctrl_c
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
 from .tracking import MlflowRun, flatten
 from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, LoopConfig, StepHook, train_loop_per_worker
@@ -325,7 +326,7 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup,
 def mlflow_run(plan: RunPlan) -> Iterator[Future[MlflowRun]]:
     """Phase 3a: open the run's MLflow run on a thread (a new store takes seconds to set up, and mlflow to
     import: it opens while Ray starts); yields its future.  When the launch fails, the run ends FAILED
-    (KILLED on Ctrl+C) — unless a sweep's driver ends it (``options.ends_run_on_error``); a NaN loss
+    (KILLED on Ctrl+C, SIGTERM or an exit) — unless a sweep's driver ends it (``options.ends_run_on_error``); a NaN loss
     always ends it FAILED."""
     plan.work_dir.mkdir(parents=True, exist_ok=True)  # it holds the default store
     pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
@@ -336,7 +337,7 @@ def mlflow_run(plan: RunPlan) -> Iterator[Future[MlflowRun]]:
     except BaseException as error:
         if plan.options.ends_run_on_error or isinstance(error, NonFiniteLossError):
             with contextlib.suppress(Exception):
-                opening.result().end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+                opening.result().end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
 
 
@@ -389,7 +390,7 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     stopwatch.mark("fit_started")
     try:
         with _controller_environment(plan.workers):
-            result = trainer.fit()
+            result = _fit_unless_stopped(trainer, plan.run_folder)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
@@ -401,6 +402,24 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
             else result.checkpoint)
     return returned, best
+
+
+def _fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:
+    """``trainer.fit()``; a stop signal (Ctrl+C, SIGTERM) aborts Ray Train's controller and its workers and
+    raises ``RunStopped``, whatever the fit raised meanwhile (Ray Train's handler exits with
+    ``SystemExit(0)``; the wait on an aborted controller may end in its death)."""
+    error: BaseException | None = None
+    result = None
+    with stop_signals_as_ctrl_c() as stops:
+        try:
+            result = trainer.fit()
+        except BaseException as raised:  # noqa: BLE001 — judged below, once the signals are known
+            error = raised
+    if stops and (error is not None or result.return_value is None):
+        raise RunStopped(stops[0], run_folder, latest_checkpoint(run_folder)) from error
+    if error is not None:
+        raise error
+    return result
 
 
 @contextlib.contextmanager

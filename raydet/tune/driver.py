@@ -22,6 +22,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..config import ConfigError
 from ..engine.ray_connection import connect_ray
+from ..engine.stop_signals import stop_signals_as_ctrl_c
 from ..engine.tracking import MlflowRun
 from .asha import ResumableASHA
 from .results import ERROR, TrialRow, best_row, format_table, trial_row, write_csv
@@ -169,7 +170,8 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
              else _tuner(sweep, trainable, concurrency, work_dir))
     started = time.time()
     try:
-        grid = tuner.fit()
+        with stop_signals_as_ctrl_c():  # SIGTERM (`ray job stop`) stops the sweep as Ctrl+C does: state saved
+            grid = tuner.fit()
     except BaseException:
         _end_unfinished_children(parent, {})
         parent.end("KILLED")

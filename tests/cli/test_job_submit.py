@@ -1,4 +1,5 @@
-"""``ray job submit`` against a head started with ``ray start --head``, the way a cluster user runs raydet."""
+"""``ray job submit`` and ``ray job stop`` against a head started with ``ray start --head``, the way a cluster
+user runs raydet."""
 from __future__ import annotations
 
 import json
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
-from tests.helpers import REPO
+from tests.engine.test_clean_stops import mlflow_statuses
+from tests.helpers import REPO, write
 from tests.ray_nodes import RAY, LocalCluster
+from tests.tune.test_sweep_run import SWEEP_PARTS, sweep_yaml
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     """A one-node Ray cluster of its own, with a job server; yields the job server's address."""
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -48,3 +51,62 @@ def test_ray_job_submit_trains_and_writes_final_metrics(ray_head, small_shapes, 
     assert final["replicas_identical"] is True
     assert Path(final["best_checkpoint"]).is_file()
     assert "Epoch [1/1][6/6]" in output  # rank 0's progress lines reach `ray job logs`
+
+
+def stop_when_printed(head: str, entrypoint: str, text: str, cwd: Path) -> str:
+    """Submit ``entrypoint``; once its logs show ``text``, ``ray job stop`` it; return its logs once it stopped.
+
+    ``RAY_JOB_STOP_WAIT_TIME_S`` (in the job's environment, which its supervisor reads): ``ray job stop`` sends
+    SIGTERM, then SIGKILL after that many seconds (Ray's default, 3, leaves too little time to abort the
+    workers and end the MLflow runs; the README says so).
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(head)
+    runtime_env = {"working_dir": str(cwd), "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60", "PYTHONPATH": str(REPO)}}
+    deadline = time.time() + 90
+    while True:  # the job server answers before the head's agent has registered: Ray says "try again later"
+        try:
+            job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            break
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.time() > deadline:
+                raise
+            time.sleep(3)
+    deadline = time.time() + 300
+    while text not in client.get_job_logs(job):
+        assert client.get_job_status(job) in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_logs(job)[-3000:]
+        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(1)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    stopped = subprocess.run([RAY, "job", "stop", "--address", head, job], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    deadline = time.time() + 90
+    while client.get_job_status(job) != JobStatus.STOPPED and time.time() < deadline:
+        time.sleep(1)
+    assert client.get_job_status(job) == JobStatus.STOPPED
+    return client.get_job_logs(job)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ray_job_stop_stops_a_training_and_a_sweep_cleanly(ray_head, small_shapes, tmp_path):
+    work = tmp_path / "train_work_dir"
+    overrides = " ".join([*quick_overrides(small_shapes, epochs=4), "scaling.num_workers=1",
+                          "checkpoint_config.interval=1"])
+    logs = stop_when_printed(ray_head, f"python -m raydet.train {DEMO_CONFIG} --work-dir {work} --set {overrides}",
+                             "Epoch [2/4]", REPO)
+    assert "training stopped (SIGTERM): the workers were stopped and the MLflow run ended KILLED; latest " \
+           "checkpoint: " in logs, logs[-3000:]
+    assert f"--work-dir {work} " in logs and "--resume auto" in logs
+    assert [status for _, status in mlflow_statuses(work)] == ["KILLED"]
+
+    write(tmp_path / "sweep_test_parts.py", SWEEP_PARTS)
+    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
+    work = tmp_path / "sweep_work_dir"
+    logs = stop_when_printed(ray_head, f"python -m raydet.tune {sweep} --work-dir {work}", "Epoch [1/2]", tmp_path)
+    assert f"the sweep was interrupted: continue it with python -m raydet.tune {sweep} --work-dir {work} " \
+           "--resume" in logs, logs[-3000:]
+    statuses = mlflow_statuses(work)
+    assert ("sweep", "KILLED") in statuses and {status for _, status in statuses} == {"KILLED"}, statuses
