@@ -16,7 +16,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from .tracking import MlflowRun
 
 
-@ray.remote(num_cpus=0)
+#: Restarted when its process dies (killed, out of memory), and the calls in flight sent again: it keeps no
+#: state but the first start-up marks, and rank 0's ``flush`` would otherwise fail the run.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class RunRecorder:
     def __init__(self, work_dir: str, tracking_uri: str, run_id: str):
         self.work_dir = Path(work_dir)

@@ -196,3 +196,39 @@ def test_preemption_notice_checkpoints_mid_epoch_and_the_run_resumes_there(
     assert "resumed at epoch 1, iteration 8 (step 2 of epoch 2)" in log, log[-3000:]
     assert_same_training(final, single_node_run)
     assert set(final["worker_nodes"]) == node_ids(ray_session)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
+        ray_session, second_node, single_node_run, small_shapes, storage, tmp_path):
+    """``pytest -k chaos``: a seeded chaos loop kills 3 processes of the run (a training worker, a stream runner,
+    a decode task's process, the MLflow recorder or the whole second node) while it trains; it finishes with
+    every epoch's images seen once, the reference run's metrics, its MLflow run FINISHED, and nothing of it left
+    in the cluster.  ``benchmarks/chaos.py`` runs longer, with 6 kills or more."""
+    from tests.chaos import ChaosLoop, leftovers, redone_iterations
+
+    config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "scaling.max_failures=10",
+                                       "log_config.interval=1", "mlflow.run_name=chaos"])
+    chaos = ChaosLoop(second_node, {"num_cpus": 2, "resources": {NODE_SLOT: 1}}, seed=0, interval_s=(12, 20),
+                      max_kills=3)
+    chaos.start()
+    try:
+        outcome = launch(config, tmp_path / "wd")
+    finally:
+        kills = chaos.stop()
+    final = outcome.final_metrics
+    print(f"chaos: {[(kill.at_s, kill.target) for kill in kills]}; redone iterations "
+          f"{redone_iterations(outcome.mlflow_uri, outcome.mlflow_run_id)}")
+    assert len(kills) == 3 and not chaos.errors, (kills, chaos.errors)
+    assert_same_training(final, single_node_run)
+    assert final["images_seen"] == EPOCHS * 48  # every epoch's images once, however often the group restarted
+
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status == "FINISHED"
+    wait_for_nodes(ray_session, 2)
+    deadline = time.time() + 30  # the run's actors and placement groups go with it
+    while any(leftovers(ray_session).values()) and time.time() < deadline:
+        time.sleep(1)
+    assert leftovers(ray_session) == {"placement_groups": [], "actors": []}

@@ -1,0 +1,141 @@
+"""A seeded chaos loop for a training on a loopback ``ray start`` cluster (``tests.ray_nodes.LocalCluster``):
+every few seconds it SIGKILLs one process that raydet or Ray runs for the job, and logs when and what.
+
+Targets: a training worker (``RayTrainWorker``), a data stream runner (``_StreamRunner``), a Ray Data decode
+task's process (its title names ``_decode_planned_batches``), the MLflow recorder (``RunRecorder``), or every
+process of the cluster's last worker node (started again ``node_down_s`` later, as a spot replacement).
+Used by ``tests/engine/test_chaos.py`` (a few kills) and ``benchmarks/chaos.py`` (6 or more).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTOR_TARGETS = {"training_worker": "RayTrainWorker", "stream_runner": "_StreamRunner", "recorder": "RunRecorder"}
+TARGETS = (*ACTOR_TARGETS, "decode_process", "node")
+DECODE_TASK = "_decode_planned_batches"
+
+
+@dataclass
+class Kill:
+    """One kill: seconds since the loop started, the target kind, and the PIDs killed."""
+    at_s: float
+    target: str
+    pids: list[int]
+
+
+def alive_actor_pids(class_name: str) -> list[int]:
+    """PIDs of the connected cluster's alive actors of ``class_name`` (the GCS actor table)."""
+    from ray._private.state import actors
+
+    return [actor["Pid"] for actor in actors().values()
+            if actor["State"] == "ALIVE" and actor["ActorClassName"] == class_name and actor["Pid"]]
+
+
+def decode_process_pids() -> list[int]:
+    """PIDs of processes running a decode task now (Ray names a worker process after its task)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::") and DECODE_TASK in title:
+                found.append(int(entry))
+    return found
+
+
+class ChaosLoop(threading.Thread):
+    """Kills one seeded target every ``interval_s`` (uniform between its bounds) until ``stop()``.
+
+    Args:
+        cluster: the ``LocalCluster`` whose last worker node the ``node`` target kills and starts again.
+        node_resources: that node's ``num_cpus`` and custom resources, to start it again with.
+        targets: the kinds to choose among; a kind with no process alive at that moment is passed over.
+        max_kills: then the loop stops killing (a training restarted faster than it reaches its next
+            checkpoint would never end).
+    """
+
+    def __init__(self, cluster, node_resources: dict, seed: int, interval_s: tuple[float, float] = (10, 30),
+                 node_down_s: float = 5, targets: tuple[str, ...] = TARGETS, first_after_s: float | None = None,
+                 max_kills: int = 6):
+        super().__init__(daemon=True, name="chaos")
+        self.cluster, self.node_resources = cluster, node_resources
+        self.random = random.Random(seed)
+        self.interval_s, self.node_down_s, self.targets = interval_s, node_down_s, targets
+        self.first_after_s, self.max_kills = first_after_s, max_kills
+        self.kills: list[Kill] = []
+        self.errors: list[str] = []
+        self._stopped = threading.Event()
+        self._started_at = time.time()
+
+    def stop(self) -> list[Kill]:
+        self._stopped.set()
+        self.join(timeout=120)
+        return self.kills
+
+    def run(self) -> None:
+        wait = self.first_after_s if self.first_after_s is not None else self.random.uniform(*self.interval_s)
+        while len(self.kills) < self.max_kills and not self._stopped.wait(wait):
+            try:
+                self._kill_one()
+            except Exception as error:  # noqa: BLE001 — reported by the caller, the loop goes on
+                self.errors.append(repr(error))
+            wait = self.random.uniform(*self.interval_s)
+
+    def _kill_one(self) -> None:
+        for target in self.random.sample(self.targets, len(self.targets)):
+            if target == "node":
+                if self.cluster.workers:
+                    self._kill_node()
+                    return
+                continue
+            pids = alive_actor_pids(ACTOR_TARGETS[target]) if target in ACTOR_TARGETS else decode_process_pids()
+            if pids:
+                pid = self.random.choice(sorted(pids))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                self._log(Kill(round(time.time() - self._started_at, 1), target, [pid]))
+                return
+
+    def _log(self, kill: Kill) -> None:
+        self.kills.append(kill)
+        print(f"chaos: killed {kill.target} {kill.pids} at {kill.at_s} s "
+              f"({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+
+    def _kill_node(self) -> None:
+        node = self.cluster.workers.pop()
+        pids = node.pids()
+        node.kill()
+        self._log(Kill(round(time.time() - self._started_at, 1), "node", pids))
+        if not self._stopped.wait(self.node_down_s):
+            self.cluster.add_node(**self.node_resources)
+
+
+def redone_iterations(tracking_uri: str, run_id: str, metric: str = "train/loss") -> int:
+    """Iterations trained more than once: entries of ``metric``'s history (logged every iteration) beyond one
+    per step — a restart from a checkpoint logs the steps after it again."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, metric)
+    return len(history) - len({entry.step for entry in history})
+
+
+def leftovers(ray) -> dict[str, list]:
+    """What a finished job must not leave in the cluster: placement groups not removed, and alive actors other
+    than Ray's own detached ones."""
+    from ray._private.state import actors
+
+    groups = [group["state"] for group in ray.util.placement_group_table().values() if group["state"] != "REMOVED"]
+    alive = [actor["ActorClassName"] for actor in actors().values()
+             if actor["State"] == "ALIVE" and not actor["IsDetached"]]
+    return {"placement_groups": groups, "actors": alive}
