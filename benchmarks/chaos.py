@@ -8,7 +8,7 @@ redone (steps trained again after a restart, from the MLflow history), images se
 metrics of both runs, the MLflow run's status, what was left in the cluster, and the wall-time overhead (chaos
 run / undisturbed run).
 
-    python benchmarks/chaos.py [--kills 6] [--epochs 30] [--seed 0]
+    python benchmarks/chaos.py [--kills 6] [--epochs 30] [--seed 0] [--targets training_worker,…,node]
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["RAY_AUTH_MODE"] = "disabled"  # a cluster of this process's own, on loopback
+
+from tests.chaos import TARGETS, ChaosLoop, leftovers, redone_iterations  # noqa: E402
 
 NODE_SLOT = "chaos_node_slot"  # one per node: one worker on each
 
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"the kinds to kill, of {','.join(TARGETS)}")
     parser.add_argument("--give-up-s", type=float, default=900,
                         help="the chaos run's limit: past it, print what the cluster holds and exit 1")
     args = parser.parse_args()
@@ -56,7 +59,6 @@ def main() -> None:
     from raydet.config import load_config
     from raydet.data.shapes import generate_shapes
     from raydet.engine.launcher import launch
-    from tests.chaos import ChaosLoop, leftovers, redone_iterations
     from tests.demo_helpers import DEMO_CONFIG, quick_overrides
     from tests.helpers import with_repo_on_pythonpath
     from tests.ray_nodes import LocalCluster, wait_for_nodes
@@ -78,7 +80,8 @@ def main() -> None:
             undisturbed_s = time.time() - started
 
             chaos = ChaosLoop(cluster, {"num_cpus": 2, "resources": {NODE_SLOT: 1}}, seed=args.seed,
-                              interval_s=(10, 30), max_kills=args.kills)
+                              interval_s=(10, 30), max_kills=args.kills,
+                              targets=tuple(args.targets.split(",")))
             started = time.time()
             chaos.start()
             watchdog = threading.Timer(args.give_up_s, report_stuck, (ray, chaos, cluster, args.give_up_s))
@@ -106,7 +109,8 @@ def main() -> None:
             cluster.stop()
     metrics = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75")
     print(json.dumps({
-        "benchmark": "chaos", "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "benchmark": "chaos", "seed": args.seed, "targets": args.targets,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "kills": [[kill.at_s, kill.target] for kill in kills], "kills_survived": len(kills),
         "loop_errors": chaos.errors, "iterations": final["iters"], "iterations_redone": redone,
         "images_seen": final["images_seen"], "images_expected": args.epochs * 48,
