@@ -44,23 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stopped_lines(stop: RunStopped, argv: list[str], work_dir: Path) -> str:
-    """What a stopped run prints: what stopped it, where it got to, and the command that continues it (this
-    command line with ``--resume auto`` in place of any ``--resume``, and its work dir named)."""
+    """What a stopped run prints: what stopped it, where it got to, and the command that continues it: this
+    command line with its work dir named and, once the run has a checkpoint, ``--resume auto`` in place of any
+    ``--resume`` (before its first checkpoint, a ``--resume PATH`` is still where the run starts)."""
     kept: list[str] = []
     skip = False
     for arg in argv:
-        if skip or arg == "--resume" or arg.startswith("--resume="):
+        if stop.latest_checkpoint and (skip or arg == "--resume" or arg.startswith("--resume=")):
             skip = arg == "--resume"
             continue
         kept.append(arg)
     if not any(arg == "--work-dir" or arg.startswith("--work-dir=") for arg in kept):
         kept += ["--work-dir", str(work_dir)]
+    if stop.latest_checkpoint:
+        kept += ["--resume", "auto"]
     reached = (f"latest checkpoint: {stop.latest_checkpoint}" if stop.latest_checkpoint
                else "no checkpoint was written yet")
     return "\n".join([
         "",
         f"training stopped ({stop.signal_name}): the workers were stopped and the MLflow run ended KILLED; {reached}",
-        "  continue it with: " + shlex.join(["python", "-m", "raydet.train", *kept, "--resume", "auto"]),
+        "  continue it with: " + shlex.join(["python", "-m", "raydet.train", *kept]),
     ])
 
 

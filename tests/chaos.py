@@ -61,16 +61,17 @@ class ChaosLoop(threading.Thread):
         targets: the kinds to choose among; a kind with no process alive at that moment is passed over.
         max_kills: then the loop stops killing (a training restarted faster than it reaches its next
             checkpoint would never end).
+        max_node_kills: at most this many of them of the node (None: no limit).
     """
 
     def __init__(self, cluster, node_resources: dict, seed: int, interval_s: tuple[float, float] = (10, 30),
                  node_down_s: float = 5, targets: tuple[str, ...] = TARGETS, first_after_s: float | None = None,
-                 max_kills: int = 6):
+                 max_kills: int = 6, max_node_kills: int | None = None):
         super().__init__(daemon=True, name="chaos")
         self.cluster, self.node_resources = cluster, node_resources
         self.random = random.Random(seed)
         self.interval_s, self.node_down_s, self.targets = interval_s, node_down_s, targets
-        self.first_after_s, self.max_kills = first_after_s, max_kills
+        self.first_after_s, self.max_kills, self.max_node_kills = first_after_s, max_kills, max_node_kills
         self.kills: list[Kill] = []
         self.errors: list[str] = []
         self._stopped = threading.Event()
@@ -93,7 +94,8 @@ class ChaosLoop(threading.Thread):
     def _kill_one(self) -> None:
         for target in self.random.sample(self.targets, len(self.targets)):
             if target == "node":
-                if self.cluster.workers:
+                node_kills = sum(kill.target == "node" for kill in self.kills)
+                if self.cluster.workers and (self.max_node_kills is None or node_kills < self.max_node_kills):
                     self._kill_node()
                     return
                 continue
@@ -117,8 +119,8 @@ class ChaosLoop(threading.Thread):
         pids = node.pids()
         node.kill()
         self._log(Kill(round(time.time() - self._started_at, 1), "node", pids))
-        if not self._stopped.wait(self.node_down_s):
-            self.cluster.add_node(**self.node_resources)
+        time.sleep(self.node_down_s)  # started again even when the loop is being stopped: the cluster stays whole
+        self.cluster.add_node(**self.node_resources)
 
 
 def redone_iterations(tracking_uri: str, run_id: str, metric: str = "train/loss") -> int:

@@ -24,10 +24,6 @@ import ray
 #: once an epoch in a long test session.  Idle for up to a minute, they are reused instead.
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
-#: The address of the local Ray this process started, if any: ``RAY_ADDRESS`` equal to it after that Ray
-#: was shut down names no cluster to join (a test or a notebook that runs two commands in one process).
-_started_here: dict[str, str] = {}
-
 
 def connect_ray(cpus: float) -> None:
     """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
@@ -38,8 +34,7 @@ def connect_ray(cpus: float) -> None:
     """
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS")
-    if address and address != _started_here.get("address"):
+    if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
     start_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus - 1e-9) + 2))
@@ -50,7 +45,8 @@ def start_local_ray(num_cpus: int) -> str:
     returns its GCS address.
 
     The GCS port is chosen first (``RAY_GCS_SERVER_PORT``, which Ray's head node reads), so ``RAY_ADDRESS``
-    can name it before the raylet and GCS start and copy this process's environment.
+    can name it before the raylet and GCS start and copy this process's environment; both are restored in
+    this process once Ray is up.
     """
     port = _free_port()
     address = f"{ray.util.get_node_ip_address()}:{port}"
@@ -58,11 +54,11 @@ def start_local_ray(num_cpus: int) -> str:
     os.environ.update(RAY_ADDRESS=address, RAY_GCS_SERVER_PORT=str(port))
     try:
         ray.init(address="local", num_cpus=num_cpus, _system_config=LOCAL_RAY_SYSTEM_CONFIG)
-    except BaseException:
+    finally:
+        # The raylet and the GCS have copied the environment; this process is connected.  Left set, the
+        # address would outlive this Ray (a later `ray.init()` or command started from here would look for
+        # it) and make this laptop look like a cluster (`raydet.cli.check_gpus`).
         _restore(saved)
-        raise
-    _restore({"RAY_GCS_SERVER_PORT": saved["RAY_GCS_SERVER_PORT"]})  # a `ray start` run later picks its own
-    _started_here["address"] = address
     return address
 
 

@@ -70,10 +70,10 @@ def stop_signals_as_ctrl_c() -> Iterator[list[str]]:
     previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     try:
         yield received
-    finally:
-        signal.set_wakeup_fd(previous_wakeup)
+    finally:  # the handlers first: a signal until the wakeup fd is restored is still counted
         signal.signal(signal.SIGTERM, previous_terminate)
         signal.signal(signal.SIGINT, previous_interrupt)
+        signal.set_wakeup_fd(previous_wakeup)
         with contextlib.suppress(BlockingIOError):
             received.extend(signal.Signals(number).name for number in os.read(read_end, 4096)
                             if number in STOP_SIGNALS)

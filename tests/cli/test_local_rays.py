@@ -37,7 +37,7 @@ def test_a_local_rays_processes_resolve_that_ray():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(600)
 def test_two_local_trainings_and_an_evaluation_at_once_each_finish_without_the_other_rays_noise(small_shapes,
                                                                                                   tmp_path):
     from raydet.builder import build_model

@@ -108,7 +108,8 @@ def test_sigterm_stops_a_training_on_a_cluster_and_frees_its_workers(ray_session
     assert training.wait(timeout=60) == 143, log.read_text()[-3000:]
     output = log.read_text()
     assert "training stopped (SIGTERM): the workers were stopped and the MLflow run ended KILLED" in output
-    assert f"--work-dir {work} " in continue_command(output) or str(work) in continue_command(output)
+    command = continue_command(output)
+    assert command[command.index("--work-dir") + 1] == str(work)
     assert [status for _, status in mlflow_statuses(work)] == ["KILLED"]
     deadline = time.time() + 30  # the controller, workers and helper actors of the run end with it
     while alive_training_actors(ray_session) and time.time() < deadline:
