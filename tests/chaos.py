@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ACTOR_TARGETS = {"training_worker": "RayTrainWorker", "stream_runner": "_StreamRunner", "recorder": "RunRecorder"}
 TARGETS = (*ACTOR_TARGETS, "decode_process", "node")
@@ -62,16 +63,21 @@ class ChaosLoop(threading.Thread):
         max_kills: then the loop stops killing (a training restarted faster than it reaches its next
             checkpoint would never end).
         max_node_kills: at most this many of them of the node (None: no limit).
+        in_order: kill ``targets`` one after another, in their order, instead of a seeded choice (a target
+            with no process alive is looked for again for up to 10 s).
+        begin_when: the loop's clock starts once this answers True (polled twice a second).
     """
 
     def __init__(self, cluster, node_resources: dict, seed: int, interval_s: tuple[float, float] = (10, 30),
                  node_down_s: float = 5, targets: tuple[str, ...] = TARGETS, first_after_s: float | None = None,
-                 max_kills: int = 6, max_node_kills: int | None = None):
+                 max_kills: int = 6, max_node_kills: int | None = None, in_order: bool = False,
+                 begin_when: Callable[[], bool] | None = None):
         super().__init__(daemon=True, name="chaos")
         self.cluster, self.node_resources = cluster, node_resources
         self.random = random.Random(seed)
         self.interval_s, self.node_down_s, self.targets = interval_s, node_down_s, targets
         self.first_after_s, self.max_kills, self.max_node_kills = first_after_s, max_kills, max_node_kills
+        self.in_order, self.begin_when = in_order, begin_when
         self.kills: list[Kill] = []
         self.errors: list[str] = []
         self._stopped = threading.Event()
@@ -83,6 +89,10 @@ class ChaosLoop(threading.Thread):
         return self.kills
 
     def run(self) -> None:
+        while self.begin_when is not None and not self.begin_when():
+            if self._stopped.wait(0.5):
+                return
+        self._started_at = time.time()
         wait = self.first_after_s if self.first_after_s is not None else self.random.uniform(*self.interval_s)
         while len(self.kills) < self.max_kills and not self._stopped.wait(wait):
             try:
@@ -92,22 +102,34 @@ class ChaosLoop(threading.Thread):
             wait = self.random.uniform(*self.interval_s)
 
     def _kill_one(self) -> None:
+        if self.in_order:
+            target = self.targets[len(self.kills) % len(self.targets)]
+            deadline = time.time() + 10
+            while not self._kill_target(target) and time.time() < deadline:
+                time.sleep(0.2)
+            return
         for target in self.random.sample(self.targets, len(self.targets)):
-            if target == "node":
-                node_kills = sum(kill.target == "node" for kill in self.kills)
-                if self.cluster.workers and (self.max_node_kills is None or node_kills < self.max_node_kills):
-                    self._kill_node()
-                    return
-                continue
-            pids = alive_actor_pids(ACTOR_TARGETS[target]) if target in ACTOR_TARGETS else decode_process_pids()
-            if pids:
-                pid = self.random.choice(sorted(pids))
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-                self._log(Kill(round(time.time() - self._started_at, 1), target, [pid]))
+            if self._kill_target(target):
                 return
+
+    def _kill_target(self, target: str) -> bool:
+        """Kill one process of ``target``'s kind; False when none is alive (or the node may not be killed)."""
+        if target == "node":
+            node_kills = sum(kill.target == "node" for kill in self.kills)
+            if not self.cluster.workers or (self.max_node_kills is not None and node_kills >= self.max_node_kills):
+                return False
+            self._kill_node()
+            return True
+        pids = alive_actor_pids(ACTOR_TARGETS[target]) if target in ACTOR_TARGETS else decode_process_pids()
+        if not pids:
+            return False
+        pid = self.random.choice(sorted(pids))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        self._log(Kill(round(time.time() - self._started_at, 1), target, [pid]))
+        return True
 
     def _log(self, kill: Kill) -> None:
         self.kills.append(kill)

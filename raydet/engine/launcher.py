@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import ray
 import ray.train
@@ -384,17 +384,13 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
                       step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
     # and the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
-    loop_ref = ray.put(loop)
-
-    def new_trainer() -> TorchTrainer:
-        return TorchTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: loop_ref},
-                            scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
-                            datasets=parts.datasets, dataset_config=parts.dataset_config)
-
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: ray.put(loop)},
+                           scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
+                           datasets=parts.datasets, dataset_config=parts.dataset_config)
     stopwatch.mark("fit_started")
     try:
         with _controller_environment(plan.workers):
-            result = _fit_again_after_startup_deaths(new_trainer, plan)
+            result = _fit_unless_stopped(trainer, plan.run_folder)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
@@ -406,27 +402,6 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
             else result.checkpoint)
     return returned, best
-
-
-def _fit_again_after_startup_deaths(new_trainer: Callable[[], TorchTrainer], plan: RunPlan) -> ray.train.Result:
-    """Fit; when Ray Train's controller gives up because an actor it was calling died — a worker killed while
-    its group starts, which Ray Train 2.60 does not retry (only start-up failures and timeouts of its own are)
-    — fit again under the same run name: Ray Train continues the run from its latest checkpoint, as
-    ``--resume auto`` does.  At most ``scaling.max_failures`` times (found by the chaos run,
-    ``benchmarks/chaos.py``)."""
-    limit = plan.parsed.scaling.max_failures
-    fits_again = 0
-    while True:
-        try:
-            return _fit_unless_stopped(new_trainer(), plan.run_folder)
-        except ray.train.ControllerError as error:
-            died = isinstance(error.controller_failure, ray.exceptions.RayActorError)
-            if not died or fits_again == limit:  # -1: no limit, as in Ray's FailureConfig
-                raise
-            fits_again += 1
-            print(f"a Ray Train actor died while the controller called it "
-                  f"({type(error.controller_failure).__name__}); fitting again from the latest checkpoint "
-                  f"({fits_again} of {'unlimited' if limit == -1 else limit})", file=sys.stderr)
 
 
 def _fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:

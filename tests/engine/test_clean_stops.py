@@ -58,13 +58,23 @@ def continue_command(output: str) -> list[str]:
     return [sys.executable, *command[1:]]
 
 
-def alive_training_actors(ray) -> list[str]:
-    """The run's actors still alive in the session's cluster (its GCS actor table: it has no dashboard for the
-    state API)."""
+TRAINING_ACTORS = ("TrainController", "RayTrainWorker", "_StreamRunner", "RunRecorder")
+
+
+def alive_training_actors(ray, before: set[str] = frozenset()) -> list[str]:
+    """The run's kinds of actors alive in the session's cluster, but those in ``before`` (actor IDs alive before
+    the run: the test process keeps a stream runner of its own once it has evaluated in process).  Read from
+    the GCS actor table: the session's cluster has no dashboard for the state API."""
     from ray._private.state import actors
 
-    return [actor["ActorClassName"] for actor in actors().values() if actor["State"] == "ALIVE"
-            and actor["ActorClassName"] in ("TrainController", "RayTrainWorker", "_StreamRunner", "RunRecorder")]
+    return [actor["ActorClassName"] for actor_id, actor in actors().items() if actor["State"] == "ALIVE"
+            and actor["ActorClassName"] in TRAINING_ACTORS and actor_id not in before]
+
+
+def alive_actor_ids() -> set[str]:
+    from ray._private.state import actors
+
+    return {actor_id for actor_id, actor in actors().items() if actor["State"] == "ALIVE"}
 
 
 @pytest.mark.slow
@@ -102,6 +112,7 @@ def test_ctrl_c_stops_a_local_training_and_the_printed_command_finishes_it(small
 @pytest.mark.timeout(400)
 def test_sigterm_stops_a_training_on_a_cluster_and_frees_its_workers(ray_session, small_shapes, tmp_path):
     work, log = tmp_path / "work", tmp_path / "train.log"
+    before = alive_actor_ids()
     training = start(training_command(small_shapes, work), log, with_repo_on_pythonpath(dict(os.environ)))
     wait_for(training, log, "Epoch [2/4]")
     training.send_signal(signal.SIGTERM)
@@ -112,9 +123,9 @@ def test_sigterm_stops_a_training_on_a_cluster_and_frees_its_workers(ray_session
     assert command[command.index("--work-dir") + 1] == str(work)
     assert [status for _, status in mlflow_statuses(work)] == ["KILLED"]
     deadline = time.time() + 30  # the controller, workers and helper actors of the run end with it
-    while alive_training_actors(ray_session) and time.time() < deadline:
+    while alive_training_actors(ray_session, before) and time.time() < deadline:
         time.sleep(1)
-    assert alive_training_actors(ray_session) == []
+    assert alive_training_actors(ray_session, before) == []
     wait_for_free_cpus(ray_session, ray_session.cluster_resources()["CPU"], timeout=30)
 
 
@@ -127,6 +138,7 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(ray_session, small_shapes, tmp_pat
     sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
     work, log = tmp_path / "work", tmp_path / "sweep.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    before = alive_actor_ids()
     tuning = start([sys.executable, "-m", "raydet.tune", str(sweep), "--work-dir", str(work)], log, env, cwd=tmp_path)
     wait_for(tuning, log, "Epoch [1/2]", timeout=300)
     tuning.send_signal(signal.SIGTERM)
@@ -137,4 +149,4 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(ray_session, small_shapes, tmp_pat
     statuses = mlflow_statuses(work)
     assert ("sweep", "KILLED") in statuses and {status for _, status in statuses} == {"KILLED"}, statuses
     wait_for_free_cpus(ray_session, ray_session.cluster_resources()["CPU"])
-    assert alive_training_actors(ray_session) == []
+    assert alive_training_actors(ray_session, before) == []

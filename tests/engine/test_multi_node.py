@@ -202,18 +202,20 @@ def test_preemption_notice_checkpoints_mid_epoch_and_the_run_resumes_there(
 @pytest.mark.timeout(600)
 def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
         ray_session, second_node, single_node_run, small_shapes, storage, tmp_path):
-    """``pytest -k chaos``: a seeded chaos loop kills 3 processes of the run (a training worker, a decode task's
-    process, the MLflow recorder or the whole second node, at most once) while it trains; it finishes with
+    """``pytest -k chaos``: the chaos loop kills 3 processes of the run while it trains (the MLflow recorder, a
+    decode task's process, a training worker); it finishes with
     every epoch's images seen once, the reference run's metrics, its MLflow run FINISHED, and nothing of it left
     in the cluster.  ``benchmarks/chaos.py`` runs longer, with 6 kills or more."""
     from tests.chaos import ChaosLoop, leftovers, redone_iterations
 
     config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "scaling.max_failures=10",
                                        "log_config.interval=1", "mlflow.run_name=chaos"])
-    # Every 10-15 s, so all 3 come before even a fast machine finishes; one node kill (repeated ones can
-    # leave a placement group behind: benchmarks/README.md).
-    chaos = ChaosLoop(second_node, {"num_cpus": 2, "resources": {NODE_SLOT: 1}}, seed=0, interval_s=(10, 15),
-                      max_kills=3, max_node_kills=1, targets=("training_worker", "recorder", "decode_process", "node"))
+    # Once the run trains, 4 s apart, the worker last: a worker killed while its group starts ends the run (Ray
+    # Train 2.60 does not retry that: benchmarks/README.md); the node's loss has its own test above.
+    log = tmp_path / "wd" / "train.log"
+    chaos = ChaosLoop(second_node, {"num_cpus": 2, "resources": {NODE_SLOT: 1}}, seed=0, interval_s=(4, 4),
+                      first_after_s=0, max_kills=3, targets=("recorder", "decode_process", "training_worker"),
+                      in_order=True, begin_when=lambda: log.is_file() and "Epoch [1/3][2/6]" in log.read_text())
     chaos.start()
     try:
         outcome = launch(config, tmp_path / "wd")
