@@ -53,6 +53,14 @@ def test_ray_job_submit_trains_and_writes_final_metrics(ray_head, small_shapes, 
     assert "Epoch [1/1][6/6]" in output  # rank 0's progress lines reach `ray job logs`
 
 
+def job_cli(head: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``ray job ARGS --address HEAD`` (the command line, not the SDK: in a process connected to another Ray,
+    ``JobSubmissionClient`` asked that Ray's dashboard instead of ``HEAD``)."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    return subprocess.run([RAY, "job", *args[:1], "--address", head, *args[1:]], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def stop_when_printed(head: str, entrypoint: str, text: str, cwd: Path) -> str:
     """Submit ``entrypoint``; once its logs show ``text``, ``ray job stop`` it; return its logs once it stopped.
 
@@ -60,33 +68,30 @@ def stop_when_printed(head: str, entrypoint: str, text: str, cwd: Path) -> str:
     SIGTERM, then SIGKILL after that many seconds (Ray's default, 3, leaves too little time to abort the
     workers and end the MLflow runs; the README says so).
     """
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(head)
-    runtime_env = {"working_dir": str(cwd), "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60", "PYTHONPATH": str(REPO)}}
+    job = f"stop-{os.urandom(4).hex()}"
+    runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60", "PYTHONPATH": str(REPO)}})
     deadline = time.time() + 90
     while True:  # the job server answers before the head's agent has registered: Ray says "try again later"
-        try:
-            job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        submitted = job_cli(head, "submit", "--no-wait", "--submission-id", job, "--working-dir", str(cwd),
+                            "--runtime-env-json", runtime_env, "--", *entrypoint.split())
+        if submitted.returncode == 0 or "No available agent" not in submitted.stderr + submitted.stdout \
+                or time.time() > deadline:
             break
-        except RuntimeError as error:
-            if "No available agent" not in str(error) or time.time() > deadline:
-                raise
-            time.sleep(3)
+        time.sleep(3)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
     deadline = time.time() + 300
-    while text not in client.get_job_logs(job):
-        assert client.get_job_status(job) in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_logs(job)[-3000:]
-        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-        time.sleep(1)
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    stopped = subprocess.run([RAY, "job", "stop", "--address", head, job], env=env, capture_output=True, text=True,
-                             timeout=120)
+    while text not in (logs := job_cli(head, "logs", job).stdout):
+        status = job_cli(head, "status", job).stdout.lower()  # "…: RUNNING", "Job '…' was stopped"
+        assert "pending" in status or "running" in status, status + logs[-3000:]
+        assert time.time() < deadline, logs[-3000:]
+        time.sleep(2)
+    stopped = job_cli(head, "stop", job)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
     deadline = time.time() + 90
-    while client.get_job_status(job) != JobStatus.STOPPED and time.time() < deadline:
-        time.sleep(1)
-    assert client.get_job_status(job) == JobStatus.STOPPED
-    return client.get_job_logs(job)
+    while "stopped" not in (status := job_cli(head, "status", job).stdout.lower()) and time.time() < deadline:
+        time.sleep(2)
+    assert "was stopped" in status, status
+    return job_cli(head, "logs", job).stdout
 
 
 @pytest.mark.slow
