@@ -62,7 +62,6 @@ class ChaosLoop(threading.Thread):
         targets: the kinds to choose among; a kind with no process alive at that moment is passed over.
         max_kills: then the loop stops killing (a training restarted faster than it reaches its next
             checkpoint would never end).
-        max_node_kills: at most this many of them of the node (None: no limit).
         in_order: kill ``targets`` one after another, in their order, instead of a seeded choice (a target
             with no process alive is looked for again for up to 10 s).
         begin_when: the loop's clock starts once this answers True (polled twice a second).
@@ -70,13 +69,13 @@ class ChaosLoop(threading.Thread):
 
     def __init__(self, cluster, node_resources: dict, seed: int, interval_s: tuple[float, float] = (10, 30),
                  node_down_s: float = 5, targets: tuple[str, ...] = TARGETS, first_after_s: float | None = None,
-                 max_kills: int = 6, max_node_kills: int | None = None, in_order: bool = False,
+                 max_kills: int = 6, in_order: bool = False,
                  begin_when: Callable[[], bool] | None = None):
         super().__init__(daemon=True, name="chaos")
         self.cluster, self.node_resources = cluster, node_resources
         self.random = random.Random(seed)
         self.interval_s, self.node_down_s, self.targets = interval_s, node_down_s, targets
-        self.first_after_s, self.max_kills, self.max_node_kills = first_after_s, max_kills, max_node_kills
+        self.first_after_s, self.max_kills = first_after_s, max_kills
         self.in_order, self.begin_when = in_order, begin_when
         self.kills: list[Kill] = []
         self.errors: list[str] = []
@@ -113,10 +112,9 @@ class ChaosLoop(threading.Thread):
                 return
 
     def _kill_target(self, target: str) -> bool:
-        """Kill one process of ``target``'s kind; False when none is alive (or the node may not be killed)."""
+        """Kill one process of ``target``'s kind; False when none is alive."""
         if target == "node":
-            node_kills = sum(kill.target == "node" for kill in self.kills)
-            if not self.cluster.workers or (self.max_node_kills is not None and node_kills >= self.max_node_kills):
+            if not self.cluster.workers:
                 return False
             self._kill_node()
             return True
