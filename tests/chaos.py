@@ -152,12 +152,22 @@ def redone_iterations(tracking_uri: str, run_id: str, metric: str = "train/loss"
     return len(history) - len({entry.step for entry in history})
 
 
-def leftovers(ray) -> dict[str, list]:
-    """What a finished job must not leave in the cluster: placement groups not removed, and alive actors other
-    than Ray's own detached ones."""
+def alive_ids(ray) -> set[str]:
+    """The IDs of the cluster's alive actors and of its placement groups not removed (read before a run, to
+    tell its leftovers from what earlier work left: an in-process evaluation keeps its stream runner)."""
     from ray._private.state import actors
 
-    groups = [group["state"] for group in ray.util.placement_group_table().values() if group["state"] != "REMOVED"]
-    alive = [actor["ActorClassName"] for actor in actors().values()
-             if actor["State"] == "ALIVE" and not actor["IsDetached"]]
+    return ({actor_id for actor_id, actor in actors().items() if actor["State"] == "ALIVE"}
+            | {group_id for group_id, group in ray.util.placement_group_table().items() if group["state"] != "REMOVED"})
+
+
+def leftovers(ray, before: set[str] = frozenset()) -> dict[str, list]:
+    """What a finished job must not leave in the cluster: placement groups not removed, and alive actors other
+    than Ray's own detached ones; those in ``before`` (from ``alive_ids`` before the job) are not counted."""
+    from ray._private.state import actors
+
+    groups = [group["state"] for group_id, group in ray.util.placement_group_table().items()
+              if group["state"] != "REMOVED" and group_id not in before]
+    alive = [actor["ActorClassName"] for actor_id, actor in actors().items()
+             if actor["State"] == "ALIVE" and not actor["IsDetached"] and actor_id not in before]
     return {"placement_groups": groups, "actors": alive}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import alive_ids
 from tests.cli.test_local_rays import laptop_env
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 from tests.helpers import REPO, with_repo_on_pythonpath, write
@@ -71,12 +72,6 @@ def alive_training_actors(ray, before: set[str] = frozenset()) -> list[str]:
             and actor["ActorClassName"] in TRAINING_ACTORS and actor_id not in before]
 
 
-def alive_actor_ids() -> set[str]:
-    from ray._private.state import actors
-
-    return {actor_id for actor_id, actor in actors().items() if actor["State"] == "ALIVE"}
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ctrl_c_stops_a_local_training_and_the_printed_command_finishes_it(small_shapes, tmp_path):
@@ -112,7 +107,7 @@ def test_ctrl_c_stops_a_local_training_and_the_printed_command_finishes_it(small
 @pytest.mark.timeout(400)
 def test_sigterm_stops_a_training_on_a_cluster_and_frees_its_workers(ray_session, small_shapes, tmp_path):
     work, log = tmp_path / "work", tmp_path / "train.log"
-    before = alive_actor_ids()
+    before = alive_ids(ray_session)
     training = start(training_command(small_shapes, work), log, with_repo_on_pythonpath(dict(os.environ)))
     wait_for(training, log, "Epoch [2/4]")
     training.send_signal(signal.SIGTERM)
@@ -138,7 +133,7 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(ray_session, small_shapes, tmp_pat
     sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
     work, log = tmp_path / "work", tmp_path / "sweep.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    before = alive_actor_ids()
+    before = alive_ids(ray_session)
     tuning = start([sys.executable, "-m", "raydet.tune", str(sweep), "--work-dir", str(work)], log, env, cwd=tmp_path)
     wait_for(tuning, log, "Epoch [1/2]", timeout=300)
     tuning.send_signal(signal.SIGTERM)

@@ -206,7 +206,7 @@ def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
     decode task's process, a training worker); it finishes with
     every epoch's images seen once, the reference run's metrics, its MLflow run FINISHED, and nothing of it left
     in the cluster.  ``benchmarks/chaos.py`` runs longer, with 6 kills or more."""
-    from tests.chaos import ChaosLoop, leftovers, redone_iterations
+    from tests.chaos import ChaosLoop, alive_ids, leftovers, redone_iterations
 
     config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "scaling.max_failures=10",
                                        "log_config.interval=1", "mlflow.run_name=chaos"])
@@ -216,6 +216,7 @@ def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
     chaos = ChaosLoop(second_node, {"num_cpus": 2, "resources": {NODE_SLOT: 1}}, seed=0, interval_s=(4, 4),
                       first_after_s=0, max_kills=3, targets=("recorder", "decode_process", "training_worker"),
                       in_order=True, begin_when=lambda: log.is_file() and "Epoch [1/3][2/6]" in log.read_text())
+    before = alive_ids(ray_session)  # what earlier tests left is theirs
     chaos.start()
     try:
         outcome = launch(config, tmp_path / "wd")
@@ -233,6 +234,6 @@ def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
     assert MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status == "FINISHED"
     wait_for_nodes(ray_session, 2)
     deadline = time.time() + 30  # the run's actors and placement groups go with it
-    while any(leftovers(ray_session).values()) and time.time() < deadline:
+    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
         time.sleep(1)
-    assert leftovers(ray_session) == {"placement_groups": [], "actors": []}
+    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}
