@@ -91,6 +91,12 @@ def checkpoint_folders(run_folder: str) -> list[str]:
     return sorted(name for name in names if name.startswith("checkpoint_") and not name.endswith(".json"))
 
 
+def latest_checkpoint(run_folder: str) -> str | None:
+    """The newest ``checkpoint_…`` folder of a run folder (Ray's names sort by time), if any."""
+    names = checkpoint_folders(run_folder)
+    return storage.join(run_folder, names[-1]) if names else None
+
+
 def load_newest_readable(run_folder: str, newest: str | None = None) -> tuple[dict[str, Any], str, list[str]] | None:
     """The newest checkpoint of ``run_folder`` that can be read, from ``newest`` (a folder name) back: a latest
     checkpoint cut short by a partial upload gives way to the one before it.

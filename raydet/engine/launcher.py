@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import ray
 import ray.train
-from ray.train.torch import TorchTrainer
 
 from .. import storage
 from ..builder import CheckedConfig, batch_recipe, check_config, check_data, lookup, model_factory, optimizer_factory
@@ -34,11 +33,11 @@ from ..data.ray_datasets import build_ray_datasets
 from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
-from .checkpoint import CHECKPOINT_FILE, CheckpointError, checkpoint_folders, load_checkpoint_of, load_newest_readable
+from .checkpoint import CHECKPOINT_FILE, CheckpointError, latest_checkpoint, load_checkpoint_of, load_newest_readable
+from .fitting import ControllerKeepingTrainer, fit_again_after_actor_deaths
 from .ray_connection import connect_ray
 from .recorder import start_recorder
 from .spec import TrainingSpec
-from .stop_signals import RunStopped, stop_signals_as_ctrl_c
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
 from .tracking import MlflowRun, flatten
 from .train_loop import CHECKPOINT_SCORE, LOOP_CONFIG, LoopConfig, StepHook, train_loop_per_worker
@@ -117,12 +116,6 @@ def find_latest_run(storage_path: str, name: str) -> str | None:
         if latest_checkpoint(storage.join(storage_path, run)) is not None:
             return run
     return None
-
-
-def latest_checkpoint(run_folder: str) -> str | None:
-    """The newest ``checkpoint_…`` folder of a run folder (Ray's names sort by time), if any."""
-    names = checkpoint_folders(run_folder)
-    return storage.join(run_folder, names[-1]) if names else None
 
 
 def _checkpoint_file(checkpoint: ray.train.Checkpoint, run_folder: str) -> str:
@@ -384,13 +377,17 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
                       step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
     # and the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
-    trainer = TorchTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: ray.put(loop)},
-                           scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
-                           datasets=parts.datasets, dataset_config=parts.dataset_config)
+    loop_ref = ray.put(loop)
+
+    def new_trainer() -> ControllerKeepingTrainer:
+        return ControllerKeepingTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: loop_ref},
+                                        scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
+                                        datasets=parts.datasets, dataset_config=parts.dataset_config)
+
     stopwatch.mark("fit_started")
     try:
         with _controller_environment(plan.workers):
-            result = _fit_unless_stopped(trainer, plan.run_folder)
+            result = fit_again_after_actor_deaths(new_trainer, plan.run_folder, plan.parsed.scaling.max_failures)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
@@ -402,24 +399,6 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
             else result.checkpoint)
     return returned, best
-
-
-def _fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:
-    """``trainer.fit()``; a stop signal (Ctrl+C, SIGTERM) aborts Ray Train's controller and its workers and
-    raises ``RunStopped``, whatever the fit raised meanwhile (Ray Train's handler exits with
-    ``SystemExit(0)``; the wait on an aborted controller may end in its death)."""
-    error: BaseException | None = None
-    result = None
-    with stop_signals_as_ctrl_c() as stops:
-        try:
-            result = trainer.fit()
-        except BaseException as raised:  # noqa: BLE001 — judged below, once the signals are known
-            error = raised
-    if stops and (error is not None or result.return_value is None):
-        raise RunStopped(stops[0], run_folder, latest_checkpoint(run_folder)) from error
-    if error is not None:
-        raise error
-    return result
 
 
 @contextlib.contextmanager

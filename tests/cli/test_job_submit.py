@@ -94,25 +94,25 @@ def stop_when_printed(head: str, entrypoint: str, text: str, cwd: Path) -> str:
     return job_cli(head, "logs", job).stdout
 
 
-@pytest.mark.skip(reason="after the session's in-process inference tests, a stopped job ended 'succeeded' (exit 0) "
-                         "instead of 'was stopped': not yet understood; passes alone (issue 25)")
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ray_job_stop_stops_a_training_and_a_sweep_cleanly(ray_head, small_shapes, tmp_path):
+    """Each job is stopped long before it could end: a job that ends by itself first is SUCCEEDED, not STOPPED
+    (the job CLI takes seconds per call on a loaded machine, and a 4-epoch demo had finished)."""
     work = tmp_path / "train_work_dir"
-    overrides = " ".join([*quick_overrides(small_shapes, epochs=4), "scaling.num_workers=1",
+    overrides = " ".join([*quick_overrides(small_shapes, epochs=50), "scaling.num_workers=1",
                           "checkpoint_config.interval=1"])
     logs = stop_when_printed(ray_head, f"python -m raydet.train {DEMO_CONFIG} --work-dir {work} --set {overrides}",
-                             "Epoch [2/4]", REPO)
+                             "Epoch [2/50]", REPO)
     assert "training stopped (SIGTERM): the workers were stopped and the MLflow run ended KILLED; latest " \
            "checkpoint: " in logs, logs[-3000:]
     assert f"--work-dir {work} " in logs and "--resume auto" in logs
     assert [status for _, status in mlflow_statuses(work)] == ["KILLED"]
 
     write(tmp_path / "sweep_test_parts.py", SWEEP_PARTS)
-    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
+    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes).replace("max_epochs: 2}", "max_epochs: 50}"))
     work = tmp_path / "sweep_work_dir"
-    logs = stop_when_printed(ray_head, f"python -m raydet.tune {sweep} --work-dir {work}", "Epoch [1/2]", tmp_path)
+    logs = stop_when_printed(ray_head, f"python -m raydet.tune {sweep} --work-dir {work}", "Epoch [1/50]", tmp_path)
     assert f"the sweep was interrupted: continue it with python -m raydet.tune {sweep} --work-dir {work} " \
            "--resume" in logs, logs[-3000:]
     statuses = mlflow_statuses(work)

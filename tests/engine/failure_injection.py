@@ -10,6 +10,9 @@ import os
 import time
 from dataclasses import dataclass
 
+import ray
+import ray.train
+
 from raydet.engine.train_loop import WorkerInfo
 from raydet.engine.trainer import StepResult
 
@@ -74,3 +77,29 @@ class HoldGroupOfSize:
         with open(self.reached, "w"):
             pass
         time.sleep(self.timeout_s)
+
+
+@ray.remote(num_cpus=0)
+class _Doomed:
+    def ping(self) -> None:
+        return None
+
+
+class ControllerLosesAnActorOnce(ray.train.UserCallback):
+    """In Ray Train's controller, after the first reported checkpoint (once: the file ``marker`` records it),
+    calls an actor that was just killed, so the controller gives up with ``ControllerError(ActorDiedError)``:
+    what it does when a worker dies in the group-start steps Ray Train 2.60 does not guard (found by the chaos
+    run with node kills, whose timing a test cannot place)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if checkpoint is None or os.path.exists(self.marker):
+            return
+        with open(self.marker, "w"):
+            pass
+        actor = _Doomed.remote()
+        ray.get(actor.ping.remote())
+        ray.kill(actor, no_restart=True)
+        ray.get(actor.ping.remote())  # raises ActorDiedError

@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 from raydet import evaluate as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
-from raydet.engine.launcher import STARTUP_PHASES, launch
+from raydet.engine.launcher import STARTUP_PHASES, RunOptions, launch
 from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
-from tests.engine.failure_injection import MARKER, KillWorkerOnce
+from tests.engine.failure_injection import MARKER, ControllerLosesAnActorOnce, KillWorkerOnce
 
 
 def alive_actors(*class_names: str) -> list[str]:
@@ -84,6 +84,33 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
     for metric, values in before_failure.items():
         again = history(resumed, metric)
         assert {step: again[step] for step in values} == values, metric
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_controller_that_gave_up_on_a_dead_actor_is_ended_and_the_run_fitted_again(
+        ray_session, small_shapes, tmp_path, capfd):
+    """Ray Train 2.60 does not retry a controller error from an actor's death (a worker killed while its group
+    starts): raydet ends that controller, freeing its placement group, and fits the same run again from its
+    latest checkpoint; the run ends as if nothing happened."""
+    from tests.chaos import alive_ids, leftovers
+
+    config = load_config(DEMO_CONFIG, [*quick_overrides(small_shapes, epochs=2), "scaling.num_workers=1",
+                                       "scaling.max_failures=3", "checkpoint_config.interval=1"])
+    marker = tmp_path / "lost-actor"
+    before = alive_ids(ray_session)
+    outcome = launch(config, tmp_path / "wd", options=RunOptions(
+        name="lost-actor", callbacks=(ControllerLosesAnActorOnce(str(marker)),)))
+    assert marker.exists()
+    assert "fitting again from the latest checkpoint (1 of 3)" in capfd.readouterr().err
+    final = outcome.final_metrics
+    assert final["epochs"] == 2 and final["iters"] == 24 and final["images_seen"] == 2 * 48
+    assert "resumed at epoch 1, iteration 12" in (tmp_path / "wd" / "train.log").read_text()
+    assert MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status == "FINISHED"
+    deadline = time.time() + 30
+    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
+        time.sleep(1)
+    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}
 
 
 # --- the end-to-end run: one training, the tests below each check one thing about it ------------------------

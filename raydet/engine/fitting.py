@@ -1,0 +1,87 @@
+"""Ray Train's ``fit`` as raydet runs it: a stop signal ends it as ``RunStopped``, and a controller that gave
+up because a Ray actor died under it is ended and the run fitted again from its latest checkpoint.
+
+Ray Train 2.60 retries a worker group that fails while it trains, and a group start that fails or times out
+in the steps it guards.  A worker killed in the steps it does not guard (the chaos run found it: a node lost
+while the group after the previous loss started) reaches the controller's catch-all as ``ControllerError``
+wrapping the actor's death, which its failure policy never retries.  Fitting again under the same run name
+continues the run from its latest reported checkpoint, as ``--resume auto`` would.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+from typing import Callable
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from .checkpoint import latest_checkpoint
+from .stop_signals import RunStopped, stop_signals_as_ctrl_c
+
+
+class ControllerKeepingTrainer(TorchTrainer):
+    """A ``TorchTrainer`` that keeps the handle of the controller its ``fit`` started (``controller``, on the
+    main thread), so a controller that failed can be ended before the run is fitted again: Ray Train's
+    placement-group cleaner removes the group it held once it is dead."""
+
+    controller: "ray.actor.ActorHandle | None" = None
+
+    def _register_sigint_handler(self, controller: "ray.actor.ActorHandle") -> None:
+        # Ray Train 2.60 hands every new controller to this hook, on the main thread only.
+        self.controller = controller
+        super()._register_sigint_handler(controller)
+
+
+def fit_again_after_actor_deaths(new_trainer: Callable[[], TorchTrainer], run_folder: str,
+                                 max_refits: int) -> ray.train.Result:
+    """Fit a new trainer; when its controller gives up because a Ray actor it called died
+    (``ControllerError`` from a ``RayActorError``), end that controller and fit again, at most ``max_refits``
+    times (-1: no limit, as Ray's ``FailureConfig``).  Stop signals raise ``RunStopped`` at once."""
+    refits = 0
+    while True:
+        trainer = new_trainer()
+        try:
+            return fit_unless_stopped(trainer, run_folder)
+        except ray.train.ControllerError as error:
+            death = error.controller_failure
+            if not isinstance(death, ray.exceptions.RayActorError) or refits == max_refits:
+                raise
+            reason = f"{type(death).__name__}: {str(death).splitlines()[0] if str(death) else ''}"
+        refits += 1
+        end_controller(trainer)
+        print(f"Ray Train's controller gave up because an actor it called died ({reason}); fitting again from "
+              f"the latest checkpoint ({refits} of {'unlimited' if max_refits == -1 else max_refits})",
+              file=sys.stderr, flush=True)
+
+
+def end_controller(trainer: TorchTrainer) -> None:
+    """End a fit's controller now: killed through its handle where it was kept, and, for handles only the
+    garbage kept (a failed fit's traceback holds its frames), by collecting them."""
+    controller = getattr(trainer, "controller", None)
+    if controller is not None:
+        ray.kill(controller, no_restart=True)
+        trainer.controller = None
+    gc.collect()
+
+
+def fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:
+    """``trainer.fit()``; a stop signal (Ctrl+C, SIGTERM) aborts Ray Train's controller and its workers and
+    raises ``RunStopped``, whatever the fit raised meanwhile (Ray Train's handler exits with
+    ``SystemExit(0)``; the wait on an aborted controller may end in its death)."""
+    error: BaseException | None = None
+    result = None
+    with stop_signals_as_ctrl_c() as stops:
+        try:
+            result = trainer.fit()
+        except BaseException as raised:  # noqa: BLE001 — judged below, once the signals are known
+            error = raised
+    try:
+        if stops and (error is not None or result.return_value is None):
+            raise RunStopped(stops[0], run_folder, latest_checkpoint(run_folder)) from error
+        if error is not None:
+            raise error
+        return result
+    finally:
+        error = None  # the frame would hold its own exception's traceback: a cycle only the collector frees
