@@ -104,6 +104,8 @@ def main() -> None:
             left = leftovers(ray)
             status = MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status
             redone = redone_iterations(outcome.mlflow_uri, outcome.mlflow_run_id)
+            restarts = [line.split("resumed at ", 1)[1].strip() for line in
+                        (Path(folder) / "chaos" / "train.log").read_text().splitlines() if "resumed at " in line]
         finally:
             ray.shutdown()
             cluster.stop()
@@ -113,6 +115,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "kills": [[kill.at_s, kill.target] for kill in kills], "kills_survived": len(kills),
         "loop_errors": chaos.errors, "iterations": final["iters"], "iterations_redone": redone,
+        "restarts_from": restarts, "refits": final["refits"],
         "images_seen": final["images_seen"], "images_expected": args.epochs * 48,
         "metrics_chaos": {name: final.get(name) for name in metrics},
         "metrics_undisturbed": {name: undisturbed.get(name) for name in metrics},

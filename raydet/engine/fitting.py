@@ -35,15 +35,16 @@ class ControllerKeepingTrainer(TorchTrainer):
 
 
 def fit_again_after_actor_deaths(new_trainer: Callable[[], TorchTrainer], run_folder: str,
-                                 max_refits: int) -> ray.train.Result:
+                                 max_refits: int) -> tuple[ray.train.Result, int]:
     """Fit a new trainer; when its controller gives up because a Ray actor it called died
     (``ControllerError`` from a ``RayActorError``), end that controller and fit again, at most ``max_refits``
-    times (-1: no limit, as Ray's ``FailureConfig``).  Stop signals raise ``RunStopped`` at once."""
+    times (-1: no limit, as Ray's ``FailureConfig``).  Returns the last fit's result and how many times it
+    fitted again.  Stop signals raise ``RunStopped`` at once."""
     refits = 0
     while True:
         trainer = new_trainer()
         try:
-            return fit_unless_stopped(trainer, run_folder)
+            return fit_unless_stopped(trainer, run_folder), refits
         except ray.train.ControllerError as error:
             death = error.controller_failure
             if not isinstance(death, ray.exceptions.RayActorError) or refits == max_refits:

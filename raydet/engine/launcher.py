@@ -387,13 +387,14 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     stopwatch.mark("fit_started")
     try:
         with _controller_environment(plan.workers):
-            result = fit_again_after_actor_deaths(new_trainer, plan.run_folder, plan.parsed.scaling.max_failures)
+            result, refits = fit_again_after_actor_deaths(new_trainer, plan.run_folder,
+                                                          plan.parsed.scaling.max_failures)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them
         recorder.__ray_terminate__.options(max_task_retries=0).remote()  # not sent again: it ends the actor
         stop_stream_runners(parts.runners)
-    returned = result.return_value or {}
+    returned = {**(result.return_value or {}), "refits": refits}
     if "non_finite_loss" in returned:
         raise returned["non_finite_loss"]
     best = (result.get_best_checkpoint(CHECKPOINT_SCORE, "max") if plan.has_val and result.best_checkpoints
@@ -447,6 +448,7 @@ def final_metrics(plan: RunPlan, returned: dict, best: ray.train.Checkpoint | No
         "worker_nodes": returned.get("worker_nodes"),  # the Ray node id of each rank's worker (the last group's)
         "images_seen": returned.get("images_seen"),  # by all workers, over the run; a restart's redone work once
         "resizes": returned.get("resizes", []),  # an elastic group's: {"iteration", "images_seen", "workers", "reason"}
+        "refits": returned.get("refits", 0),  # fits started again: Ray Train's controller gave up on a dead actor
         "decode_problems": returned.get("decode_problems", {}),
         "mlflow_run_id": mlflow_run_id,
         "launched_at": round(launched, 3),  # Unix time; startup_s counts from here
