@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 from typing import Callable
 
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
+from ray.util.placement_group import PlacementGroup
 
 from .checkpoint import latest_checkpoint
 from .stop_signals import RunStopped, stop_signals_as_ctrl_c
@@ -57,14 +59,47 @@ def fit_again_after_actor_deaths(new_trainer: Callable[[], TorchTrainer], run_fo
               file=sys.stderr, flush=True)
 
 
-def end_controller(trainer: TorchTrainer) -> None:
-    """End a fit's controller now: killed through its handle where it was kept, and, for handles only the
-    garbage kept (a failed fit's traceback holds its frames), by collecting them."""
+def end_controller(trainer: TorchTrainer, timeout_s: float = 30) -> None:
+    """End a fit's controller now, and the placement groups it leaves: killed through its handle where it was
+    kept (and, for handles only the garbage kept, by collecting them).
+
+    A worker group whose start failed after Ray Train recorded it is never handed to the controller, which
+    so never removes its placement group; Ray's placement-group cleaner removes only the group registered
+    last, and a group outlives its creator (its lifetime is the job's).  The chaos run found one holding the
+    second node's only slot, so every later group waited for it.  Each group this controller created is
+    removed once it is dead.
+    """
     controller = getattr(trainer, "controller", None)
-    if controller is not None:
-        ray.kill(controller, no_restart=True)
-        trainer.controller = None
+    trainer.controller = None
     gc.collect()
+    if controller is None:
+        return
+    actor_id = controller._actor_id.hex()
+    ray.kill(controller, no_restart=True)
+    del controller
+    deadline = time.monotonic() + timeout_s
+    while _actor_alive(actor_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for group in placement_groups_created_by(actor_id):
+        ray.util.remove_placement_group(group)
+
+
+def _actor_alive(actor_id: str) -> bool:
+    from ray._private.state import actors  # the GCS actor table: a cluster may have no dashboard for the state API
+
+    return actors(actor_id=actor_id).get("State") not in ("DEAD", None)
+
+
+def placement_groups_created_by(actor_id: str) -> list[PlacementGroup]:
+    """The placement groups, not yet removed, that the actor ``actor_id`` (hex) created, from the GCS's
+    placement-group table (its public view, ``ray.util.placement_group_table``, leaves out the creator)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    table = gcs_pb2.PlacementGroupTableData
+    groups = [table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()]
+    return [PlacementGroup(ray.PlacementGroupID(group.placement_group_id)) for group in groups
+            if group.creator_actor_id.hex() == actor_id and group.state != table.REMOVED]
 
 
 def fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:
