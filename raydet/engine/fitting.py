@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -91,28 +92,67 @@ def _actor_alive(actor_id: str) -> bool:
 
 
 def placement_groups_created_by(actor_id: str) -> list[PlacementGroup]:
-    """The placement groups, not yet removed, that the actor ``actor_id`` (hex) created, from the GCS's
-    placement-group table (its public view, ``ray.util.placement_group_table``, leaves out the creator)."""
+    """The placement groups, not yet removed, that the actor ``actor_id`` (hex) created, oldest first, from the
+    GCS's placement-group table (its public view, ``ray.util.placement_group_table``, leaves out the creator)."""
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
     table = gcs_pb2.PlacementGroupTableData
-    groups = [table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()]
+    groups = sorted((table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()),
+                    key=lambda group: group.placement_group_creation_timestamp_ms)
     return [PlacementGroup(ray.PlacementGroupID(group.placement_group_id)) for group in groups
             if group.creator_actor_id.hex() == actor_id and group.state != table.REMOVED]
+
+
+class StaleGroupRemover(threading.Thread):
+    """While a fit runs, every ``interval_s``: the placement groups its controller created, but the newest, are
+    removed.  A controller holds one worker group at a time, and creates the next group's placement group only
+    once the last group is gone; an older group still there is one Ray Train lost track of (a group whose
+    start failed after it was recorded), and it holds the resources the new group waits for, for ever: the
+    chaos run found one, holding the second node's only slot.  Needs the controller's handle
+    (``ControllerKeepingTrainer``, a fit on the main thread)."""
+
+    def __init__(self, trainer: TorchTrainer, interval_s: float = 5.0):
+        super().__init__(name="raydet-stale-groups", daemon=True)
+        self.trainer, self.interval_s = trainer, interval_s
+        self.removed: list[str] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            controller = getattr(self.trainer, "controller", None)
+            if controller is None:
+                continue
+            try:
+                for group in placement_groups_created_by(controller._actor_id.hex())[:-1]:
+                    ray.util.remove_placement_group(group)
+                    self.removed.append(group.id.hex())
+                    print(f"removed placement group {group.id.hex()}: Ray Train's controller had lost track of "
+                          "it (a worker group whose start failed), and it held what the next group needs",
+                          file=sys.stderr, flush=True)
+            except Exception:  # noqa: BLE001 — the GCS mid-restart, a group removed meanwhile: next round
+                continue
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=self.interval_s + 5)
 
 
 def fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Result:
     """``trainer.fit()``; a stop signal (Ctrl+C, SIGTERM) aborts Ray Train's controller and its workers and
     raises ``RunStopped``, whatever the fit raised meanwhile (Ray Train's handler exits with
-    ``SystemExit(0)``; the wait on an aborted controller may end in its death)."""
+    ``SystemExit(0)``; the wait on an aborted controller may end in its death).  Meanwhile a
+    ``StaleGroupRemover`` removes the placement groups its controller lost track of."""
     error: BaseException | None = None
     result = None
+    remover = StaleGroupRemover(trainer)
+    remover.start()
     with stop_signals_as_ctrl_c() as stops:
         try:
             result = trainer.fit()
         except BaseException as raised:  # noqa: BLE001 — judged below, once the signals are known
             error = raised
+    remover.stop()
     try:
         if stops and (error is not None or result.return_value is None):
             raise RunStopped(stops[0], run_folder, latest_checkpoint(run_folder)) from error
