@@ -29,10 +29,38 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """``CHECKPOINT``, and the actor pool that runs it (``raydet.test``, ``raydet.infer``)."""
-    parser.add_argument("checkpoint", help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…)")
+    """``CHECKPOINT`` (a file, or an MLflow model with its config: then ``CFG`` may be left out), its store, and
+    the actor pool that runs it (``raydet.test``, ``raydet.infer``)."""
+    parser.add_argument("checkpoint", nargs="?",
+                        help="checkpoint.pt or its folder: a path or a URI (s3://…, gs://…); or an MLflow model: "
+                             "models:/NAME/VERSION, models:/NAME@ALIAS, models:/MODEL_ID, runs:/RUN_ID/model "
+                             "(CFG may then be left out: the model carries its config)")
+    parser.add_argument("--tracking-uri", help="the MLflow store of a models:/ or runs:/ CHECKPOINT "
+                                               "(default: MLFLOW_TRACKING_URI)")
     parser.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors) predicting at once")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per model replica")
+
+
+def resolve_model_arguments(args: argparse.Namespace, rest: str | None = None) -> None:
+    """An MLflow model as ``CHECKPOINT``: fetch it, in place of the argument, its checkpoint file; with ``CFG``
+    left out (the model's URI is then the first positional, and the others move up one, into ``rest``, a
+    list argument such as ``raydet.infer``'s inputs), its config becomes ``CFG``."""
+    from .config import ConfigError
+    from .engine.mlflow_models.model_uri import fetch_model, is_model_uri
+
+    if is_model_uri(args.config):
+        if rest is not None and args.checkpoint is not None:
+            setattr(args, rest, [args.checkpoint, *getattr(args, rest)])
+        elif args.checkpoint is not None:
+            raise ConfigError(f"{args.checkpoint}: give CFG first, then CHECKPOINT ({args.config} is a model)")
+        args.config, args.checkpoint = None, args.config
+    if args.checkpoint is None:
+        raise ConfigError("CHECKPOINT is missing: give CFG CHECKPOINT, or an MLflow model (models:/NAME/VERSION) "
+                          "alone")
+    if is_model_uri(args.checkpoint):
+        fetched = fetch_model(args.checkpoint, args.tracking_uri)
+        args.checkpoint = fetched.checkpoint
+        args.config = args.config or fetched.config
 
 
 def check_checkpoint(model: torch.nn.Module, config_yaml: str, checkpoint: str, num_workers: int) -> None:

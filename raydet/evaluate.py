@@ -1,4 +1,4 @@
-"""``python -m raydet.test CFG CHECKPOINT [--split S] [--aug-test] [--num-workers N] [--use-gpu] [--out F] ...``.
+"""``python -m raydet.test [CFG] CHECKPOINT [--split S] [--aug-test] [--num-workers N] [--use-gpu] [--out F] ...``.
 
 (The command's code; ``raydet/test.py`` runs this module's ``main``.)
 
@@ -16,7 +16,9 @@ x, y, w, h, ``score``; each mask as ``segmentation``, an RLE
 ``--show-dir``: a picture per image, its ground truth beside its detections
 (``--show-score-thr``), masks drawn filled.  ``CHECKPOINT`` is a ``checkpoint.pt`` (e.g.
 ``best_checkpoint`` of ``final_metrics.json``) or its folder, a local path or
-a URI (``s3://…``).
+a URI (``s3://…``), or an MLflow model (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+``models:/MODEL_ID``, ``runs:/RUN_ID/model``, from ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``), which
+carries its config: ``CFG`` may then be left out.
 
 ``--aug-test``: test-time augmentation — every ``--tta-scales`` scale of the
 split's ``Resize`` (``LONGxSHORT`` sizes, or plain factors of each image's own
@@ -36,7 +38,14 @@ import sys
 from typing import Sequence
 
 from . import storage
-from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
+from .cli import (
+    add_checkpoint_arguments,
+    add_config_arguments,
+    check_checkpoint,
+    check_gpus,
+    config_from_args,
+    resolve_model_arguments,
+)
 from .config import Config, ConfigError
 from .errors import report_user_errors
 from .registry import did_you_mean
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        resolve_model_arguments(args)
         config = config_from_args(args)
         scales, flips = None, DEFAULT_TTA_FLIPS
         if args.aug_test:

@@ -1,4 +1,4 @@
-"""``python -m raydet.infer CFG CHECKPOINT INPUT... --out DIR [--score-thr T] [--num-workers N] [--use-gpu]``.
+"""``python -m raydet.infer [CFG] CHECKPOINT INPUT... --out DIR [--score-thr T] [--num-workers N] [--use-gpu]``.
 
 A trained detector over new images: INPUT is any mix of image files, folders
 (searched recursively), globs (``'photos/*.jpg'``) and URIs (``s3://…``, a
@@ -32,7 +32,14 @@ import time
 from typing import TYPE_CHECKING
 
 from . import storage
-from .cli import add_checkpoint_arguments, add_config_arguments, check_checkpoint, check_gpus, config_from_args
+from .cli import (
+    add_checkpoint_arguments,
+    add_config_arguments,
+    check_checkpoint,
+    check_gpus,
+    config_from_args,
+    resolve_model_arguments,
+)
 from .config import ConfigError
 from .errors import report_user_errors
 
@@ -143,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m raydet.infer", description="Detect objects in new images.")
     add_config_arguments(parser)
     add_checkpoint_arguments(parser)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs or URIs")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders, globs or URIs")
     parser.add_argument("--out", required=True, help="output folder (a path or a URI)")
     parser.add_argument("--score-thr", type=float, default=0.3, help="draw detections scoring at least this")
     return parser
@@ -153,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        resolve_model_arguments(args, rest="inputs")
+        if not args.inputs:
+            raise ConfigError("INPUT is missing: give the images (files, folders, globs or URIs) after CHECKPOINT")
         config = config_from_args(args)
         summary = run(config, args.checkpoint, args.inputs, storage.absolute(args.out), args.score_thr,
                       args.num_workers, args.use_gpu)

@@ -1,5 +1,5 @@
 """``python -m raydet.train CFG [--set k=v ...] [--work-dir DIR] [--num-workers N|MIN-MAX] [--use-gpu]
-[--resume auto|PATH]``.
+[--resume auto|PATH] [--register NAME]``.
 
 Trains on the Ray cluster this process runs in (``RAY_ADDRESS``, set inside a
 ``ray job submit`` job), else on a local Ray it starts itself.  A run stopped by
@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-gpu", action="store_true", default=None,
                         help="one GPU per worker (overrides scaling.use_gpu)")
     parser.add_argument("--resume", metavar="auto|PATH",
-                        help="'auto': continue the latest run in the work dir; PATH: start from that checkpoint")
+                        help="'auto': continue the latest run in the work dir; PATH: start from that checkpoint "
+                             "(a path, a URI, or an MLflow model: models:/NAME/VERSION, from the run's MLflow store)")
+    parser.add_argument("--register", metavar="NAME",
+                        help="register the run's model as a new version of NAME (sets mlflow.registered_model_name)")
     return parser
 
 
@@ -67,16 +70,34 @@ def stopped_lines(stop: RunStopped, argv: list[str], work_dir: Path) -> str:
     ])
 
 
+def model_lines(model: dict | None) -> list[str]:
+    """The run's MLflow model, as ``training finished`` lists it: its URI, and the registered version's."""
+    if not model:
+        return []
+    lines = [f"  model:       {model['model_uri']}"]
+    if model.get("version"):
+        alias = f", alias @{model['alias']}" if model.get("alias") else ""
+        lines.append(f"  registered:  models:/{model['registered_model']}/{model['version']}{alias}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int | None:
         import ray  # with the launcher: keep --help fast
 
+        from .config.parsed import parse_config
         from .engine.launcher import launch
+        from .engine.mlflow_models.model_uri import fetch_model, is_model_uri
 
+        if args.register:
+            args.overrides = [*args.overrides, f"mlflow.registered_model_name={args.register}"]
         config = config_from_args(args)
         work_dir = args.work_dir or Path("work_dirs") / Path(args.config).stem
+        if is_model_uri(args.resume):  # from the store this run logs to
+            store = parse_config(config).mlflow.resolved_uri(work_dir)[0]
+            args.resume = fetch_model(args.resume, store).checkpoint
         try:
             outcome = launch(config, work_dir, resume=args.resume, num_workers=args.num_workers, use_gpu=args.use_gpu)
         except NonFiniteLossError:
@@ -96,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  checkpoint:  {final['best_checkpoint']}",
             f"  pictures:    {outcome.work_dir / 'predictions.png'}",
             f"  MLflow:      mlflow ui --backend-store-uri {outcome.mlflow_uri}   (run {outcome.mlflow_run_id})",
+            *model_lines(final.get("mlflow_model")),
         ]))
 
     return report_user_errors(body)

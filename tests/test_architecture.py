@@ -184,8 +184,9 @@ def config_imports_beyond_the_schema(under: Path) -> list[str]:
 
 
 def test_only_the_launcher_reads_the_config_in_the_engine_and_data_models_use_only_its_schema():
+    # the two entry points that start from a config: a training run, and a logged model loaded by MLflow
     engine = [line for line in config_imports_beyond_the_schema(PACKAGE / "engine")
-              if not line.startswith("raydet/engine/launcher.py")]
+              if not line.startswith(("raydet/engine/launcher.py", "raydet/engine/mlflow_models/detector_model.py"))]
     assert engine == []
     assert config_imports_beyond_the_schema(PACKAGE / "data") == []
     assert config_imports_beyond_the_schema(PACKAGE / "models") == []

@@ -265,16 +265,31 @@ class MlflowSettings:
         experiment_name: the MLflow experiment (created when missing).
         run_name: the run's name (null: the work directory's name).
         num_images: how many val images the predictions picture shows.
+        log_model: at the end of the run, log its best checkpoint as an MLflow model of the run (a raydet
+            pyfunc: ``raydet.engine.mlflow_models``).
+        registered_model_name: also register that model as a new version of this registered model.
+        alias: and point this alias of the registered model (e.g. ``champion``) at the new version.
     """
 
     tracking_uri: str | None = None
     experiment_name: str = "raydet"
     run_name: str | None = None
     num_images: int = 4
+    log_model: bool = True
+    registered_model_name: str | None = None
+    alias: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_images < 0:
             raise ValueError(f"num_images must be at least 0, got {self.num_images}")
+        if self.registered_model_name is not None and not self.registered_model_name.strip():
+            raise ValueError("registered_model_name must not be empty (null: the model is not registered)")
+        if self.alias is not None and not self.registered_model_name:
+            raise ValueError(f"alias {self.alias!r} needs registered_model_name: an alias names a version of a "
+                             "registered model")
+        if self.registered_model_name and not self.log_model:
+            raise ValueError("registered_model_name needs log_model: true (the registered version is the logged "
+                             "model)")
 
     def resolved_uri(self, work_dir: Path) -> tuple[str, str | None]:
         """``(tracking_uri, artifact_location)``; artifacts sit beside a default sqlite store."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import sys
 import time
@@ -34,6 +33,7 @@ from ..data.sampling import GlobalBatch
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, latest_checkpoint, load_checkpoint_of, load_newest_readable
+from .environment import environment_defaults
 from .fitting import ControllerKeepingTrainer, fit_again_after_actor_deaths
 from .ray_connection import connect_ray
 from .recorder import start_recorder
@@ -234,6 +234,7 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
         stopwatch.mark("mlflow_ready")
         returned, best = fit(plan, parts, tracker, step_hooks, stopwatch)
     final = final_metrics(plan, returned, best, tracker.run_id, stopwatch)
+    final["mlflow_model"] = publish_model(plan, final, tracker)
     write_final_metrics(plan, final, tracker)
     return TrainOutcome(final, plan.work_dir, tracker.tracking_uri, tracker.run_id)
 
@@ -402,21 +403,14 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     return returned, best
 
 
-@contextlib.contextmanager
-def _controller_environment(workers: WorkerGroup) -> Iterator[None]:
+def _controller_environment(workers: WorkerGroup) -> contextlib.AbstractContextManager:
     """Ray Train's controller settings that it reads from the driver's environment at ``fit`` (each only where
     the environment does not set it already): how often it polls the workers, and for an elastic group how
     long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``)."""
     settings = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(workers.health_check_interval_s)}
     if workers.elastic:
         settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(ELASTIC_GROUP_START_TIMEOUT_S)
-    added = {name: value for name, value in settings.items() if name not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+    return environment_defaults(settings)
 
 
 def _run_config(plan: RunPlan) -> ray.train.RunConfig:
@@ -454,6 +448,33 @@ def final_metrics(plan: RunPlan, returned: dict, best: ray.train.Checkpoint | No
         "launched_at": round(launched, 3),  # Unix time; startup_s counts from here
         "startup_s": startup_phases(stopwatch.marks),
     }
+
+
+def publish_model(plan: RunPlan, final: dict, tracker: MlflowRun) -> dict | None:
+    """Phase 5b: the best checkpoint as the run's MLflow model (``mlflow.log_model``), registered as a new
+    version of ``mlflow.registered_model_name`` (with ``mlflow.alias``) when set.  Returns what
+    ``final_metrics.json`` records of it, or None.  A model that cannot be logged is a warning: the run
+    trained, and its checkpoint is where ``best_checkpoint`` says."""
+    settings = plan.parsed.mlflow
+    if not settings.log_model or not final["best_checkpoint"]:
+        return None
+    from .mlflow_models.publish import log_detector
+
+    train = plan.checked.datasets["train"]
+    try:
+        published = log_detector(tracker.tracking_uri, tracker.run_id, final["best_checkpoint"], plan.parsed.yaml,
+                                 train.classes, train.cat_ids, final, step=final["iters"] or 0,
+                                 registered_name=settings.registered_model_name, alias=settings.alias,
+                                 tags={"raydet.config": str(plan.parsed.config.filename),
+                                       "raydet.run_name": plan.options.name})
+    except Exception as err:  # noqa: BLE001 — the store's, the registry's or the files' errors alike
+        print(f"warning: the model was not logged to MLflow ({type(err).__name__}: "
+              f"{(str(err).strip().splitlines() or [''])[0]}); the checkpoint is {final['best_checkpoint']}",
+              file=sys.stderr)
+        return None
+    return {"model_uri": published.model_uri, "model_id": published.model_id,
+            "registered_model": published.registered_name, "version": published.version,
+            "alias": settings.alias if published.version else None}
 
 
 def write_final_metrics(plan: RunPlan, final: dict, tracker: MlflowRun) -> None:

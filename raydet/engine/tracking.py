@@ -12,6 +12,9 @@ import os
 import time
 from typing import Any, Iterable
 
+#: The experiment tag MLflow's UI reads to open an experiment on its runs and models (model training), not on
+#: the GenAI view of traces it opens by default.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 MAX_PARAMS_PER_CALL = 100
 MAX_PARAM_LENGTH = 6000
 
@@ -47,13 +50,19 @@ class MlflowRun:
     @classmethod
     def create(cls, tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, str] | None = None,
                artifact_location: str | None = None) -> "MlflowRun":
-        """A new run in ``experiment_name`` (created, with ``artifact_location``, when missing)."""
+        """A new run in ``experiment_name`` (created, with ``artifact_location``, when missing; tagged as model
+        training, ``EXPERIMENT_KIND``)."""
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = (experiment.experiment_id if experiment
-                         else client.create_experiment(experiment_name, artifact_location=artifact_location))
+        if experiment is None:
+            experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location,
+                                                     tags=dict([EXPERIMENT_KIND]))
+        else:
+            experiment_id = experiment.experiment_id
+            if EXPERIMENT_KIND[0] not in experiment.tags:  # one made before raydet tagged its experiments
+                client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
         run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
         return cls(tracking_uri, run.info.run_id)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ..config import ConfigError
+from ..engine.mlflow_models.publish import PublishedModel
 from ..engine.ray_connection import connect_ray
 from ..engine.stop_signals import stop_signals_as_ctrl_c
 from ..engine.tracking import MlflowRun
@@ -50,6 +52,7 @@ class SweepOutcome:
     interrupted: bool
     mlflow_uri: str
     mlflow_run_id: str
+    model: PublishedModel | None = None  # the best trial's, logged on the sweep's run
 
 
 def trial_demand(sweep: Sweep) -> dict[str, float]:
@@ -186,10 +189,14 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
     interrupted = bool(unfinished) or len(grid) < expected_trials(sweep)
     best = _record_results(sweep, rows, work_dir, parent)
     parent.log_metrics({"wall_time_s": round(time.time() - started, 1)}, step=0)
+    model = None if interrupted else _publish_best_model(sweep, best, work_dir, parent)  # once, when it is done
     _end_unfinished_children(parent, {row.trial_id: row.status for row in rows})
     parent.end("KILLED" if interrupted else "FINISHED")
     print("\n" + format_table(rows, sweep, best))
-    return SweepOutcome(rows, best, work_dir, interrupted, parent.tracking_uri, parent.run_id)
+    if model is not None:
+        registered = f"; registered as models:/{model.registered_name}/{model.version}" if model.version else ""
+        print(f"the best trial's model: {model.model_uri}{registered}")
+    return SweepOutcome(rows, best, work_dir, interrupted, parent.tracking_uri, parent.run_id, model)
 
 
 def _parent_run(sweep: Sweep, work_dir: Path, resume: bool, concurrency: int) -> MlflowRun:
@@ -226,6 +233,37 @@ def _record_results(sweep: Sweep, rows: list[TrialRow], work_dir: Path, parent: 
         parent.log_artifact(work_dir / "best_config.yaml")
         parent.log_metrics({f"best_{sweep.settings.metric}": best.metric}, step=0)
     return best
+
+
+def _publish_best_model(sweep: Sweep, best: TrialRow | None, work_dir: Path,
+                        parent: MlflowRun) -> PublishedModel | None:
+    """The best trial's best checkpoint as the sweep run's MLflow model (``mlflow.log_model`` of the sweep's
+    base config), registered with its ``mlflow.registered_model_name`` and ``alias``; None when there is none
+    (or it could not be logged: a warning)."""
+    from ..builder import build_datasets
+    from ..config import load_config
+    from ..config.parsed import parse_config
+    from ..engine.mlflow_models.publish import log_detector  # mlflow: imported once there is a model to log
+
+    settings = sweep.base.mlflow
+    trial_dir = trial_work_dir(work_dir, best.trial_id) if best is not None else None
+    if not settings.log_model or trial_dir is None or not (trial_dir / "final_metrics.json").is_file():
+        return None
+    final = json.loads((trial_dir / "final_metrics.json").read_text())
+    if not final.get("best_checkpoint"):
+        return None
+    try:
+        parsed = parse_config(load_config(trial_dir / "config.yaml"))
+        train = build_datasets(parsed, ("train",))["train"]
+        return log_detector(parent.tracking_uri, parent.run_id, final["best_checkpoint"], parsed.yaml, train.classes,
+                            train.cat_ids, final, step=final.get("iters") or 0,
+                            registered_name=settings.registered_model_name, alias=settings.alias,
+                            tags={"raydet.sweep": str(sweep.config.filename), "raydet.trial_id": best.trial_id})
+    except Exception as err:  # noqa: BLE001 — the store's, the registry's or the files' errors alike
+        print(f"warning: the best trial's model was not logged to MLflow ({type(err).__name__}: "
+              f"{(str(err).strip().splitlines() or [''])[0]}); its checkpoint is {final['best_checkpoint']}",
+              file=sys.stderr)
+        return None
 
 
 def _end_unfinished_children(parent: MlflowRun, trial_status: dict[str, str]) -> None:

@@ -71,5 +71,7 @@ def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_
         ends_run_on_error=False,  # the driver ends it: it knows whether the trial failed or was stopped
     )
     config = sweep.trial_config(sampled)
-    config["mlflow"] = {**(config.get("mlflow") or {}), "tracking_uri": tracking_uri}  # the sweep's store
+    # the sweep's store; the best trial's model is logged (and registered) by the sweep's driver, on its run
+    config["mlflow"] = {**(config.get("mlflow") or {}), "tracking_uri": tracking_uri, "log_model": False,
+                        "registered_model_name": None, "alias": None}
     launch(config, trial_work_dir(work_dir, trial_id), options=options)

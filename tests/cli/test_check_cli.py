@@ -121,3 +121,14 @@ def test_unknown_type_in_a_base_file_names_that_file(project, monkeypatch, capsy
     assert code == 2
     assert stderr.startswith(f"error: {project.resolve()}/typo_base.yaml: "
                              "model.neck.type: unknown MODELS type 'CliTestNek'")
+
+
+@pytest.mark.parametrize("setting", ["optimizer.lr=1.0e+300", "optimizer.lr=-.inf"])
+def test_an_optimizer_setting_beyond_float32_is_refused(setting, capsys):
+    """The config fuzzer's find: ``lr: 1e+300`` passed the check, then the first step failed to convert it."""
+    from raydet import check
+    from tests.demo_helpers import DEMO_CONFIG
+
+    assert check.main([str(DEMO_CONFIG), "--set", setting]) == 2
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert len(stderr) == 1 and f"{setting.split('=')[0]}: " in stderr[0] and "does not fit in float32" in stderr[0]

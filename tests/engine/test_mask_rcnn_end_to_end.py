@@ -36,6 +36,17 @@ def pycocotools_segm(ann_file: str, results_file: Path) -> dict[str, float]:
     return {name: round(float(value), 4) for name, value in zip(SEGM_METRIC_NAMES, evaluator.stats)}
 
 
+def rigged_mask_rcnn(config) -> torch.nn.Module:
+    """The config's Mask R-CNN with every RoI a confident "rectangle" filled by its mask: masks on every image
+    (an untrained model finds nothing)."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.roi_head.bbox_head.fc_cls.bias[0] = 8.0
+        model.roi_head.mask_head.conv_logits.bias.fill_(8.0)
+    return model
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_mask_rcnn_trains_on_streamed_masks_and_its_masks_are_scored_and_written(ray_session, small_shapes,
@@ -53,12 +64,7 @@ def test_mask_rcnn_trains_on_streamed_masks_and_its_masks_are_scored_and_written
 
     # raydet.test on a checkpoint whose every RoI is a confident "rectangle" filled by its mask: masks on every
     # image, so the comparison with pycocotools below is over real detections (an untrained model finds nothing)
-    torch.manual_seed(0)
-    model = build_model(config)
-    with torch.no_grad():
-        model.roi_head.bbox_head.fc_cls.bias[0] = 8.0
-        model.roi_head.mask_head.conv_logits.bias.fill_(8.0)
-    torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pt")
+    torch.save({"model": rigged_mask_rcnn(config).state_dict()}, tmp_path / "checkpoint.pt")
     capsys.readouterr()
     assert test_cli.main([str(MASK_DEMO), str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "results.json"),
                           "--set", *overrides]) == 0

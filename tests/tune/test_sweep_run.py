@@ -100,7 +100,8 @@ def read_rows(work) -> dict[str, dict[str, str]]:
 @pytest.mark.timeout(900)
 def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, small_shapes, tmp_path):
     write(tmp_path / "sweep_test_parts.py", SWEEP_PARTS)  # beside the sweep: Ray puts the driver's folder on the path
-    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes))
+    sweep = write(tmp_path / "sweep.yaml", sweep_yaml(small_shapes).replace(
+        "mlflow: {num_images: 0}", "mlflow: {num_images: 0, registered_model_name: shapes-sweep, alias: best}"))
     work = tmp_path / "work"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,  # one Ray instance per host
            "PYTHONPATH": str(REPO)}
@@ -166,3 +167,10 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     assert "RUNNING" not in status_of[after]
     finished_child = next(c for c in children if c.data.tags["raydet.trial_id"] == done)
     assert [m.step for m in client.get_metric_history(finished_child.info.run_id, "val/bbox_mAP")] == [12, 24]
+    # the best trial's model, logged on the sweep's run once the sweep was done, and registered
+    (version,) = client.search_model_versions("name='shapes-sweep'")
+    assert (str(version.version), version.run_id, version.tags["raydet.trial_id"]) == ("1", parent[0].info.run_id,
+                                                                                 best["trial_id"])
+    assert str(client.get_model_version_by_alias("shapes-sweep", "best").version) == "1"
+    assert "the best trial's model: models:/m-" in resumed.stdout
+    assert "registered as models:/shapes-sweep/1" in resumed.stdout
