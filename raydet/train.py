@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         from .engine.mlflow_models.model_uri import fetch_model, is_model_uri
 
         if args.register:
-            args.overrides = [*args.overrides, f"mlflow.registered_model_name={args.register}"]
+            args.overrides = [*args.overrides, f"+mlflow.registered_model_name={args.register}"]
         config = config_from_args(args)
         work_dir = args.work_dir or Path("work_dirs") / Path(args.config).stem
         if is_model_uri(args.resume):  # from the store this run logs to

@@ -120,14 +120,18 @@ def test_mlflow_model_in_raydet_infer_and_in_plain_mlflow_pyfunc_gives_the_same_
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_mlflow_model_continues_training_with_resume(registered, small_shapes, tmp_path, capsys):
+def test_mlflow_model_continues_training_with_resume_and_registers_under_another_name(
+        registered, small_shapes, tmp_path, capsys):
     overrides = [*quick_overrides(small_shapes, epochs=2), "scaling.num_workers=1",
-                 f"mlflow.tracking_uri={registered.store}", "mlflow.log_model=false"]
+                 f"mlflow.tracking_uri={registered.store}"]
     capsys.readouterr()
     assert train_cli.main([str(DEMO_CONFIG), "--work-dir", str(tmp_path / "wd"), "--resume", f"models:/{NAME}/1",
-                           "--set", *overrides]) == 0
+                           "--register", "shapes-fcos-continued", "--set", *overrides]) == 0
+    assert "registered:  models:/shapes-fcos-continued/1" in capsys.readouterr().out
     final = json.loads((tmp_path / "wd" / "final_metrics.json").read_text())
     assert final["epochs"] == 2 and final["iters"] == 24  # epoch 1 was the model's
+    assert (final["mlflow_model"]["registered_model"], final["mlflow_model"]["version"]) == (
+        "shapes-fcos-continued", "1")
     assert "resumed at epoch 1, iteration 12" in (tmp_path / "wd" / "train.log").read_text()
 
 
