@@ -458,19 +458,15 @@ def publish_model(plan: RunPlan, final: dict, tracker: MlflowRun) -> dict | None
     settings = plan.parsed.mlflow
     if not settings.log_model or not final["best_checkpoint"]:
         return None
-    from .mlflow_models.publish import log_detector
+    from .mlflow_models.publish import log_detector_or_warn
 
     train = plan.checked.datasets["train"]
-    try:
-        published = log_detector(tracker.tracking_uri, tracker.run_id, final["best_checkpoint"], plan.parsed.yaml,
-                                 train.classes, train.cat_ids, final, step=final["iters"] or 0,
-                                 registered_name=settings.registered_model_name, alias=settings.alias,
-                                 tags={"raydet.config": str(plan.parsed.config.filename),
-                                       "raydet.run_name": plan.options.name})
-    except Exception as err:  # noqa: BLE001 — the store's, the registry's or the files' errors alike
-        print(f"warning: the model was not logged to MLflow ({type(err).__name__}: "
-              f"{(str(err).strip().splitlines() or [''])[0]}); the checkpoint is {final['best_checkpoint']}",
-              file=sys.stderr)
+    published = log_detector_or_warn("the model", tracker.tracking_uri, tracker.run_id, final["best_checkpoint"],
+                                     plan.parsed.yaml, train.classes, train.cat_ids, final, step=final["iters"] or 0,
+                                     registered_name=settings.registered_model_name, alias=settings.alias,
+                                     tags={"raydet.config": str(plan.parsed.config.filename),
+                                           "raydet.run_name": plan.options.name})
+    if published is None:
         return None
     return {"model_uri": published.model_uri, "model_id": published.model_id,
             "registered_model": published.registered_name, "version": published.version,

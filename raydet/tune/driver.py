@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,7 +242,7 @@ def _publish_best_model(sweep: Sweep, best: TrialRow | None, work_dir: Path,
     from ..builder import build_datasets
     from ..config import load_config
     from ..config.parsed import parse_config
-    from ..engine.mlflow_models.publish import log_detector  # mlflow: imported once there is a model to log
+    from ..engine.mlflow_models.publish import log_detector_or_warn  # mlflow: imported once there is a model to log
 
     settings = sweep.base.mlflow
     trial_dir = trial_work_dir(work_dir, best.trial_id) if best is not None else None
@@ -252,18 +251,13 @@ def _publish_best_model(sweep: Sweep, best: TrialRow | None, work_dir: Path,
     final = json.loads((trial_dir / "final_metrics.json").read_text())
     if not final.get("best_checkpoint"):
         return None
-    try:
-        parsed = parse_config(load_config(trial_dir / "config.yaml"))
-        train = build_datasets(parsed, ("train",))["train"]
-        return log_detector(parent.tracking_uri, parent.run_id, final["best_checkpoint"], parsed.yaml, train.classes,
-                            train.cat_ids, final, step=final.get("iters") or 0,
-                            registered_name=settings.registered_model_name, alias=settings.alias,
-                            tags={"raydet.sweep": str(sweep.config.filename), "raydet.trial_id": best.trial_id})
-    except Exception as err:  # noqa: BLE001 — the store's, the registry's or the files' errors alike
-        print(f"warning: the best trial's model was not logged to MLflow ({type(err).__name__}: "
-              f"{(str(err).strip().splitlines() or [''])[0]}); its checkpoint is {final['best_checkpoint']}",
-              file=sys.stderr)
-        return None
+    parsed = parse_config(load_config(trial_dir / "config.yaml"))
+    train = build_datasets(parsed, ("train",))["train"]
+    return log_detector_or_warn("the best trial's model", parent.tracking_uri, parent.run_id,
+                                final["best_checkpoint"], parsed.yaml, train.classes, train.cat_ids, final,
+                                step=final.get("iters") or 0, registered_name=settings.registered_model_name,
+                                alias=settings.alias,
+                                tags={"raydet.sweep": str(sweep.config.filename), "raydet.trial_id": best.trial_id})
 
 
 def _end_unfinished_children(parent: MlflowRun, trial_status: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,15 @@ def log_detector(tracking_uri: str, run_id: str, checkpoint: str, config_yaml: s
     if alias:
         client.set_registered_model_alias(registered_name, alias, version.version)
     return PublishedModel(info.model_uri, info.model_id, registered_name, str(version.version))
+
+
+def log_detector_or_warn(what: str, tracking_uri: str, run_id: str, checkpoint: str, *args,
+                         **kwargs) -> PublishedModel | None:
+    """``log_detector``; a model that cannot be logged (the store's, the registry's or the files' errors alike)
+    is one warning line naming ``what`` and where its checkpoint stays, and None: the training is done."""
+    try:
+        return log_detector(tracking_uri, run_id, checkpoint, *args, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: {what} was not logged to MLflow ({type(err).__name__}: "
+              f"{(str(err).strip().splitlines() or [''])[0]}); its checkpoint is {checkpoint}", file=sys.stderr)
+        return None
