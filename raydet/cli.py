@@ -105,3 +105,8 @@ def check_gpus(num_workers: int, use_gpu: bool) -> None:
                           f"{have}; lower --num-workers or drop --use-gpu")
     print(f"waiting for GPUs: --num-workers {num_workers} with --use-gpu needs one each and the cluster has {have} "
           "now; its autoscaler must add them (Ctrl+C to stop)", file=sys.stderr)
+
+
+def labelled(label: str, lines: list[str]) -> list[str]:
+    """``lines`` under one label in a CLI's closing summary: ``"  MLflow:      first"``, the rest aligned."""
+    return [f"  {label if i == 0 else '':<13}{line}" for i, line in enumerate(lines)]

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .cli import add_config_arguments, config_from_args
+from .cli import add_config_arguments, config_from_args, labelled
 from .engine.stop_signals import RunStopped
 from .engine.trainer import NonFiniteLossError
 from .errors import report_user_errors
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from .config.parsed import parse_config
         from .engine.launcher import launch
         from .engine.mlflow_models.model_uri import fetch_model, is_model_uri
+        from .engine.tracking import ui_lines
 
         if args.register:
             args.overrides = [*args.overrides, f"+mlflow.registered_model_name={args.register}"]
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  metrics:     {outcome.work_dir / 'final_metrics.json'}",
             f"  checkpoint:  {final['best_checkpoint']}",
             f"  pictures:    {outcome.work_dir / 'predictions.png'}",
-            f"  MLflow:      mlflow ui --backend-store-uri {outcome.mlflow_uri}   (run {outcome.mlflow_run_id})",
+            *labelled("MLflow:", ui_lines(outcome.mlflow_uri, outcome.mlflow_run_id)),
             *model_lines(final.get("mlflow_model")),
         ]))
 

@@ -12,9 +12,15 @@ import os
 import time
 from typing import Any, Iterable
 
-#: The experiment tag MLflow's UI reads to open an experiment on its runs and models (model training), not on
-#: the GenAI view of traces it opens by default.
+#: The experiment tag that says an experiment is model training, not GenAI work (traces, judges, prompts).
+#: MLflow's UI set it when a user picks the kind; the UIs before 3.17 open such an experiment on its runs.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+#: MLflow 3.17's UI no longer reads that tag: it opens every experiment in the view of a switch at its top left
+#: ("GenAI" | "Model training"), which the browser remembers and which starts on GenAI, unless the address
+#: names the view.  The UI addresses raydet prints name it.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+#: Where ``mlflow ui`` serves by default.
+LOCAL_UI = "http://127.0.0.1:5000"
 MAX_PARAMS_PER_CALL = 100
 MAX_PARAM_LENGTH = 6000
 
@@ -30,6 +36,21 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     if not flat and prefix:  # an empty mapping or list is still a setting
         flat[prefix] = str(tree)
     return flat
+
+
+def ui_lines(tracking_uri: str, run_id: str) -> list[str]:
+    """Where a user sees a run: the command that serves the store's UI (``sqlite:``, a path, a database), then
+    the run's page, opened on model training (``MODEL_TRAINING_VIEW``).  A tracking server (``http(s)://``) is
+    its own UI; Databricks has its own, and gets the run id."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("databricks"):
+        return [f"run {run_id} in {tracking_uri}"]
+    experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return [f"{tracking_uri.rstrip('/')}/{page}"]
+    return [f"mlflow ui --backend-store-uri {tracking_uri}", f"then {LOCAL_UI}/{page}"]
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

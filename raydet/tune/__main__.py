@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import add_config_arguments
+from ..cli import add_config_arguments, labelled
 from ..errors import report_user_errors
 from .sweep import check_sweep, load_sweep
 
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
             print("sweep OK")
             return 0
+        from ..engine.tracking import ui_lines
         from .driver import run_sweep  # with Ray: keep --help and --check fast
 
         work_dir = args.work_dir or Path("work_dirs") / sweep.name
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"  checkpoint:  {best.checkpoint}", *lines]
         else:
             lines.insert(0, f"no trial reported {sweep.settings.metric}")
-        lines.append(f"  MLflow:      mlflow ui --backend-store-uri {outcome.mlflow_uri}   "
-                     f"(run {outcome.mlflow_run_id})")
+        lines += labelled("MLflow:", ui_lines(outcome.mlflow_uri, outcome.mlflow_run_id))
         if outcome.interrupted:
             lines.append(f"the sweep was interrupted: continue it with python -m raydet.tune {args.config} "
                          f"--work-dir {outcome.work_dir} --resume")

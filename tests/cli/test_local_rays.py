@@ -67,4 +67,7 @@ def test_two_local_trainings_and_an_evaluation_at_once_each_finish_without_the_o
     for name in ("first", "second"):
         assert "Started a local Ray instance" in outputs[name]
         assert (tmp_path / name / "final_metrics.json").is_file(), own_lines(outputs[name])[-5:]
+        store = f"sqlite:///{tmp_path / name / 'mlflow.db'}"  # the summary says how to see the run
+        assert f"MLflow:      mlflow ui --backend-store-uri {store}\n" in outputs[name], outputs[name][-2000:]
+        assert "?workflowType=machine_learning" in outputs[name]
     assert '"bbox_mAP"' in evaluation.stdout

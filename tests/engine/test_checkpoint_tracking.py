@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from raydet.config.schema import LrConfig, MlflowSettings
 from raydet.engine.checkpoint import load_checkpoint, save_checkpoint
 from raydet.engine.lr_schedule import build_lr_scheduler
-from raydet.engine.tracking import MlflowRun, flatten
+from raydet.engine.tracking import MlflowRun, flatten, ui_lines
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -52,3 +52,14 @@ def test_mlflow_run_logs_into_a_real_store(tmp_path):
     assert stored.info.status == "FINISHED"
     assert (tmp_path / "mlartifacts").is_dir()
     assert [a.path for a in MlflowClient(uri).list_artifacts(run.run_id)] == ["config.yaml"]
+
+
+def test_the_ui_lines_name_the_store_and_open_the_run_on_model_training(tmp_path):
+    """MLflow 3.17's UI opens on its GenAI view unless the address names the model-training one."""
+    uri, artifacts = MlflowSettings().resolved_uri(tmp_path)
+    run = MlflowRun.create(uri, "raydet-tests", "run-1", artifact_location=artifacts)
+    experiment_id = MlflowClient(uri).get_run(run.run_id).info.experiment_id
+    assert ui_lines(uri, run.run_id) == [
+        f"mlflow ui --backend-store-uri {uri}",
+        f"then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run.run_id}?workflowType=machine_learning"]
+    assert ui_lines("databricks", "abc") == ["run abc in databricks"]
