@@ -26,6 +26,22 @@ Prints one JSON line:
 
 With no ``--config``: the demo's tiny FCOS on the built-in shapes dataset,
 generated into a temporary folder.
+
+    python benchmarks/data_pipeline.py --photos [DIR] [--cpus 1 2] [--step-s 0.2]
+
+COCO's work instead: the JPEG photographs of ``python -m raydet.data.prepare
+photos`` (prepared into DIR, default ``data/photos``, when missing) through the
+COCO R50 configs' training pipeline (``Resize`` to 1333 x 800 keeping the
+ratio, flip, normalise, pad to 32; 2 images per batch).  For each number of
+decode CPUs K in ``--cpus``, Ray Data and the DataLoader each run ``--rounds``
+passes back to back after a warm-up; the JSON line gives each side's images/s
+and **CPU-seconds per image** (the CPU time of the benchmark's whole process
+tree during a pass, decode processes, Ray's raylet and GCS and the consumer
+included, divided by its images) and ``ray_data_vs_dataloader`` per K.  With
+``--step-s S`` the consumer also runs passes that take S seconds per batch,
+standing in for a GPU's training step, and reports for each side and K the
+**data-wait share**: the fraction of the pass spent waiting for the next batch.
+No model runs in this mode.
 """
 from __future__ import annotations
 
@@ -53,8 +69,12 @@ from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E40
 from raydet.config import load_config  # noqa: E402
 from raydet.data.collate import collate  # noqa: E402
 from raydet.data.decode import prepare_sample  # noqa: E402
+from raydet.data.photos import prepare_photos  # noqa: E402
 from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
 from raydet.data.shapes import generate_shapes  # noqa: E402
+
+PHOTOS_CONFIG = (REPO / "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.yaml").resolve()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_divisor: int, workers: int):
@@ -83,6 +103,107 @@ def images_per_second(batches) -> tuple[float, float]:
     return images / (end - start), (images - first_images) / (end - first)
 
 
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """User + system CPU seconds of process ``root`` (this one by default) and every live descendant, from
+    ``/proc`` (Linux): a DataLoader's workers, or a local Ray's GCS, raylet and worker processes."""
+    root = root or os.getpid()
+    parents, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()  # after "(command name)", which may hold spaces
+        except OSError:  # ended meanwhile
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total, tree = 0.0, {root}
+    for pid in sorted(parents):  # a child's pid is not always larger than its parent's: walk up instead
+        ancestor, seen = pid, set()
+        while ancestor not in tree and ancestor in parents and ancestor not in seen:
+            seen.add(ancestor)
+            ancestor = parents[ancestor]
+        if ancestor in tree:
+            tree |= seen
+    for pid in tree:
+        total += times.get(pid, 0.0)
+    return total
+
+
+def timed_pass(batches, step_s: float = 0.0) -> dict:
+    """One pass over ``batches``, the consumer taking ``step_s`` per batch: images/s, CPU-seconds per image
+    (``tree_cpu_seconds``) and the share of the wall time spent waiting for the next batch."""
+    start, cpu_start, images, waited = time.perf_counter(), tree_cpu_seconds(), 0, 0.0
+    iterator = iter(batches)
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
+        images += len(batch["img_metas"])
+        if step_s:
+            time.sleep(step_s)
+    wall = time.perf_counter() - start
+    return {"images_per_s": images / wall, "cpu_s_per_image": (tree_cpu_seconds() - cpu_start) / images,
+            "wait_share": waited / wall}
+
+
+def photos_benchmark(args) -> dict:
+    """Ray Data vs DataLoader on the photo set at each ``--cpus`` K (see the module's docstring)."""
+    import ray
+
+    from raydet.data.ray_stream import train_stream
+
+    root = Path(args.photos)
+    if not (root / "annotations" / "instances_train2017.json").is_file():
+        prepare_photos(root)
+    config = load_config(args.config, [f"data.data_root={root.resolve()}", *args.overrides])
+    recipe = batch_recipe(config, "train")
+    dataset = build_dataset(config, "train")
+    groups = aspect_groups([r["height"] for r in dataset.records], [r["width"] for r in dataset.records])
+    plan = plan_train_epoch(groups, recipe.data.samples_per_gpu, 1, recipe.seed, 1)[0]
+    seeds = augment_seeds(recipe.seed, 1, (1, *plan.shape))[0]
+    torch.set_num_threads(1)
+    by_cpus = {}
+    for cpus in args.cpus:
+        loader = planned_dataloader(dataset, plan, seeds, recipe.data.size_divisor, cpus)
+        ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False, logging_level="ERROR")
+        records = ray.put(dataset.table())
+        sides = {"ray_data": lambda records=records: train_stream(recipe, records, 1),
+                 "dataloader": lambda loader=loader: loader}
+        for make in sides.values():  # warm-up: start the processes
+            timed_pass(make())
+        passes = {name: [] for name in sides}
+        waits = {name: [] for name in sides}
+        for _ in range(args.rounds):  # back to back, so a shared machine's load hits both alike
+            for name, make in sides.items():
+                passes[name].append(timed_pass(make()))
+                if args.step_s:
+                    waits[name].append(timed_pass(make(), args.step_s)["wait_share"])
+        ray.shutdown()
+        del loader, sides  # ends the DataLoader's worker processes before the next K
+        figures = {name: {"images_per_s": round(statistics.median(p["images_per_s"] for p in runs), 2),
+                          "cpu_s_per_image": round(statistics.median(p["cpu_s_per_image"] for p in runs), 4)}
+                   for name, runs in passes.items()}
+        if args.step_s:
+            for name in waits:
+                figures[name]["wait_share_at_step_s"] = round(statistics.median(waits[name]), 3)
+        figures["ray_data_vs_dataloader"] = round(figures["ray_data"]["images_per_s"]
+                                                  / figures["dataloader"]["images_per_s"], 3)
+        by_cpus[str(cpus)] = figures
+    return {
+        "benchmark": "data_pipeline",
+        "data": (f"photos: {len(dataset)} JPEGs (mostly 640x480), {args.config.name}'s training pipeline "
+                 f"({recipe.pipeline}), {recipe.data.samples_per_gpu} per batch"),
+        "rounds": args.rounds,
+        "step_s": args.step_s,
+        "by_decode_cpus": by_cpus,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}",
+    }
+
+
 def process_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
     return usage.ru_utime + usage.ru_stime
@@ -103,14 +224,27 @@ def train_throughput(model, batches, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(DEMO_CONFIG), help="raydet config with data and model sections")
+    parser.add_argument("--config", default=None, help="raydet config with data and model sections (default: the "
+                                                     "demo's; with --photos, Faster R-CNN R50-FPN's COCO config)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
-    parser.add_argument("--cpus", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="decode processes: DataLoader workers = Ray Data CPUs")
+    parser.add_argument("--cpus", type=int, nargs="+", default=None,
+                        help="decode processes: DataLoader workers = Ray Data CPUs (default: the CPUs less one; "
+                             "with --photos: 1 and the CPUs)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timed rounds; each times both contenders back to back (medians are reported)")
     parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per feeding mode and round")
+    parser.add_argument("--photos", nargs="?", const=str(REPO / "data/photos"), default=None,
+                        help="measure on the photo set in this folder (default data/photos; prepared when missing)")
+    parser.add_argument("--step-s", type=float, default=0.0,
+                        help="with --photos: also time passes whose consumer takes this long per batch")
     args = parser.parse_args()
+    if args.photos:
+        args.config = Path(args.config or PHOTOS_CONFIG).resolve()
+        args.cpus = args.cpus or sorted({1, os.cpu_count() or 1})
+        print(json.dumps(photos_benchmark(args)))
+        return
+    args.cpus = (args.cpus or [max(1, (os.cpu_count() or 2) - 1)])[0]
+    args.config = args.config or str(DEMO_CONFIG)
 
     import ray
 

@@ -117,11 +117,13 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def tile_boxes(record: Record, top: int, left: int, size: int,
+def crop_boxes(record: Record, top: int, left: int, height: int, width: int,
                min_visible: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A record's boxes inside one tile: ``(boxes [K,4] in tile pixels, labels [K], ignore [K])``."""
+    """A record's boxes inside the crop ``[top, top + height) x [left, left + width)``: ``(boxes [K,4] in crop
+    pixels, labels [K], ignore [K])``; a box keeping less than ``min_visible`` of its area is an ignore box, and
+    one clipped to a sliver under 2 px is dropped."""
     boxes = record["boxes"] - np.array([left, top, left, top], np.float32)
-    clipped = np.clip(boxes, 0, size)
+    clipped = np.clip(boxes, 0, np.array([width, height, width, height], np.float32))
     widths, heights = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     keep = (widths >= 2) & (heights >= 2)
     visible = (widths * heights) / np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
@@ -158,7 +160,7 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
                 name = f"{YELL}_y{top_px:04d}_x{left:04d}.png"
                 tile = image[:, top_px: top_px + tile_size, left: left + tile_size].contiguous()
                 torchvision.io.write_png(tile, str(out / "images" / name), compression_level=1)
-                boxes, labels, ignore = tile_boxes(yell, top_px, left, tile_size, min_visible)
+                boxes, labels, ignore = crop_boxes(yell, top_px, left, tile_size, tile_size, min_visible)
                 records.append(make_record(len(records) + 1, str(out / "images" / name), tile.shape[-2], tile.shape[-1],
                                            boxes, labels, ignore))
         written[split] = out / "annotations" / f"{split}.json"

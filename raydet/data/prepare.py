@@ -1,7 +1,8 @@
-"""``python -m raydet.data.prepare {shapes,neon_trees} --out DIR``: write a built-in dataset as PNG + COCO json.
+"""``python -m raydet.data.prepare {shapes,neon_trees,photos} --out DIR``: write a built-in dataset + COCO json.
 
     python -m raydet.data.prepare shapes --out data/shapes [--seed 0 --num-train 240 --num-val 60]
     python -m raydet.data.prepare neon_trees --out data/neon_trees [--source DIR]
+    python -m raydet.data.prepare photos --out data/photos [--source DIR --seed 0 --num-train 240 --num-val 60]
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from .. import storage
 from ..errors import report_user_errors
 from .neon_trees import prepare_neon_trees
+from .photos import prepare_photos
 from .shapes import generate_shapes
 
 
@@ -34,12 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     neon.add_argument("--out", required=True, help="output folder")
     neon.add_argument("--source", help="folder with the DeepForest files "
                                        "(default: ../shared/data/neon_trees, else download)")
+    photos = commands.add_parser("photos", help="COCO-like JPEG photographs (mostly 640x480) cut from the NEON "
+                                                "orthophoto, in COCO's layout: for measuring the data pipeline")
+    photos.add_argument("--out", required=True, help="output folder")
+    photos.add_argument("--source", help="folder with the DeepForest files (as for neon_trees)")
+    photos.add_argument("--seed", type=int, default=0)
+    photos.add_argument("--num-train", type=int, default=240)
+    photos.add_argument("--num-val", type=int, default=60)
     args = parser.parse_args(argv)
 
     def body() -> None:
         start = time.perf_counter()
         if args.dataset == "shapes":
             written = generate_shapes(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val)
+        elif args.dataset == "photos":
+            written = prepare_photos(args.out, source=args.source, num_train=args.num_train, num_val=args.num_val,
+                                     seed=args.seed)
         else:
             written = prepare_neon_trees(args.out, source=args.source)
         _describe(written)

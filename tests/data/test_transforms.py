@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as tvf
 
 from raydet.data.collate import collate
 from raydet.data.image_io import ImageError, decode_rgb, load_rgb
@@ -162,6 +163,15 @@ def test_pad_to_divisor_and_fixed_size_keep_boxes():
     assert sample.pad_shape == (64, 128) and tuple(sample.img.shape) == (3, 64, 128) and sample.img_shape == (60, 100)
     assert torch.equal(sample.img[:, 60:], torch.zeros(3, 4, 128, dtype=torch.uint8))
     assert Pad(size_divisor=None, size=[70, 110])(make_sample(), None).pad_shape == (70, 110)
+
+
+def test_normalize_gives_torchvision_s_values_and_leaves_its_input_alone():
+    sample = make_sample()
+    source = sample.img = sample.img.float()  # a float input: Normalize's float copy must still be its own
+    before = source.clone()
+    out = Normalize(mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])(sample, None)
+    assert torch.equal(out.img, tvf.normalize_image(before, [1.0, 2.0, 3.0], [2.0, 4.0, 8.0]))
+    assert torch.equal(source, before)
 
 
 def test_random_crop_clips_boxes_and_drops_empty_ones_with_their_labels_and_flags():
