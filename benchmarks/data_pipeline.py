@@ -27,7 +27,7 @@ Prints one JSON line:
 With no ``--config``: the demo's tiny FCOS on the built-in shapes dataset,
 generated into a temporary folder.
 
-    python benchmarks/data_pipeline.py --photos [DIR] [--cpus 1 2] [--step-s 0.2]
+    python benchmarks/data_pipeline.py --photos [DIR] [--cpus 1 2] [--step-s 0.216 0.054]
 
 COCO's work instead: the JPEG photographs of ``python -m raydet.data.prepare
 photos`` (prepared into DIR, default ``data/photos``, when missing) through the
@@ -38,9 +38,10 @@ passes back to back after a warm-up; the JSON line gives each side's images/s
 and **CPU-seconds per image** (the CPU time of the benchmark's whole process
 tree during a pass, decode processes, Ray's raylet and GCS and the consumer
 included, divided by its images) and ``ray_data_vs_dataloader`` per K.  With
-``--step-s S`` the consumer also runs passes that take S seconds per batch,
-standing in for a GPU's training step, and reports for each side and K the
-**data-wait share**: the fraction of the pass spent waiting for the next batch.
+``--step-s S ...`` the consumer also runs a pass per side that takes S seconds
+per batch, standing in for a GPU's training step, and reports for each side, K
+and S the **data-wait share**: the fraction of the pass spent waiting for the
+next batch.
 No model runs in this mode.
 """
 from __future__ import annotations
@@ -176,20 +177,19 @@ def photos_benchmark(args) -> dict:
         for make in sides.values():  # warm-up: start the processes
             timed_pass(make())
         passes = {name: [] for name in sides}
-        waits = {name: [] for name in sides}
         for _ in range(args.rounds):  # back to back, so a shared machine's load hits both alike
             for name, make in sides.items():
                 passes[name].append(timed_pass(make()))
-                if args.step_s:
-                    waits[name].append(timed_pass(make(), args.step_s)["wait_share"])
+        waits = {name: {str(step): timed_pass(make(), step)["wait_share"] for step in args.step_s}
+                 for name, make in sides.items()}  # one pass each: a slow consumer's pass is long and steady
         ray.shutdown()
         del loader, sides  # ends the DataLoader's worker processes before the next K
         figures = {name: {"images_per_s": round(statistics.median(p["images_per_s"] for p in runs), 2),
                           "cpu_s_per_image": round(statistics.median(p["cpu_s_per_image"] for p in runs), 4)}
                    for name, runs in passes.items()}
-        if args.step_s:
-            for name in waits:
-                figures[name]["wait_share_at_step_s"] = round(statistics.median(waits[name]), 3)
+        for name, shares in waits.items():
+            if shares:
+                figures[name]["wait_share_by_step_s"] = {step: round(share, 3) for step, share in shares.items()}
         figures["ray_data_vs_dataloader"] = round(figures["ray_data"]["images_per_s"]
                                                   / figures["dataloader"]["images_per_s"], 3)
         by_cpus[str(cpus)] = figures
@@ -235,8 +235,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per feeding mode and round")
     parser.add_argument("--photos", nargs="?", const=str(REPO / "data/photos"), default=None,
                         help="measure on the photo set in this folder (default data/photos; prepared when missing)")
-    parser.add_argument("--step-s", type=float, default=0.0,
-                        help="with --photos: also time passes whose consumer takes this long per batch")
+    parser.add_argument("--step-s", type=float, nargs="*", default=[],
+                        help="with --photos: also time a pass per side whose consumer takes this long per batch "
+                             "(e.g. 0.216 0.054: Faster R-CNN R50-FPN on a V100, and 4x that)")
     args = parser.parse_args()
     if args.photos:
         args.config = Path(args.config or PHOTOS_CONFIG).resolve()
