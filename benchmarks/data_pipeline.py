@@ -68,8 +68,8 @@ import torch  # noqa: E402
 
 from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
-from raydet.data.collate import collate  # noqa: E402
-from raydet.data.decode import prepare_sample  # noqa: E402
+from raydet.data.collate import to_device  # noqa: E402
+from raydet.data.decode import decode_planned_batch  # noqa: E402
 from raydet.data.photos import prepare_photos  # noqa: E402
 from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch  # noqa: E402
 from raydet.data.shapes import generate_shapes  # noqa: E402
@@ -79,15 +79,18 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_divisor: int, workers: int):
-    """A DataLoader over the same planned batches, prepared and collated in ``workers`` processes."""
+    """A DataLoader over the same planned batches, decoded as a Ray Data task decodes them
+    (``decode_planned_batch``: prepared, collated, uint8 where normalising waits for arrival) in ``workers``
+    processes."""
+    table = dataset.table()
+
     class Planned(torch.utils.data.Dataset):
         def __len__(self):
             return len(plan)
 
         def __getitem__(self, step):
-            samples = [prepare_sample(dataset.records[int(i)], dataset.pipeline, np.random.default_rng(int(s)))
-                       for i, s in zip(plan[step], seeds[step])]
-            return collate(samples, size_divisor)
+            return decode_planned_batch(table, plan[step], seeds[step], dataset.pipeline, size_divisor,
+                                        with_gt=True)[0]
 
     return torch.utils.data.DataLoader(Planned(), batch_size=None, shuffle=False, num_workers=workers,
                                        persistent_workers=True, prefetch_factor=4)
@@ -214,7 +217,7 @@ def train_throughput(model, batches, steps: int) -> tuple[float, float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     start, cpu_start, images = time.perf_counter(), process_cpu_seconds(), 0
     for batch in itertools.islice(batches, steps):
-        losses = model(**batch, return_loss=True)
+        losses = model(**to_device(batch), return_loss=True)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()

@@ -221,6 +221,7 @@ def train_one_step(case: Case, folder: Path) -> float:
     from raydet.builder import batch_recipe, build_dataset, build_model, optimizer_factory
     from raydet.config import load_config
     from raydet.config.parsed import parse_config
+    from raydet.data.collate import to_device
     from raydet.data.decode import decode_planned_batch
 
     config = load_config(folder / next(iter(case.files)), case.overrides)
@@ -233,7 +234,7 @@ def train_one_step(case: Case, folder: Path) -> float:
     batch, _ = decode_planned_batch(table, np.arange(count), np.arange(count), recipe.pipeline,
                                     recipe.data.size_divisor, with_gt=True)
     model.train()
-    losses = model(**batch, return_loss=True)
+    losses = model(**to_device(batch), return_loss=True)
     loss = sum(value for key, value in losses.items() if "loss" in key)
     loss.backward()
     optimizer.step()

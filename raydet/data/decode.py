@@ -19,7 +19,7 @@ from .image_io import ImageError
 from .problems import ProblemReport
 from .records import Record, record_at, table_has_masks
 from .sample import Sample, load_sample
-from .transforms import Compose
+from .transforms import Compose, Normalize, Pad
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,34 @@ def prepare_sample(record: Record, pipeline: Compose, rng: np.random.Generator,
     return pipeline(load_sample(record, problems, with_masks), rng)
 
 
+def normalize_at_arrival(pipeline: Compose) -> tuple[Compose, Normalize | None]:
+    """``(the pipeline without its Normalize, that Normalize)`` when normalising can wait for the collated
+    batch's arrival (``raydet.data.collate.to_device``) with the same result: the ``Normalize`` is followed only
+    by ``Pad``s filling 0 and preceded by no ``Pad`` (so what lies outside each image's ``img_shape`` is padding,
+    0 after normalising).  Otherwise ``(pipeline, None)``: the batch is normalised here, as before."""
+    kinds = [type(transform) for transform in pipeline.transforms]
+    if kinds.count(Normalize) != 1:
+        return pipeline, None
+    at = kinds.index(Normalize)
+    head, tail = pipeline.transforms[:at], pipeline.transforms[at + 1:]
+    if any(isinstance(t, Pad) for t in head) or not all(isinstance(t, Pad) and t.pad_val == 0 for t in tail):
+        return pipeline, None
+    return Compose(head + tail), pipeline.transforms[at]
+
+
 def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarray, pipeline: Compose,
                          size_divisor: int, with_gt: bool) -> tuple[Batch, ProblemReport]:
     """One planned batch: the records at ``indices`` (``[B]``, ``-1`` = empty slot), each augmented with
-    ``numpy.random.default_rng(seeds[i])``, collated and padded to a multiple of ``size_divisor``.
+    ``numpy.random.default_rng(seeds[i])``, collated and padded to a multiple of ``size_divisor``.  Where
+    ``normalize_at_arrival`` allows, ``img`` stays uint8 and the batch carries ``img_norm``: normalised by
+    ``to_device`` where it is used (``raydet.data.collate``).
 
     A corrupt or missing image is left out of the batch and reported in the returned ``ProblemReport``
     (the batch then holds fewer images; it may hold none); so is one that crashed the processes preparing it
     (``raydet.data.crash_journal``: Ray's retry of this task skips it).  Records with masks give ``gt_masks`` with
     ``with_gt`` (every batch of such records, even an empty one); without it their masks are not decoded.
     """
+    pipeline, normalize = normalize_at_arrival(pipeline)
     samples, problems = [], ProblemReport()
     journal = process_journal()
     journal.collect()
@@ -73,7 +91,10 @@ def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarr
                 samples.append(prepare_sample(record, pipeline, np.random.default_rng(int(seed)), problems, with_gt))
         except ImageError as err:
             problems.add(err.kind, f"image {record['image_id']}", str(err))
-    return collate(samples, size_divisor, with_gt, with_mask=with_gt and table_has_masks(records)), problems
+    batch = collate(samples, size_divisor, with_gt, with_mask=with_gt and table_has_masks(records))
+    if normalize is not None:
+        batch["img_norm"] = {"mean": list(normalize.mean), "std": list(normalize.std), "to_bgr": normalize.to_bgr}
+    return batch, problems
 
 
 def _name(path: str | bytes) -> str:

@@ -80,7 +80,14 @@ def _import_only(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return rows
 
 
-_RUNNERS: dict[str, ray.actor.ActorHandle] = {}
+_RUNNERS: dict[tuple[str, str], ray.actor.ActorHandle] = {}  # (job id, node id) -> this process's runner
+
+
+def _runner_key() -> tuple[str, str]:
+    """This process's runner's key: its job and its node.  A process that ends its Ray and starts another (a
+    benchmark) gets the same job id again, in a cluster where the old runner never was."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
 
 
 def start_stream_runners(count: int) -> list[ray.actor.ActorHandle]:
@@ -96,10 +103,9 @@ def start_stream_runners(count: int) -> list[ray.actor.ActorHandle]:
 def start_stream_runner(runner: ray.actor.ActorHandle | None = None) -> None:
     """Give this process its ``_StreamRunner``: ``runner`` (one the driver started), else a new one
     started now, without waiting, so that its process starts while the caller builds its model."""
-    job = ray.get_runtime_context().get_job_id()
     if runner is not None:
         runner.stop_all.remote()
-        _RUNNERS[job] = runner
+        _RUNNERS[_runner_key()] = runner
     process_stream_runner()
 
 
@@ -107,17 +113,17 @@ def stop_stream_runners(runners: list[ray.actor.ActorHandle]) -> None:
     """End a finished run's stream runners (``runners``, and this process's own, when the loop ran here)
     once their queued calls have run: their processes go with the run, not whenever Ray collects the
     handles (a sweep runs many runs in one process)."""
-    own = _RUNNERS.pop(ray.get_runtime_context().get_job_id(), None)
+    own = _RUNNERS.pop(_runner_key(), None)
     for runner in [*runners, *([own] if own is not None else [])]:
         runner.__ray_terminate__.remote()
 
 
 def process_stream_runner() -> ray.actor.ActorHandle:
     """This process's ``_StreamRunner`` (one per training process and Ray job), started on first use."""
-    job = ray.get_runtime_context().get_job_id()
-    if job not in _RUNNERS:
-        _RUNNERS[job] = _new_runner()
-    return _RUNNERS[job]
+    key = _runner_key()
+    if key not in _RUNNERS:
+        _RUNNERS[key] = _new_runner()
+    return _RUNNERS[key]
 
 
 def _new_runner() -> ray.actor.ActorHandle:

@@ -33,7 +33,7 @@ import torch
 
 from .. import storage
 from ..accel import AccelSettings, apply_accel
-from ..data.collate import pack_batch, unpack_batch
+from ..data.collate import pack_batch, to_device, unpack_batch
 from ..data.decode import BatchRecipe, decode_planned_batch
 from ..data.problems import ProblemReport
 from ..data.ray_stream import task_bounds
@@ -98,8 +98,9 @@ class Detector:
         elif len(batches) == 1:
             detections = predict(self.model, batches, self.device)
         else:
-            detections = predict(self.model, [{"img": [b["img"] for b in batches],
-                                               "img_metas": [b["img_metas"] for b in batches]}], self.device)
+            views = [to_device(b, self.device) for b in batches]  # each view normalised on the model's device
+            detections = predict(self.model, [{"img": [v["img"] for v in views],
+                                               "img_metas": [v["img_metas"] for v in views]}], self.device)
         return {"detections": np.array([pickle.dumps(detections)], dtype=object), "problems": row["problems"]}
 
 

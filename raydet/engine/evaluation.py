@@ -21,6 +21,7 @@ import torch
 
 from .. import storage
 from ..data.coco_writer import detections_to_coco, records_to_coco
+from ..data.collate import to_device
 from ..data.datasets import CocoDataset, DetectionDataset
 from ..data.image_io import load_rgb
 from ..data.masks import encode_masks
@@ -68,7 +69,8 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], device: torch.devic
             results = model.aug_test([img.to(device) for img in batch["img"]], batch["img_metas"], rescale=True)
             metas = batch["img_metas"][0]
         else:
-            results = model.simple_test(batch["img"].to(device), batch["img_metas"], rescale=True)
+            batch = to_device(batch, device)  # normalised here when it came as uint8 (``img_norm``)
+            results = model.simple_test(batch["img"], batch["img_metas"], rescale=True)
             metas = batch["img_metas"]
         for meta, result in zip(metas, results):
             predictions.append((int(meta["image_id"]), to_detections(result)))

@@ -18,12 +18,13 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sized
+from typing import Iterable, Protocol, Sized
 
 import torch
 import torch.distributed as dist
 
 from ..config.schema import OptimizerConfig
+from ..data.collate import to_device
 from ..data.sampling import RankSteps
 from ..errors import UserError
 from .distributed import is_distributed
@@ -90,18 +91,6 @@ class StepCallback(Protocol):
 
 class SizedIterable(Sized, Iterable[dict], Protocol):
     """Batches with a known count up front (a list, or the Ray ``BatchStream``)."""
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a Batch (and of its per-image lists) to ``device``."""
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=True)
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        return value
-
-    return {key: move(value) for key, value in batch.items()}
 
 
 class Trainer:

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from raydet.data.collate import collate, pack_batch, unpack_batch
+from raydet.data.collate import collate, pack_batch, to_device, unpack_batch
+from raydet.data.datasets import CocoDataset
+from raydet.data.decode import decode_planned_batch, normalize_at_arrival, prepare_sample
 from raydet.data.sample import Sample
 from raydet.data.transforms import Compose, Normalize, Pad, RandomFlip, Resize
 
@@ -70,3 +72,34 @@ def test_pack_unpack_round_trip(with_gt):
 def test_empty_batch():
     batch = unpack_batch(pack_batch(collate([])))
     assert batch["img"].shape == (0, 3, 0, 0) and batch["img_metas"] == [] and batch["gt_bboxes"] == []
+
+
+def test_a_decoded_batch_is_normalised_where_it_arrives_exactly_as_its_pipeline_would(shapes_dir):
+    """decode_planned_batch leaves Normalize to to_device: uint8 pixels on the wire, the same floats after."""
+    transforms = [Resize(img_scale=[300, 200]), RandomFlip(flip_ratio=0.5),
+                  Normalize([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], to_bgr=True), Pad(size_divisor=32)]
+    dataset = CocoDataset(str(shapes_dir / "annotations/train.json"), str(shapes_dir / "images"),
+                          pipeline=transforms)
+    indices, seeds = np.array([0, 5, -1, 3]), np.array([11, 12, 13, 14])
+    decoded, problems = decode_planned_batch(dataset.table(), indices, seeds, dataset.pipeline, 32, with_gt=True)
+    assert not problems and decoded["img"].dtype == torch.uint8 and decoded["img_norm"]["to_bgr"] is True
+    arrived = to_device(unpack_batch(pack_batch(decoded)), "cpu")
+    eager = collate([prepare_sample(dataset.records[i], dataset.pipeline, np.random.default_rng(s))
+                     for i, s in zip(indices, seeds) if i >= 0], 32)
+    assert "img_norm" not in arrived and arrived["img"].dtype == torch.float32
+    assert torch.equal(arrived["img"], eager["img"]) and arrived["img_metas"] == eager["img_metas"]
+    assert all(torch.equal(a, b) for a, b in zip(arrived["gt_bboxes"], eager["gt_bboxes"], strict=True))
+
+
+@pytest.mark.parametrize("transforms", [
+    [Pad(size_divisor=32), Normalize([1, 2, 3], [4, 5, 6])],  # padding normalised too: not 0 afterwards
+    [Normalize([1, 2, 3], [4, 5, 6]), Pad(size_divisor=32, pad_val=7.0)],  # padding another value
+    [Normalize([1, 2, 3], [4, 5, 6]), RandomFlip(flip_ratio=0.5)],  # a transform of normalised pixels
+    [Resize(img_scale=[300, 200])],  # nothing to normalise
+])
+def test_pipelines_whose_normalising_cannot_wait_are_normalised_while_decoding(transforms):
+    pipeline = Compose(transforms)
+    assert normalize_at_arrival(pipeline) == (pipeline, None)
+    head, normalize = normalize_at_arrival(Compose([Resize(img_scale=[300, 200]), Normalize([1, 2, 3], [4, 5, 6]),
+                                                    Pad(size_divisor=32)]))
+    assert isinstance(normalize, Normalize) and [type(t) for t in head.transforms] == [Resize, Pad]

@@ -97,4 +97,4 @@ def test_decode_planned_batch_carries_masks_from_the_records(shapes_dir):
     empty, _ = decode_planned_batch(table, np.array([-1, -1]), np.array([0, 0]), dataset.pipeline, 32, with_gt=True)
     assert empty["gt_masks"] == []  # the same keys as every other batch of this dataset
     evaluation, _ = decode_planned_batch(table, np.array([0]), np.array([0]), dataset.pipeline, 32, with_gt=False)
-    assert set(evaluation) == {"img", "img_metas"}
+    assert set(evaluation) == {"img", "img_metas", "img_norm"}  # no targets; normalised where it arrives

@@ -12,6 +12,7 @@ import torch
 
 from raydet.builder import batch_recipe, build_dataset, build_datasets
 from raydet.config.parsed import parse_config
+from raydet.data.collate import to_device
 from raydet.data.sampling import aspect_groups, train_steps_per_epoch
 from tests.data.data_helpers import shapes_config
 
@@ -43,8 +44,8 @@ def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shape
     next_epoch = stream_ids(train_stream(recipe, records, epoch=1))
     assert next_epoch != stream_ids(first)
     assert set(sum(next_epoch, [])) == set(sum(stream_ids(first), [])) == set(range(1, 17))  # every image, each epoch
-    for batch in first:
-        assert batch["img"].dtype == torch.float32
+    for batch in first:  # uint8 pixels on the way, normalised where they arrive
+        assert batch["img"].dtype == torch.uint8 and to_device(batch)["img"].dtype == torch.float32
         assert batch["img"].shape[-1] % 32 == 0 and batch["img"].shape[-2] % 32 == 0
         landscape = {m["ori_shape"][1] > m["ori_shape"][0] for m in batch["img_metas"]}
         assert len(landscape) == 1  # one aspect-ratio group per batch
@@ -60,7 +61,7 @@ def test_eval_stream_shares_out_every_image_exactly_once(ray_session, shapes_dir
     seen = []
     for rank in range(4):
         batches = list(eval_stream(batch_recipe(config, "val"), records, rank, world_size=4))
-        assert all(set(batch) == {"img", "img_metas"} for batch in batches)
+        assert all(set(batch) == {"img", "img_metas", "img_norm"} for batch in batches)
         seen += sum(stream_ids(batches), [])
     assert sorted(seen) == list(range(1, 7))
 
