@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.raydet-installed
 
-.PHONY: install test demo clean
+.PHONY: install test test-fast demo clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/ruff check raydet tests benchmarks
 	$(VENV)/bin/python -m pytest
+
+# The edit-test loop: everything but the tests that run through Ray or take long (CI runs those too).
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check raydet tests benchmarks
+	$(VENV)/bin/python -m pytest -m "not slow and not ray" -p no:cacheprovider
 
 # The demo: a tiny FCOS trained by 2 DDP workers on the built-in shapes dataset,
 # evaluated with COCO metrics; about 6 minutes on a 2-core machine.

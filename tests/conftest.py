@@ -26,6 +26,14 @@ os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's Ray cluster (``ray_cluster``, ``ray_session`` and the fixtures built
+    on them) is marked ``ray``: ``make test-fast`` (``-m "not slow and not ray"``) leaves them out."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(s3_server):
     """The session's Ray cluster: a head node started with ``ray start`` on loopback (more nodes join it in

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torchvision.transforms.v2.functional as tvf
 
 from ..config.schema import DataSection
 from .collate import Batch, collate
@@ -19,7 +20,7 @@ from .image_io import ImageError
 from .problems import ProblemReport
 from .records import Record, record_at, table_has_masks
 from .sample import Sample, load_sample
-from .transforms import Compose, Normalize, Pad
+from .transforms import Compose, Normalize, Pad, Transform
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,22 @@ def normalize_at_arrival(pipeline: Compose) -> tuple[Compose, Normalize | None]:
     head, tail = pipeline.transforms[:at], pipeline.transforms[at + 1:]
     if any(isinstance(t, Pad) for t in head) or not all(isinstance(t, Pad) and t.pad_val == 0 for t in tail):
         return pipeline, None
-    return Compose(head + tail), pipeline.transforms[at]
+    return Compose(head + [PaddedByCollate(pad) for pad in tail]), pipeline.transforms[at]
+
+
+class PaddedByCollate(Transform):
+    """A last ``Pad`` filling 0 whose pixels ``collate``'s zero-filled batch writes anyway: it records
+    ``pad_shape`` and pads the masks (whose frame that is), not the image (a copy of every image less)."""
+
+    def __init__(self, pad: Pad):
+        self.pad = pad
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        height, width = sample.pad_shape
+        pad_h, pad_w = self.pad.padded_shape(height, width)
+        sample.map_masks(lambda masks: tvf.pad_mask(masks, [0, 0, pad_w - masks.shape[-1], pad_h - masks.shape[-2]]))
+        sample.pad_shape = (pad_h, pad_w)
+        return sample
 
 
 def decode_planned_batch(records: pa.Table, indices: np.ndarray, seeds: np.ndarray, pipeline: Compose,

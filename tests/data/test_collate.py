@@ -7,7 +7,7 @@ import torch
 
 from raydet.data.collate import collate, pack_batch, to_device, unpack_batch
 from raydet.data.datasets import CocoDataset
-from raydet.data.decode import decode_planned_batch, normalize_at_arrival, prepare_sample
+from raydet.data.decode import PaddedByCollate, decode_planned_batch, normalize_at_arrival, prepare_sample
 from raydet.data.sample import Sample
 from raydet.data.transforms import Compose, Normalize, Pad, RandomFlip, Resize
 
@@ -74,12 +74,14 @@ def test_empty_batch():
     assert batch["img"].shape == (0, 3, 0, 0) and batch["img_metas"] == [] and batch["gt_bboxes"] == []
 
 
-def test_a_decoded_batch_is_normalised_where_it_arrives_exactly_as_its_pipeline_would(shapes_dir):
-    """decode_planned_batch leaves Normalize to to_device: uint8 pixels on the wire, the same floats after."""
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_a_decoded_batch_is_normalised_where_it_arrives_exactly_as_its_pipeline_would(shapes_dir, with_mask):
+    """decode_planned_batch leaves Normalize to to_device and Pad's pixels to collate: uint8 pixels on the wire,
+    the same floats (and masks) after."""
     transforms = [Resize(img_scale=[300, 200]), RandomFlip(flip_ratio=0.5),
                   Normalize([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], to_bgr=True), Pad(size_divisor=32)]
     dataset = CocoDataset(str(shapes_dir / "annotations/train.json"), str(shapes_dir / "images"),
-                          pipeline=transforms)
+                          pipeline=transforms, with_mask=with_mask)
     indices, seeds = np.array([0, 5, -1, 3]), np.array([11, 12, 13, 14])
     decoded, problems = decode_planned_batch(dataset.table(), indices, seeds, dataset.pipeline, 32, with_gt=True)
     assert not problems and decoded["img"].dtype == torch.uint8 and decoded["img_norm"]["to_bgr"] is True
@@ -89,6 +91,8 @@ def test_a_decoded_batch_is_normalised_where_it_arrives_exactly_as_its_pipeline_
     assert "img_norm" not in arrived and arrived["img"].dtype == torch.float32
     assert torch.equal(arrived["img"], eager["img"]) and arrived["img_metas"] == eager["img_metas"]
     assert all(torch.equal(a, b) for a, b in zip(arrived["gt_bboxes"], eager["gt_bboxes"], strict=True))
+    assert ("gt_masks" in arrived) == with_mask
+    assert all(torch.equal(a, b) for a, b in zip(arrived.get("gt_masks", []), eager.get("gt_masks", []), strict=True))
 
 
 @pytest.mark.parametrize("transforms", [
@@ -102,4 +106,4 @@ def test_pipelines_whose_normalising_cannot_wait_are_normalised_while_decoding(t
     assert normalize_at_arrival(pipeline) == (pipeline, None)
     head, normalize = normalize_at_arrival(Compose([Resize(img_scale=[300, 200]), Normalize([1, 2, 3], [4, 5, 6]),
                                                     Pad(size_divisor=32)]))
-    assert isinstance(normalize, Normalize) and [type(t) for t in head.transforms] == [Resize, Pad]
+    assert isinstance(normalize, Normalize) and [type(t) for t in head.transforms] == [Resize, PaddedByCollate]

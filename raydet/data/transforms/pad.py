@@ -30,15 +30,19 @@ class Pad(Transform):
         self.size = size
         self.pad_val = pad_val
 
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        height, width = sample.height, sample.width
+    def padded_shape(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` after padding an image of ``height`` x ``width``."""
         if self.size is not None:
             pad_h, pad_w = self.size
             if pad_h < height or pad_w < width:
                 raise ValueError(f"Pad size {self.size} is smaller than the {height}x{width} image")
-        else:
-            pad_h = math.ceil(height / self.size_divisor) * self.size_divisor
-            pad_w = math.ceil(width / self.size_divisor) * self.size_divisor
+            return pad_h, pad_w
+        return (math.ceil(height / self.size_divisor) * self.size_divisor,
+                math.ceil(width / self.size_divisor) * self.size_divisor)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        height, width = sample.height, sample.width
+        pad_h, pad_w = self.padded_shape(height, width)
         if (pad_h, pad_w) != (height, width):
             sample.img = F.pad_image(sample.img, [0, 0, pad_w - width, pad_h - height], fill=self.pad_val)
             sample.map_masks(lambda masks: F.pad_mask(masks, [0, 0, pad_w - width, pad_h - height]))
