@@ -22,7 +22,7 @@ test: $(STAMP)
 # The edit-test loop: everything but the tests that run through Ray or take long (CI runs those too).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check raydet tests benchmarks
-	$(VENV)/bin/python -m pytest -m "not slow and not ray" -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -m "not slow and not ray" -n auto -p no:cacheprovider
 
 # The demo: a tiny FCOS trained by 2 DDP workers on the built-in shapes dataset,
 # evaluated with COCO metrics; about 6 minutes on a 2-core machine.

@@ -14,6 +14,8 @@ import torch
 from tests.demo_helpers import DEMO_CONFIG, quick_overrides
 from tests.helpers import REPO, own_lines, run_cli, with_repo_on_pythonpath
 
+pytestmark = pytest.mark.ray  # each test starts local Rays of its own
+
 #: What a Ray process printed when it resolved the wrong instance (Ray Train's cleaner, or any state API call).
 WRONG_CLUSTER = ("multiple active Ray instances", "PlacementGroupCleaner")
 
