@@ -2,7 +2,7 @@
 
 Importing this package registers ``CocoDataset`` / ``VOCDataset`` in
 ``DATASETS`` and the transforms in ``TRANSFORMS``.  Everything here works
-without Ray except ``raydet.data.ray_datasets`` (driver side) and
+without Ray except ``raydet.data.shared_records`` (driver side) and
 ``raydet.data.ray_stream`` (worker side), the Ray Data / Ray Train edge,
 imported only by the processes that use them.
 """

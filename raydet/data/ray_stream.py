@@ -1,16 +1,17 @@
 """The worker side of the Ray data edge: planned batches, decoded + augmented + collated by Ray Data tasks.
 
-The driver hands Ray Train each split's records (``raydet.data.ray_datasets``)
-and each worker a ``BatchRecipe`` per split (``raydet.builder.batch_recipe``).
-In ``train_loop`` (every Ray Train worker)::
+The driver puts each split's records in the object store
+(``raydet.data.shared_records``) and hands every worker their references and a
+``BatchRecipe`` per split (``raydet.builder.batch_recipe``).  In ``train_loop``
+(every Ray Train worker)::
 
     for epoch in range(start_epoch, max_epochs):
-        batches = iter_train_batches(train_recipe, epoch, global_batch)
+        batches = iter_train_batches(train_recipe, records["train"], epoch, global_batch)
         len(batches), batches.steps        # this worker's batches, and the optimizer step each belongs to
-        for batch in batches:              # a Batch (raydet.data.collate) of CPU tensors
-            losses = model(**to_device(batch), return_loss=True)
-    for batch in iter_eval_batches(val_recipe, "val"):   # over all workers: every val image exactly once
-        results = model(**to_device(batch), return_loss=False)
+        for batch in batches:              # a Batch (raydet.data.collate) of CPU tensors, uint8 pixels
+            losses = model(**to_device(batch, device), return_loss=True)   # normalised on the device
+    for batch in iter_eval_batches(val_recipe, records["val"]):   # over all workers: every val image once
+        results = model(**to_device(batch, device), return_loss=False)
 
 How the guarantees hold.  Ray Data's ``streaming_split`` hands blocks to
 whichever worker asks first: it keeps row counts equal but cannot reshuffle
@@ -18,9 +19,9 @@ from ``(seed, epoch)``, group by aspect ratio, or say up front how many batches
 a worker will get once corrupt images drop out.  So the order is planned, and
 Ray Data does the work:
 
-- ``build_ray_datasets`` gives Ray Train each split's *records* (a small
-  ``pyarrow`` table: paths and boxes, no pixels) as a Ray Dataset that is not
-  split (``DataConfig(datasets_to_split=[])``): every worker sees all records.
+- ``share_records`` puts each split's *records* (a small ``pyarrow`` table:
+  paths and boxes, no pixels) in the object store once: every worker reads all
+  of them.
 - Each epoch, each worker computes the same plan (``raydet.data.sampling``)
   from the aspect-ratio groups, ``seed`` and the epoch, in optimizer steps of
   the run's global batch, and takes its own rank's share of every step: the
@@ -65,7 +66,6 @@ import collections
 import json
 import logging
 import uuid
-import weakref
 from typing import Iterator
 
 import numpy as np
@@ -86,38 +86,26 @@ from .transforms import Compose
 logger = logging.getLogger(__name__)
 
 
-_RECORDS_OF_SHARD: "weakref.WeakKeyDictionary[object, ray.ObjectRef]" = weakref.WeakKeyDictionary()
-
-
-def _shard_records(split: str) -> ray.ObjectRef:
-    """This worker's copy of a split's records table, fetched once per run and kept in the object store."""
-    shard = ray.train.get_dataset_shard(split)  # KeyError when build_ray_datasets was not given the split
-    if shard not in _RECORDS_OF_SHARD:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "Running Dataset" banner in the training log
-        table = pa.concat_tables(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
-        _RECORDS_OF_SHARD[shard] = ray.put(table.sort_by("image_id"))
-    return _RECORDS_OF_SHARD[shard]
-
-
-def iter_train_batches(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch | None = None,
+def iter_train_batches(recipe: BatchRecipe, records: ray.ObjectRef, epoch: int, global_batch: GlobalBatch | None = None,
                        first_step: int = 0) -> "BatchStream":
-    """In a Ray Train worker: this worker's training batches for ``epoch`` from its optimizer step ``first_step``
-    on (a run resumed mid-epoch; see the module docstring); ``global_batch``: one batch per worker per step by
-    default."""
+    """In a Ray Train worker: this worker's training batches of ``records`` (``raydet.data.shared_records``) for
+    ``epoch`` from its optimizer step ``first_step`` on (a run resumed mid-epoch; see the module docstring);
+    ``global_batch``: one batch per worker per step by default."""
     context = ray.train.get_context()
-    return train_stream(recipe, _shard_records("train"), epoch, context.get_world_rank(), context.get_world_size(),
-                        first_step, global_batch)
+    return train_stream(recipe, records, epoch, context.get_world_rank(), context.get_world_size(), first_step,
+                        global_batch)
 
 
-def train_epoch_plan(recipe: BatchRecipe, epoch: int, global_batch: GlobalBatch) -> TrainEpoch:
-    """In a Ray Train worker: ``epoch``'s plan over all workers (its step count and image positions)."""
-    return train_epoch(recipe, ray.get(_shard_records("train")), epoch, global_batch)
+def train_epoch_plan(recipe: BatchRecipe, records: ray.ObjectRef, epoch: int, global_batch: GlobalBatch) -> TrainEpoch:
+    """``epoch``'s plan of ``records`` over all workers (its step count and image positions)."""
+    return train_epoch(recipe, ray.get(records), epoch, global_batch)
 
 
-def iter_eval_batches(recipe: BatchRecipe, split: str = "val") -> "BatchStream":
-    """In a Ray Train worker: this worker's share of ``split``; over all workers every image exactly once."""
+def iter_eval_batches(recipe: BatchRecipe, records: ray.ObjectRef) -> "BatchStream":
+    """In a Ray Train worker: this worker's share of a val / test split's ``records``; over all workers every
+    image exactly once."""
     context = ray.train.get_context()
-    return eval_stream(recipe, _shard_records(split), context.get_world_rank(), context.get_world_size())
+    return eval_stream(recipe, records, context.get_world_rank(), context.get_world_size())
 
 
 def _as_ref(records: pa.Table | ray.ObjectRef) -> tuple[ray.ObjectRef, pa.Table]:

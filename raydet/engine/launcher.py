@@ -28,8 +28,8 @@ from ..builder import CheckedConfig, batch_recipe, check_config, check_data, loo
 from ..config import Config, ConfigError
 from ..config.parsed import ParsedConfig, parse_config
 from ..data.problems import DataError
-from ..data.ray_datasets import build_ray_datasets
 from ..data.sampling import GlobalBatch
+from ..data.shared_records import share_records
 from ..data.stream_runner import start_stream_runners, stop_stream_runners
 from ..evaluation.coco_metric import METRIC_NAMES, SEGM_METRIC_NAMES
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, latest_checkpoint, load_checkpoint_of, load_newest_readable
@@ -193,12 +193,11 @@ class RunPlan:
 
 @dataclass(frozen=True)
 class RayParts:
-    """What the Ray phase started: the data stream runners (on this node, or none), the Ray datasets and
-    their summary (``raydet.data.ray_datasets``)."""
+    """What the Ray phase started: the data stream runners (on this node, or none), each split's records in
+    the object store and their summary (``raydet.data.shared_records``)."""
 
     runners: list
-    datasets: dict
-    dataset_config: object
+    records: dict
     summary: object
 
 
@@ -356,14 +355,13 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
     runners = start_stream_runners(plan.workers.num_workers) if here else []
     stopwatch.mark("ray_ready")
-    ray_datasets, data_config, summary = build_ray_datasets(plan.checked.datasets,
-                                                            plan.parsed.require_data().samples_per_gpu)
+    records, summary = share_records(plan.checked.datasets, plan.parsed.require_data().samples_per_gpu)
     (plan.work_dir / "config.yaml").write_text(plan.parsed.yaml)
     storage.write_text(storage.join(plan.run_folder, "config.yaml"), plan.parsed.yaml)  # a resume needs it there
     with open(plan.work_dir / "train.log", "a") as log:
         log.write("\n".join(summary.lines()) + "\n")
     stopwatch.mark("records_ready")
-    return RayParts(runners, ray_datasets, data_config, summary)
+    return RayParts(runners, records, summary)
 
 
 def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence[StepHook],
@@ -375,15 +373,14 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, resume_from=plan.resume_from,
                       run_folder=plan.run_folder,
                       checkpoint_dir=plan.run_folder if plan.workers.num_workers == 0 else None,
-                      step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners))
+                      step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners), records=parts.records)
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
     # and the actor handles (which would import torchvision and the data pipeline into it); workers fetch it.
     loop_ref = ray.put(loop)
 
     def new_trainer() -> ControllerKeepingTrainer:
         return ControllerKeepingTrainer(train_loop_per_worker, train_loop_config={LOOP_CONFIG: loop_ref},
-                                        scaling_config=plan.workers.scaling_config, run_config=_run_config(plan),
-                                        datasets=parts.datasets, dataset_config=parts.dataset_config)
+                                        scaling_config=plan.workers.scaling_config, run_config=_run_config(plan))
 
     stopwatch.mark("fit_started")
     try:

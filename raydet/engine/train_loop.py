@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,7 @@ class LoopConfig:
         checkpoint_dir: where to keep checkpoints when the loop runs in the driver (``num_workers: 0``).
         step_hooks: ``StepHook``s called after every step (tests kill workers with them).
         stream_runners: the driver's data stream runners, one per rank, or none.
+        records: each split's records in the object store (``raydet.data.shared_records``).
     """
 
     spec: TrainingSpec
@@ -112,6 +113,7 @@ class LoopConfig:
     checkpoint_dir: str | None = None
     step_hooks: tuple[StepHook, ...] = ()
     stream_runners: tuple[ray.actor.ActorHandle, ...] = ()
+    records: dict[str, ray.ObjectRef] = field(default_factory=dict)
 
 
 def seed_everything(*key: int) -> None:
@@ -135,8 +137,9 @@ class EpochBatches:
     """Each epoch's planned batches for this worker, decoding ahead: an epoch is started (its first tasks
     submitted) before the model is built, or while the previous one is evaluated and saved."""
 
-    def __init__(self, spec: TrainingSpec):
+    def __init__(self, spec: TrainingSpec, records: ray.ObjectRef):
         self.recipe = spec.train
+        self.records = records
         self.global_batch = spec.global_batch
         self.max_epochs = spec.runner.max_epochs
         self.started: BatchStream | None = None
@@ -147,12 +150,13 @@ class EpochBatches:
     def plan(self, epoch: int) -> TrainEpoch:
         """``epoch``'s plan over all workers (the latest one asked for is kept)."""
         if epoch != self._plan_epoch:
-            self._plan, self._plan_epoch = train_epoch_plan(self.recipe, epoch, self.global_batch), epoch
+            self._plan, self._plan_epoch = train_epoch_plan(self.recipe, self.records, epoch, self.global_batch), epoch
         return self._plan
 
     def start(self, epoch: int, first_step: int = 0) -> None:
         if epoch < self.max_epochs:
-            self.started = iter_train_batches(self.recipe, epoch, self.global_batch, first_step).start()
+            self.started = iter_train_batches(self.recipe, self.records, epoch, self.global_batch,
+                                              first_step).start()
 
     def take(self) -> BatchStream:
         batches, self.started = self.started, None
@@ -219,7 +223,7 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     # The first batches decode while the model is built: start the stream's runner and its first pass now.
     start_stream_runner(loop.stream_runners[rank] if rank < len(loop.stream_runners) else None)
     saved, same_run, passed_over = _saved_checkpoint(loop)
-    data = EpochBatches(spec)
+    data = EpochBatches(spec, loop.records["train"])
     epoch = saved["epoch"] if saved else 0
     first_step = data.plan(epoch).step_at(saved.get("epoch_images", 0)) if saved else 0  # a position in images
     data.start(epoch, first_step)
@@ -275,7 +279,8 @@ def worker_hooks(worker: Worker, stopwatch: Stopwatch) -> Hooks:
     evaluation = None
     if worker.collector is not None:
         collector, model = worker.collector, unwrap(trainer.model)
-        evaluation = Evaluation(lambda: collector.evaluate(model, iter_eval_batches(spec.val, "val"), trainer.device),
+        val = worker.loop.records["val"]
+        evaluation = Evaluation(lambda: collector.evaluate(model, iter_eval_batches(spec.val, val), trainer.device),
                                 spec.evaluation.interval, spec.runner.max_epochs, worker.rank, progress,
                                 lambda: collector.summary)
     report = Reporter(worker)

@@ -103,14 +103,15 @@ def test_an_error_inside_the_decode_tasks_reaches_the_training_loop(ray_session,
 
 
 @pytest.mark.timeout(120)
-def test_build_ray_datasets_returns_records_unsplit_and_a_summary(ray_session, shapes_dir, capsys):
-    from raydet.data.ray_datasets import build_ray_datasets
+def test_share_records_puts_every_split_in_the_object_store_and_a_summary(ray_session, shapes_dir, capsys):
+    from raydet.data.shared_records import share_records
 
     config = shapes_config(shapes_dir)
     samples_per_gpu = parse_config(config).data.samples_per_gpu
-    datasets, data_config, summary = build_ray_datasets(build_datasets(config), samples_per_gpu)
-    assert set(datasets) == {"train", "val"} and datasets["train"].count() == 16
-    assert data_config._datasets_to_split == []
+    records, summary = share_records(build_datasets(config), samples_per_gpu)
+    train = ray.get(records["train"])
+    assert set(records) == {"train", "val"} and train.num_rows == 16 and ray.get(records["val"]).num_rows == 6
+    assert train["image_id"].to_pylist() == sorted(train["image_id"].to_pylist())
     assert "data.train: CocoDataset" in capsys.readouterr().out
     assert summary.metrics()["data/val/images"] == 6
     assert summary.splits["train"].classes == ["rectangle", "ellipse", "triangle"]
@@ -125,7 +126,7 @@ def test_two_torch_trainer_workers_get_equal_reshuffled_shares_and_see_val_once(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raydet.data.ray_datasets import build_ray_datasets
+    from raydet.data.shared_records import share_records
 
     def train_loop(loop_config):  # defined here: Ray pickles it by value
         import ray.train
@@ -135,22 +136,21 @@ def test_two_torch_trainer_workers_get_equal_reshuffled_shares_and_see_val_once(
         def ids(batches):
             return [[m["image_id"] for m in batch["img_metas"]] for batch in batches]
 
-        recipes, out = loop_config["recipes"], loop_config["out"]
+        recipes, records, out = loop_config["recipes"], loop_config["records"], loop_config["out"]
         seen = {"steps": [], "epochs": []}
         for epoch in range(2):
-            batches = iter_train_batches(recipes["train"], epoch)
+            batches = iter_train_batches(recipes["train"], records["train"], epoch)
             seen["steps"].append(len(batches))
             seen["epochs"].append(ids(batches))
-        seen["val"] = sum(ids(iter_eval_batches(recipes["val"], "val")), [])
+        seen["val"] = sum(ids(iter_eval_batches(recipes["val"], records["val"])), [])
         with open(f"{out}/rank{ray.train.get_context().get_world_rank()}.json", "w") as stream:
             json.dump(seen, stream)
 
     config = shapes_config(shapes_dir, "data.samples_per_gpu=3")
-    datasets, data_config, summary = build_ray_datasets(build_datasets(config), 3, verbose=False)
+    records, summary = share_records(build_datasets(config), 3, verbose=False)
     recipes = {split: batch_recipe(config, split) for split in ("train", "val")}
     trainer = TorchTrainer(
-        train_loop, train_loop_config={"recipes": recipes, "out": str(tmp_path)},
-        datasets=datasets, dataset_config=data_config,
+        train_loop, train_loop_config={"recipes": recipes, "records": records, "out": str(tmp_path)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="sharding"),
     )

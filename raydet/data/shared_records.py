@@ -1,15 +1,18 @@
-"""The driver side of the Ray data edge: each split's records as a Ray Dataset for ``TorchTrainer``.
+"""The driver side of the Ray data edge: each split's records in the object store, for every worker.
 
 ::
 
     datasets = raydet.builder.build_datasets(config)                   # reads + checks annotations
-    ray_datasets, data_config, summary = build_ray_datasets(datasets, samples_per_gpu)
-    trainer = TorchTrainer(train_loop, datasets=ray_datasets, dataset_config=data_config, ...)
+    records, summary = share_records(datasets, samples_per_gpu)        # {split: ObjectRef of its records}
+    trainer = TorchTrainer(train_loop, train_loop_config={... records ...}, ...)
     mlflow.log_metrics(summary.metrics())                              # counts, problems per kind
 
-The records (a small ``pyarrow`` table: paths and boxes, no pixels) are given
-to Ray Train unsplit (``DataConfig(datasets_to_split=[])``): every worker sees
-all of them and plans its own batches (``raydet.data.ray_stream`` says why).
+The records (a small ``pyarrow`` table: paths and boxes, no pixels) are put in
+the object store once; every worker reads all of them and plans its own
+batches (``raydet.data.ray_stream`` says why), then Ray Data decodes them.
+They are not handed to Ray Train as Ray Datasets: that would start Ray Train's
+``DatasetManager`` actor and a Ray Data execution in every worker only to
+copy a table each worker reads whole (seconds of a worker group's start).
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import ray
-import ray.data
-import ray.train
 
 from .datasets import DetectionDataset
 from .problems import ProblemReport
@@ -42,7 +43,7 @@ class SplitSummary:
 
 @dataclass
 class DataSummary:
-    """Returned by ``build_ray_datasets``: printed once at the start, loggable as metrics."""
+    """Returned by ``share_records``: printed once at the start, loggable as metrics."""
 
     splits: dict[str, SplitSummary] = field(default_factory=dict)
     samples_per_gpu: int = 2
@@ -68,9 +69,9 @@ class DataSummary:
         return train_steps_per_epoch(groups, self.samples_per_gpu, world_size)
 
 
-def build_ray_datasets(datasets: dict[str, DetectionDataset], samples_per_gpu: int, verbose: bool = True,
-                       ) -> tuple[dict[str, ray.data.Dataset], ray.train.DataConfig, DataSummary]:
-    """Wrap each split's records (read on the driver by ``raydet.builder.build_datasets``) for ``TorchTrainer``.
+def share_records(datasets: dict[str, DetectionDataset], samples_per_gpu: int, verbose: bool = True,
+                  ) -> tuple[dict[str, ray.ObjectRef], DataSummary]:
+    """Put each split's records (read on the driver by ``raydet.builder.build_datasets``) in the object store.
 
     Args:
         datasets: split name -> its dataset.
@@ -79,14 +80,13 @@ def build_ray_datasets(datasets: dict[str, DetectionDataset], samples_per_gpu: i
             with examples).
 
     Returns:
-        ``ray_datasets`` (split name -> Ray Dataset of records, one row per image),
-        ``data_config`` for ``TorchTrainer(datasets=..., dataset_config=...)``,
-        and the ``DataSummary``.
+        ``records`` (split name -> ObjectRef of its records table, one row per image, by ``image_id``) and the
+        ``DataSummary``.
     """
-    ray_datasets, summary = {}, DataSummary(samples_per_gpu=samples_per_gpu)
+    records, summary = {}, DataSummary(samples_per_gpu=samples_per_gpu)
     for split, dataset in datasets.items():
-        table = dataset.table()
-        ray_datasets[split] = ray.data.from_arrow(table)
+        table = dataset.table().sort_by("image_id")
+        records[split] = ray.put(table)
         groups = aspect_groups(table["height"].to_numpy(), table["width"].to_numpy())
         summary.splits[split] = SplitSummary(
             split=split, dataset_type=type(dataset).__name__, ann_file=dataset.ann_file, description=dataset.summary(),
@@ -95,4 +95,4 @@ def build_ray_datasets(datasets: dict[str, DetectionDataset], samples_per_gpu: i
         )
     if verbose:
         print("\n".join(summary.lines()), flush=True)
-    return ray_datasets, ray.train.DataConfig(datasets_to_split=[]), summary
+    return records, summary
