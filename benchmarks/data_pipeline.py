@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from proc_cpu import tree_cpu_seconds  # noqa: E402  (benchmarks/, this script's folder)
 
 from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
@@ -75,7 +76,6 @@ from raydet.data.sampling import aspect_groups, augment_seeds, plan_train_epoch 
 from raydet.data.shapes import generate_shapes  # noqa: E402
 
 PHOTOS_CONFIG = (REPO / "configs/faster_rcnn/faster_rcnn_r50_fpn_1x_coco.yaml").resolve()
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def planned_dataloader(dataset, plan: np.ndarray, seeds: np.ndarray, size_divisor: int, workers: int):
@@ -105,34 +105,6 @@ def images_per_second(batches) -> tuple[float, float]:
             first, first_images = time.perf_counter(), images
     end = time.perf_counter()
     return images / (end - start), (images - first_images) / (end - first)
-
-
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """User + system CPU seconds of process ``root`` (this one by default) and every live descendant, from
-    ``/proc`` (Linux): a DataLoader's workers, or a local Ray's GCS, raylet and worker processes."""
-    root = root or os.getpid()
-    parents, times = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stream:
-                fields = stream.read().rsplit(")", 1)[1].split()  # after "(command name)", which may hold spaces
-        except OSError:  # ended meanwhile
-            continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    total, tree = 0.0, {root}
-    for pid in sorted(parents):  # a child's pid is not always larger than its parent's: walk up instead
-        ancestor, seen = pid, set()
-        while ancestor not in tree and ancestor in parents and ancestor not in seen:
-            seen.add(ancestor)
-            ancestor = parents[ancestor]
-        if ancestor in tree:
-            tree |= seen
-    for pid in tree:
-        total += times.get(pid, 0.0)
-    return total
 
 
 def timed_pass(batches, step_s: float = 0.0) -> dict:

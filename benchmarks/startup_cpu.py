@@ -27,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from proc_cpu import cpu_by_process  # benchmarks/, this script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KNOWN = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "raydet.train")
 
 
@@ -38,21 +39,6 @@ def process_kind(command: str) -> str:
     if command.startswith("ray::"):
         return command.split()[0].split(".")[0]
     return next((name for name in KNOWN if name in command), command[:40])
-
-
-def cpu_by_process() -> dict[int, tuple[float, str]]:
-    """pid -> (user + system CPU seconds, command line), for every process."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmdline:
-                fields, command = stat.read().rsplit(")", 1)[1].split(), cmdline.read().replace("\0", " ").strip()
-        except OSError:  # ended meanwhile
-            continue
-        found[int(entry)] = ((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, command)
-    return found
 
 
 def main() -> None:
@@ -85,9 +71,10 @@ def main() -> None:
     first_iteration = startup["to_first_iteration"]
     at_first_iteration = [sample for at, sample in samples if at <= first_iteration][-1]
     by_kind: collections.Counter = collections.Counter()
-    for pid, (cpu, command) in at_first_iteration.items():
+    for pid, now in at_first_iteration.items():
         earlier = before.get(pid)
-        by_kind[process_kind(command)] += cpu - (earlier[0] if earlier and earlier[1] == command else 0.0)
+        same = earlier is not None and earlier.command == now.command
+        by_kind[process_kind(now.command)] += now.cpu_s - (earlier.cpu_s if same else 0.0)
     cpu = {kind: round(seconds, 2) for kind, seconds in by_kind.most_common() if seconds >= 0.05}
     print(json.dumps({
         "benchmark": "startup_cpu", "config": str(Path(args.config).relative_to(REPO)), "workers": args.workers,

@@ -74,10 +74,10 @@ def model_lines(model: dict | None) -> list[str]:
     """The run's MLflow model, as ``training finished`` lists it: its URI, and the registered version's."""
     if not model:
         return []
-    lines = [f"  model:       {model['model_uri']}"]
+    lines = labelled("model:", [model["model_uri"]])
     if model.get("version"):
         alias = f", alias @{model['alias']}" if model.get("alias") else ""
-        lines.append(f"  registered:  models:/{model['registered_model']}/{model['version']}{alias}")
+        lines += labelled("registered:", [f"models:/{model['registered_model']}/{model['version']}{alias}"])
     return lines
 
 

@@ -35,6 +35,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 import torchvision.io
 
 from .coco_writer import records_to_coco, write_json
@@ -131,6 +132,16 @@ def crop_boxes(record: Record, top: int, left: int, height: int, width: int,
     return clipped[keep], record["labels"][keep], ignore[keep]
 
 
+def read_yell(sources: Path, val_fraction: float) -> tuple[Record, torch.Tensor, dict[str, tuple[int, int]]]:
+    """The YELL orthophoto's record (its crowns, class ``Tree``), its pixels (uint8 ``[3, H, W]``) and the rows of
+    each split: ``{"train": (0, r), "val": (r, H)}``, the bottom ``val_fraction`` of the rows for validation."""
+    yell = read_voc(str(sources / f"{YELL}.xml"), str(sources), ProblemReport("error"), classes=["Tree"]).records[0]
+    image = load_rgb(yell["path"])
+    height = int(image.shape[-2])
+    split_row = int(round(height * (1 - val_fraction)))
+    return yell, image, {"train": (0, split_row), "val": (split_row, height)}
+
+
 def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, tile_size: int = 400, stride: int = 300,
                        val_fraction: float = 0.25, min_visible: float = 0.5) -> dict[str, Path]:
     """Tile the YELL orthophoto into ``out_dir`` (train / val by region) and copy SOAP_061 as its own set.
@@ -143,11 +154,9 @@ def prepare_neon_trees(out_dir: str | Path, source: str | Path | None = None, ti
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     sources = find_sources(source, out / "sources")
 
-    yell = read_voc(str(sources / f"{YELL}.xml"), str(sources), ProblemReport("error"), classes=["Tree"]).records[0]
-    image = load_rgb(yell["path"])
+    yell, image, regions = read_yell(sources, val_fraction)
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    split_row = int(round(height * (1 - val_fraction)))
-    regions = {"train": (0, split_row), "val": (split_row, height)}
+    split_row = regions["val"][0]
     written = {}
     for split, (region_top, region_bottom) in regions.items():
         if region_bottom - region_top < tile_size:

@@ -25,11 +25,9 @@ import numpy as np
 import torchvision.io
 
 from .coco_writer import records_to_coco, write_json
-from .image_io import load_rgb
-from .neon_trees import ATTRIBUTION, YELL, crop_boxes, find_sources
-from .problems import DataError, ProblemReport
+from .neon_trees import ATTRIBUTION, YELL, crop_boxes, find_sources, read_yell
+from .problems import DataError
 from .records import make_record
-from .voc import read_voc
 
 #: ``(width, height)`` of a crop and how often it is drawn: mostly COCO's 640 x 480, some portrait, some of
 #: COCO's other frequent sizes.
@@ -48,11 +46,9 @@ def prepare_photos(out_dir: str | Path, source: str | Path | None = None, num_tr
     """
     out = Path(out_dir)
     sources = find_sources(source, out / "sources")
-    yell = read_voc(str(sources / f"{YELL}.xml"), str(sources), ProblemReport("error"), classes=["Tree"]).records[0]
-    image = load_rgb(yell["path"])
+    yell, image, regions = read_yell(sources, val_fraction)
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    split_row = int(round(height * (1 - val_fraction)))
-    regions = {"train": (0, split_row), "val": (split_row, height)}
+    split_row = regions["val"][0]
     tallest = max(h for _, h in CROP_SIZES)
     for split, (region_top, region_bottom) in regions.items():
         if region_bottom - region_top < tallest:
