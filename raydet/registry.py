@@ -488,8 +488,8 @@ TASK_UTILS = Registry("TASK_UTILS", base=object, builtins=["raydet.models"])
 #: Backbones, necks, heads, RoI extractors, losses, detectors.
 MODELS = Registry("MODELS", base=torch.nn.Module, children=[TASK_UTILS], builtins=["raydet.models"])
 #: Box-aware image transforms; their base, ``Transform``, is declared in ``raydet.data.transforms.base``.
-TRANSFORMS = Registry("TRANSFORMS", builtins=["raydet.data"])
+TRANSFORMS = Registry("TRANSFORMS", builtins=["raydet.data.transforms"])
 #: Annotation readers -> records; their base, ``DetectionDataset``, is declared in ``raydet.data.datasets``.
-DATASETS = Registry("DATASETS", children=[TRANSFORMS], builtins=["raydet.data"])
+DATASETS = Registry("DATASETS", children=[TRANSFORMS], builtins=["raydet.data.datasets"])
 #: torch.optim classes, and functions that return an optimizer (e.g. one from another library).
 OPTIMIZERS = Registry("OPTIMIZERS", base=torch.optim.Optimizer, factories=True, builtins=["raydet.optimizers"])

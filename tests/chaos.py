@@ -2,7 +2,7 @@
 every few seconds it SIGKILLs one process that raydet or Ray runs for the job, and logs when and what.
 
 Targets: a training worker (``RayTrainWorker``), a data stream runner (``_StreamRunner``), a Ray Data decode
-task's process (its title names ``_decode_planned_batches``), the MLflow recorder (``RunRecorder``), or every
+task's process (its title names ``run_decode_task``), the MLflow recorder (``RunRecorder``), or every
 process of the cluster's last worker node (started again ``node_down_s`` later, as a spot replacement).
 Used by ``tests/engine/test_chaos.py`` (a few kills) and ``benchmarks/chaos.py`` (6 or more).
 """
@@ -20,7 +20,7 @@ from typing import Callable
 
 ACTOR_TARGETS = {"training_worker": "RayTrainWorker", "stream_runner": "_StreamRunner", "recorder": "RunRecorder"}
 TARGETS = (*ACTOR_TARGETS, "decode_process", "node")
-DECODE_TASK = "_decode_planned_batches"
+DECODE_TASK = "run_decode_task"
 
 
 @dataclass

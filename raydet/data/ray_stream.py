@@ -75,13 +75,13 @@ import ray.data
 import ray.train
 from ray.data.block import BlockAccessor
 
-from .collate import Batch, pack_batch, unpack_batch
-from .decode import BatchRecipe, decode_planned_batch
+from .collate import Batch, unpack_batch
+from .decode import BatchRecipe
+from .decode_tasks import DecodeJob, run_decode_task
 from .empty_batches import replace_empty_batches
 from .problems import ProblemReport
 from .sampling import GlobalBatch, RankSteps, TrainEpoch, aspect_groups, augment_seeds, plan_eval
 from .stream_runner import process_stream_runner
-from .transforms import Compose
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ class BatchStream:
         self.problems = ProblemReport()
         self.repeated_batches = 0
         self._pending: tuple | None = None  # a pass begun by start(), not yet iterated
+        self._job_ref: ray.ObjectRef | None = None  # the DecodeJob its passes share
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -205,10 +206,12 @@ class BatchStream:
         """The Ray Dataset of packed batches (one row per planned batch, in plan order)."""
         data = self.recipe.data
         bounds = task_bounds(len(self.plan), data.batches_per_task)
+        if self._job_ref is None:  # once per stream: a pass's tasks share it, and so do its later passes
+            self._job_ref = ray.put(DecodeJob(self.records_ref, self.plan, self.seeds, self.recipe.pipeline,
+                                              data.size_divisor, self.with_gt))
         dataset = decode_tasks(bounds).map_batches(
-            _decode_planned_batches, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
-            fn_kwargs={"bounds": bounds, "records_ref": self.records_ref, "plan": self.plan, "seeds": self.seeds,
-                       "pipeline": self.recipe.pipeline, "size_divisor": data.size_divisor, "with_gt": self.with_gt},
+            run_decode_task, batch_size=1, num_cpus=data.decode_num_cpus, concurrency=data.decode_concurrency,
+            fn_kwargs={"bounds": bounds, "job_ref": self._job_ref},
         )
         context = dataset.context
         context.execution_options.preserve_order = True
@@ -258,18 +261,3 @@ class BatchStream:
         for batch, repeated in replace_empty_batches(self._batches(), self.problems):
             self.repeated_batches += int(repeated)
             yield batch
-
-
-def _decode_planned_batches(rows: dict[str, np.ndarray], bounds: np.ndarray, records_ref: ray.ObjectRef,
-                            plan: np.ndarray, seeds: np.ndarray, pipeline: Compose, size_divisor: int,
-                            with_gt: bool) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data task body: decode task -> its planned steps' packed, collated batches, one row each
-    (bad images skipped and listed)."""
-    (task,) = rows["id"]
-    records = ray.get(records_ref)
-    for step in range(bounds[task], bounds[task + 1]):
-        batch, problems = decode_planned_batch(records, plan[step], seeds[step], pipeline, size_divisor, with_gt)
-        packed = pack_batch(batch)
-        packed["step"] = np.int64(step)
-        packed["problems"] = np.array(json.dumps(problems.to_dict()))
-        yield {key: np.expand_dims(value, 0) for key, value in packed.items()}

@@ -13,6 +13,10 @@ its own with ``start_stream_runner``, and ``stop_stream_runners`` ends them
 with the run.  ``raydet.data.ray_stream``'s ``BatchStream`` feeds its passes
 through this process's runner (``process_stream_runner``).
 
+The runner's process imports no torch: the pipelines it runs name a light task
+body (``raydet.data.decode_tasks``), and the ``raydet.data`` package imports
+its modules only when they are used.
+
 The runner reads a running Dataset's blocks through ``block_refs``, the one
 place where raydet calls a Ray Data developer API (one that may change in a
 minor Ray release: ``pyproject.toml`` pins Ray's minor version).
@@ -28,8 +32,7 @@ import ray
 import ray.data
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-#: The module of the decode tasks' body: a warm-up task imports it, and with it all that a decode task needs.
-DECODE_TASK_MODULE = "raydet.data.ray_stream"
+from .decode_tasks import DECODE_MODULES
 
 
 def block_refs(dataset: ray.data.Dataset) -> Iterator[list[ray.ObjectRef]]:
@@ -75,8 +78,9 @@ class _StreamRunner:
 
 
 def _import_only(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A warm-up task's body: its process imports the decode tasks' module (raydet, torch, torchvision)."""
-    importlib.import_module(DECODE_TASK_MODULE)
+    """A warm-up task's body: its process imports what a decode task needs (raydet, torch, torchvision)."""
+    for module in DECODE_MODULES:
+        importlib.import_module(module)
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ def shapes_records(ray_session, shapes_dir):
 @pytest.mark.timeout(180)
 def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shapes_records):
     from raydet.data.ray_stream import train_stream
+    from raydet.data.stream_runner import process_stream_runner
 
     config, records = shapes_records
     recipe = batch_recipe(config, "train")
@@ -50,6 +52,10 @@ def test_train_stream_is_seeded_reshuffled_per_epoch_and_grouped_by_aspect(shape
         landscape = {m["ori_shape"][1] > m["ori_shape"][0] for m in batch["img_metas"]}
         assert len(landscape) == 1  # one aspect-ratio group per batch
         assert len(batch["gt_bboxes"]) == len(batch["gt_labels"]) == len(batch["img_metas"])
+    # the runner that ran these pipelines never loaded torch (the decode tasks did)
+    runner = process_stream_runner()
+    loaded = ray.get(runner.__ray_call__.remote(lambda _: sorted({"torch", "torchvision"} & set(sys.modules))))
+    assert loaded == []
 
 
 @pytest.mark.timeout(180)
