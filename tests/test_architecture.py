@@ -160,16 +160,21 @@ def test_ray_free_modules_do_not_import_ray_even_indirectly():
 
 
 def test_processes_that_build_nothing_stay_light():
-    """The run recorder's process (an actor started for every run) imports neither torch nor mlflow when
-    its module loads, and ``import raydet`` imports nothing: a registry imports its built-ins on first use."""
-    code = ("import sys, raydet, raydet.engine.recorder\n"
+    """The helper actors started for every run import neither torch nor mlflow when they start: the run
+    recorder (its MLflow client is made on its first record) and the data stream runner (whose pipelines name
+    a light task body); ``import raydet`` and ``import raydet.data`` import nothing: a registry imports its
+    built-ins on first use."""
+    code = ("import sys, raydet, raydet.engine.recorder, raydet.data.stream_runner\n"
+            "from raydet.engine.tracking import MlflowRun\n"
+            "run = MlflowRun('sqlite:////nonexistent/mlflow.db', 'run-id')\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'mlflow'}),"
             " sorted(m for m in sys.modules if m.startswith(('raydet.models', 'raydet.data'))))\n"
-            "from raydet.registry import MODELS, TRANSFORMS\n"
-            "print('FCOS' in MODELS, 'Resize' in TRANSFORMS)")
+            "from raydet.registry import MODELS, TRANSFORMS, DATASETS\n"
+            "print('FCOS' in MODELS, 'Resize' in TRANSFORMS, 'VOCDataset' in DATASETS)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["[] []", "True True"]
+    assert out.stdout.splitlines() == ["[] ['raydet.data', 'raydet.data.decode_tasks', 'raydet.data.stream_runner']",
+                                       "True True True"]
 
 
 def config_imports_beyond_the_schema(under: Path) -> list[str]:

@@ -8,6 +8,7 @@ On a multi-node cluster, point it at a tracking server every node can reach.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Iterable
@@ -62,11 +63,16 @@ class MlflowRun:
     """One MLflow run, addressed by id (no global "active run" state)."""
 
     def __init__(self, tracking_uri: str, run_id: str):
-        from mlflow.tracking import MlflowClient  # here, not at import: a launcher imports it in a thread
-
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.client = MlflowClient(tracking_uri)
+
+    @functools.cached_property
+    def client(self):
+        """The run's ``MlflowClient``, made (and MLflow imported: seconds of CPU) on the first call that logs:
+        a ``RunRecorder`` starts without it, beside a worker group that is starting."""
+        from mlflow.tracking import MlflowClient  # not at import: a launcher imports it in a thread
+
+        return MlflowClient(self.tracking_uri)
 
     @classmethod
     def create(cls, tracking_uri: str, experiment_name: str, run_name: str, tags: dict[str, str] | None = None,
