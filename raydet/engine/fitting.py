@@ -9,6 +9,7 @@ continues the run from its latest reported checkpoint, as ``--resume auto`` woul
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import threading
@@ -53,8 +54,10 @@ def fit_again_after_actor_deaths(new_trainer: Callable[[], TorchTrainer], run_fo
             if not isinstance(death, ray.exceptions.RayActorError) or refits == max_refits:
                 raise
             reason = f"{type(death).__name__}: {str(death).splitlines()[0] if str(death) else ''}"
+        finally:  # a fit's controller ends with it, and every placement group it created (best effort)
+            with contextlib.suppress(Exception):
+                end_controller(trainer)
         refits += 1
-        end_controller(trainer)
         print(f"Ray Train's controller gave up because an actor it called died ({reason}); fitting again from "
               f"the latest checkpoint ({refits} of {'unlimited' if max_refits == -1 else max_refits})",
               file=sys.stderr, flush=True)

@@ -62,12 +62,31 @@ def wait_for_free_cpus(ray, cpus: float, timeout: float = 120) -> None:
         if ray.available_resources().get("CPU", 0) >= cpus - 1e-9:
             return
         time.sleep(1)
-    from ray._private.state import actors
-
-    alive = sorted(actor["ActorClassName"] for actor in actors().values() if actor["State"] == "ALIVE")
     raise AssertionError(f"{ray.available_resources().get('CPU', 0)} of {ray.cluster_resources().get('CPU', 0)} "
-                         f"CPUs free {timeout} s after the interrupted sweep ended, {cpus} needed; alive actors: "
-                         f"{alive}")
+                         f"CPUs free {timeout} s after the interrupted sweep ended, {cpus} needed; "
+                         f"{what_holds_the_cluster()}")
+
+
+def what_holds_the_cluster() -> str:
+    """The cluster's alive actors and its placement groups not removed, each with its job (this test process's
+    is ``01000000``) and, for a group, its creator actor's class and whether that creator is dead."""
+    from ray._private.state import actors, state
+    from ray.core.generated import gcs_pb2
+
+    table = actors()
+    alive = sorted(f"{actor['ActorClassName']} (job {actor['JobID']})" for actor in table.values()
+                   if actor["State"] == "ALIVE")
+    raw_groups = state._connect_and_get_accessor().get_placement_group_table()
+    groups = []
+    for group in map(gcs_pb2.PlacementGroupTableData.FromString, raw_groups):
+        if group.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        creator = table.get(group.creator_actor_id.hex(), {}).get("ActorClassName")
+        creator = "the job" if creator is None else f"{creator} ({'dead' if group.creator_actor_dead else 'alive'})"
+        groups.append(f"{[dict(bundle.unit_resources) for bundle in group.bundles]} "
+                      f"{gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(group.state)}, job "
+                      f"{group.creator_job_id.hex()}, created by {creator}")
+    return f"alive actors: {alive}; placement groups: {groups}"
 
 
 def run_or_explain(command: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
