@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet -e '.[test]'
 	touch $@
 
+# Everything, in two passes: the tests that need neither Ray nor long on all cores, then the Ray and slow ones
+# one at a time on one shared Ray cluster (they time Ray's start-up and share 4 logical CPUs of a 2-core machine).
 test: $(STAMP)
 	$(VENV)/bin/ruff check raydet tests benchmarks
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -m "not slow and not ray" -n auto -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -m "slow or ray"
 
 # The edit-test loop: everything but the tests that run through Ray or take long (CI runs those too).
 test-fast: $(STAMP)

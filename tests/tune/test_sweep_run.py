@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from tests.chaos import alive_ids, leftovers
 from tests.helpers import REPO, run_cli, write
 
 DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
@@ -127,6 +129,7 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     command = [sys.executable, "-m", "raydet.tune", str(sweep), "--work-dir", str(work)]
 
     # Ctrl+C as soon as the second trial has started: the first one has finished by then.
+    before = alive_ids(ray_session)  # what earlier tests left is not the sweep's to free
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
     deadline = time.time() + 400
@@ -144,8 +147,12 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     assert (rows[done]["optimizer.lr"], rows[done]["status"], rows[done]["epochs"]) == ("0.004", "finished", "2")
     assert (rows[stopped]["optimizer.lr"], rows[stopped]["status"]) == ("1e-07", "interrupted")
 
-    # the interrupted sweep's trial, controller, workers and placement groups are gone
-    wait_for_free_cpus(ray_session, ray_session.cluster_resources()["CPU"])
+    # the interrupted sweep's trial, controller, workers and placement groups are gone, and a trial fits
+    deadline = time.time() + 120
+    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
+        time.sleep(1)
+    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}, what_holds_the_cluster()
+    wait_for_free_cpus(ray_session, float(re.search(r"each holding ([0-9.]+) CPU", out).group(1)))
     resumed = run_or_explain(command + ["--resume"], cwd=tmp_path, env=env, timeout=500)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     rows = read_rows(work)
