@@ -40,36 +40,32 @@ def test_a_local_rays_processes_resolve_that_ray():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_two_local_trainings_and_an_evaluation_at_once_each_finish_without_the_other_rays_noise(small_shapes,
-                                                                                                  tmp_path):
+def test_a_local_training_and_an_evaluation_at_once_each_finish_without_the_other_rays_noise(small_shapes, tmp_path):
+    """The evaluation's Ray starts once the training's has: the training's processes (Ray Train's placement-group
+    cleaner among them) start while a newer instance runs, the one a confused process would pick."""
     from raydet.builder import build_model
     from raydet.config import load_config
 
     config = load_config(DEMO_CONFIG, quick_overrides(small_shapes))
     torch.save({"model": build_model(config).state_dict(), "config": config.to_yaml()}, tmp_path / "model.pt")
-    train = [sys.executable, "-m", "raydet.train", str(DEMO_CONFIG), "--set", *quick_overrides(small_shapes)]
-    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in ("first", "second", "evaluation")}
-    first = subprocess.Popen([*train, "--work-dir", str(tmp_path / "first")], cwd=REPO, env=laptop_env(),
-                             stdout=logs["first"], stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120  # the second Ray is the newer one: the instance a confused process would pick
-    while "Started a local Ray instance" not in (tmp_path / "first.log").read_text() and time.time() < deadline:
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    log = tmp_path / "training.log"
+    training = subprocess.Popen([sys.executable, "-m", "raydet.train", str(DEMO_CONFIG), "--set",
+                                 *quick_overrides(small_shapes), "--work-dir", str(tmp_path / "training")],
+                                cwd=REPO, env=laptop_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while "Started a local Ray instance" not in log.read_text() and time.time() < deadline:
+        assert training.poll() is None, log.read_text()[-3000:]
         time.sleep(1)
-    second = subprocess.Popen([*train, "--work-dir", str(tmp_path / "second")], cwd=REPO, env=laptop_env(),
-                              stdout=logs["second"], stderr=subprocess.STDOUT, text=True)
     evaluation = run_cli("raydet.test", str(DEMO_CONFIG), str(tmp_path / "model.pt"), "--set",
                          *quick_overrides(small_shapes), env={"RAY_ADDRESS": ""}, timeout=300)
-    codes = {"first": first.wait(timeout=400), "second": second.wait(timeout=400)}
-    outputs = {name: (tmp_path / f"{name}.log").read_text() for name in ("first", "second")}
-    outputs["evaluation"] = evaluation.stdout + evaluation.stderr
-    codes["evaluation"] = evaluation.returncode
+    codes = {"training": training.wait(timeout=400), "evaluation": evaluation.returncode}
+    outputs = {"training": log.read_text(), "evaluation": evaluation.stdout + evaluation.stderr}
     for name, output in outputs.items():
         assert codes[name] == 0, f"{name}:\n{output[-3000:]}"
         assert not [line for line in output.splitlines() if any(text in line for text in WRONG_CLUSTER)], name
-    for name in ("first", "second"):
-        assert "Started a local Ray instance" in outputs[name]
-        assert (tmp_path / name / "final_metrics.json").is_file(), own_lines(outputs[name])[-5:]
-        store = f"sqlite:///{tmp_path / name / 'mlflow.db'}"  # the summary says how to see the run
-        assert f"MLflow:      mlflow ui --backend-store-uri {store}\n" in outputs[name], outputs[name][-2000:]
-        assert "?workflowType=machine_learning" in outputs[name]
+    assert "Started a local Ray instance" in outputs["training"]
+    assert (tmp_path / "training" / "final_metrics.json").is_file(), own_lines(outputs["training"])[-5:]
+    store = f"sqlite:///{tmp_path / 'training' / 'mlflow.db'}"  # the summary says how to see the run
+    assert f"MLflow:      mlflow ui --backend-store-uri {store}\n" in outputs["training"], outputs["training"][-2000:]
+    assert "?workflowType=machine_learning" in outputs["training"]
     assert '"bbox_mAP"' in evaluation.stdout
