@@ -43,6 +43,12 @@ per batch, standing in for a GPU's training step, and reports for each side, K
 and S the **data-wait share**: the fraction of the pass, from its first batch
 on, spent waiting for the next batch (the first batch's wait, once an epoch,
 is ``first_batch_s``).  No model runs in this mode.
+
+"Equal CPUs" sets the decode processes, not the cores they use: a DataLoader
+worker's queue pickles each batch into shared memory on a feeder thread of its
+own, beside the decoding, so one worker uses more than one core.  Each side's
+``cores_used`` (images/s x CPU-seconds per image) says how many it used, and
+``ray_data_vs_dataloader_per_cpu_s`` compares images per CPU-second.
 """
 from __future__ import annotations
 
@@ -65,7 +71,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from proc_cpu import tree_cpu_seconds  # noqa: E402  (benchmarks/, this script's folder)
+from proc_cpu import dataloader_worker_pids, thread_cpu_seconds, tree_cpu_seconds  # noqa: E402  (benchmarks/)
 
 from raydet.builder import batch_recipe, build_dataset, build_model  # noqa: E402
 from raydet.config import load_config  # noqa: E402
@@ -130,6 +136,19 @@ def timed_pass(batches, step_s: float = 0.0) -> dict:
             "first_batch_s": first - start, "wait_share": waited / max(end - first, 1e-9)}
 
 
+def dataloader_thread_cores(make_loader) -> list[float]:
+    """One more pass of the DataLoader: the cores each thread of its worker processes used, busiest first
+    (the decoding thread, then the queue's feeder thread that pickles batches into shared memory)."""
+    workers = dataloader_worker_pids()
+    before = {pid: thread_cpu_seconds(pid) for pid in workers}
+    start = time.perf_counter()
+    timed_pass(make_loader())
+    wall_s = time.perf_counter() - start
+    cores = [(seconds - before[pid].get(thread, 0.0)) / wall_s
+             for pid in workers for thread, seconds in thread_cpu_seconds(pid).items()]
+    return sorted((round(core, 2) for core in cores if core >= 0.005), reverse=True)
+
+
 def photos_benchmark(args) -> dict:
     """Ray Data vs DataLoader on the photo set at each ``--cpus`` K (see the module's docstring)."""
     import ray
@@ -159,6 +178,7 @@ def photos_benchmark(args) -> dict:
         for _ in range(args.rounds):  # back to back, so a shared machine's load hits both alike
             for name, make in sides.items():
                 passes[name].append(timed_pass(make()))
+        thread_cores = dataloader_thread_cores(sides["dataloader"])
         waits = {name: {str(step): timed_pass(make(), step)["wait_share"] for step in args.step_s}
                  for name, make in sides.items()}  # one pass each: a slow consumer's pass is long and steady
         ray.shutdown()
@@ -169,8 +189,13 @@ def photos_benchmark(args) -> dict:
         for name, shares in waits.items():
             if shares:
                 figures[name]["wait_share_by_step_s"] = {step: round(share, 3) for step, share in shares.items()}
+        for side in passes:
+            figures[side]["cores_used"] = round(figures[side]["images_per_s"] * figures[side]["cpu_s_per_image"], 2)
+        figures["dataloader"]["worker_thread_cores"] = thread_cores
         figures["ray_data_vs_dataloader"] = round(figures["ray_data"]["images_per_s"]
                                                   / figures["dataloader"]["images_per_s"], 3)
+        figures["ray_data_vs_dataloader_per_cpu_s"] = round(figures["dataloader"]["cpu_s_per_image"]
+                                                            / figures["ray_data"]["cpu_s_per_image"], 3)
         by_cpus[str(cpus)] = figures
     return {
         "benchmark": "data_pipeline",

@@ -42,3 +42,30 @@ def tree_cpu_seconds(root: int | None = None) -> float:
         if ancestor in tree:
             tree.update(chain)
     return sum(processes[pid].cpu_s for pid in tree if pid in processes)
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """Thread id -> its CPU seconds so far, for each thread of process ``pid`` (``{}`` once it ended)."""
+    threads = {}
+    try:
+        for entry in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            threads[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except OSError:  # the process or a thread ended meanwhile
+        pass
+    return threads
+
+
+def dataloader_worker_pids() -> list[int]:
+    """The processes of this machine that are a torch DataLoader's workers (torch names their threads)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as comm:
+                    if comm.read().strip() == "pt_data_worker":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
