@@ -171,3 +171,12 @@ def leftovers(ray, before: set[str] = frozenset()) -> dict[str, list]:
     alive = [actor["ActorClassName"] for actor_id, actor in actors().items()
              if actor["State"] == "ALIVE" and not actor["IsDetached"] and actor_id not in before]
     return {"placement_groups": groups, "actors": alive}
+
+
+def wait_for_no_leftovers(ray, before: set[str], timeout_s: float, explain: Callable[[], str] = str) -> None:
+    """Wait up to ``timeout_s`` until a finished job's ``leftovers`` are gone (its actors and placement groups
+    end with it, a moment later); assert that they are, adding ``explain()`` to the failure."""
+    deadline = time.time() + timeout_s
+    while any(leftovers(ray, before).values()) and time.time() < deadline:
+        time.sleep(1)
+    assert leftovers(ray, before) == {"placement_groups": [], "actors": []}, explain()

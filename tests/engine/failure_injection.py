@@ -102,4 +102,8 @@ class ControllerLosesAnActorOnce(ray.train.UserCallback):
         actor = _Doomed.remote()
         ray.get(actor.ping.remote())
         ray.kill(actor, no_restart=True)
-        ray.get(actor.ping.remote())  # raises ActorDiedError
+        deadline = time.time() + 30
+        while time.time() < deadline:  # ray.kill is asynchronous: a call right after it may still be answered
+            ray.get(actor.ping.remote())  # raises ActorDiedError once the kill has landed
+            time.sleep(0.05)
+        raise RuntimeError("a killed actor still answered 30 s later")

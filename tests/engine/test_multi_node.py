@@ -206,7 +206,7 @@ def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
     decode task's process, a training worker); it finishes with
     every epoch's images seen once, the reference run's metrics, its MLflow run FINISHED, and nothing of it left
     in the cluster.  ``benchmarks/chaos.py`` runs longer, with 6 kills or more."""
-    from tests.chaos import ChaosLoop, alive_ids, leftovers, redone_iterations
+    from tests.chaos import ChaosLoop, alive_ids, redone_iterations, wait_for_no_leftovers
 
     config = load_config(DEMO_CONFIG, [*overrides(small_shapes, storage, one_per_node=True), "scaling.max_failures=10",
                                        "log_config.interval=1", "mlflow.run_name=chaos"])
@@ -234,7 +234,4 @@ def test_chaos_kills_while_training_and_the_run_still_finishes_the_same(
 
     assert MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status == "FINISHED"
     wait_for_nodes(ray_session, 2)
-    deadline = time.time() + 30  # the run's actors and placement groups go with it
-    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
-        time.sleep(1)
-    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}
+    wait_for_no_leftovers(ray_session, before, timeout_s=30)  # the run's actors and placement groups go with it

@@ -93,7 +93,7 @@ def test_a_controller_that_gave_up_on_a_dead_actor_is_ended_and_the_run_fitted_a
     """Ray Train 2.60 does not retry a controller error from an actor's death (a worker killed while its group
     starts): raydet ends that controller, freeing its placement group, and fits the same run again from its
     latest checkpoint; the run ends as if nothing happened."""
-    from tests.chaos import alive_ids, leftovers
+    from tests.chaos import alive_ids, wait_for_no_leftovers
 
     config = load_config(DEMO_CONFIG, [*quick_overrides(small_shapes, epochs=2), "scaling.num_workers=1",
                                        "scaling.max_failures=3", "checkpoint_config.interval=1"])
@@ -107,10 +107,7 @@ def test_a_controller_that_gave_up_on_a_dead_actor_is_ended_and_the_run_fitted_a
     assert final["epochs"] == 2 and final["iters"] == 24 and final["images_seen"] == 2 * 48
     assert "resumed at epoch 1, iteration 12" in (tmp_path / "wd" / "train.log").read_text()
     assert MlflowClient(outcome.mlflow_uri).get_run(outcome.mlflow_run_id).info.status == "FINISHED"
-    deadline = time.time() + 30
-    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
-        time.sleep(1)
-    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}
+    wait_for_no_leftovers(ray_session, before, timeout_s=30)
 
 
 # --- the end-to-end run: one training, the tests below each check one thing about it ------------------------

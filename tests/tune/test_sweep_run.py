@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.chaos import alive_ids, leftovers
+from tests.chaos import alive_ids, wait_for_no_leftovers
 from tests.helpers import REPO, run_cli, write
 
 DEMO_SWEEP = REPO / "configs/tune/demo_shapes.yaml"
@@ -148,10 +148,7 @@ def test_a_sweep_stops_a_weak_trial_survives_ctrl_c_and_resumes(ray_session, sma
     assert (rows[stopped]["optimizer.lr"], rows[stopped]["status"]) == ("1e-07", "interrupted")
 
     # the interrupted sweep's trial, controller, workers and placement groups are gone, and a trial fits
-    deadline = time.time() + 120
-    while any(leftovers(ray_session, before).values()) and time.time() < deadline:
-        time.sleep(1)
-    assert leftovers(ray_session, before) == {"placement_groups": [], "actors": []}, what_holds_the_cluster()
+    wait_for_no_leftovers(ray_session, before, timeout_s=120, explain=what_holds_the_cluster)
     wait_for_free_cpus(ray_session, float(re.search(r"each holding ([0-9.]+) CPU", out).group(1)))
     resumed = run_or_explain(command + ["--resume"], cwd=tmp_path, env=env, timeout=500)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
