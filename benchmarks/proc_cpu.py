@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -21,12 +22,42 @@ def cpu_by_process() -> dict[int, ProcessCpu]:
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmdline:
-                # after "(command name)", which may hold spaces: state, ppid, ..., utime (11), stime (12)
-                fields, command = stat.read().rsplit(")", 1)[1].split(), cmdline.read().replace("\0", " ").strip()
+                fields, command = _stat_fields(stat.read()), cmdline.read().replace("\0", " ").strip()
         except OSError:  # ended meanwhile
             continue
-        found[int(entry)] = ProcessCpu((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[1]), command)
+        found[int(entry)] = ProcessCpu(_cpu_seconds(fields), int(fields[1]), command)
     return found
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a ``/proc/…/stat`` line after "(command name)", which may hold spaces: state, ppid, …"""
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def process_kind(command: str) -> str:
+    """The kind a process's CPU is charged to, from its command line (``cmdline``, NULs as spaces): a Ray worker
+    by its title's actor class or task (``ray::TrainController.run`` -> ``ray::TrainController``), a Python
+    process by its module or script (``raydet.train``, ``log_monitor.py``, ``dashboard/agent.py``), anything
+    else by its executable (``raylet``, ``gcs_server``)."""
+    words = command.split()
+    if not words:
+        return "kernel or exited"
+    if words[0].startswith("ray::"):
+        return words[0].split(".")[0]
+    program = Path(words[0]).name
+    arguments = [word for word in words[1:] if not word.startswith("-") or word in ("-m", "-c")]  # not -u, -X…
+    if not program.startswith("python") or not arguments:
+        return program
+    if arguments[0] == "-m" and len(arguments) > 1:
+        return arguments[1]
+    if arguments[0] == "-c":
+        return "python -c"
+    script = Path(arguments[0])
+    return "/".join(script.parts[-2:]) if script.name in {"agent.py", "main.py", "dashboard.py"} else script.name
 
 
 def tree_cpu_seconds(root: int | None = None) -> float:
@@ -50,8 +81,7 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
     try:
         for entry in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            threads[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                threads[int(entry)] = _cpu_seconds(_stat_fields(stat.read()))
     except OSError:  # the process or a thread ended meanwhile
         pass
     return threads

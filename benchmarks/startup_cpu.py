@@ -6,8 +6,8 @@ Runs ``python -m raydet.train`` once (1 epoch, a fresh local Ray, one CPU per
 worker), reads every process's CPU time from ``/proc`` (Linux) every 0.25 s,
 and prints one JSON line: the seconds to the first iteration
 (``final_metrics.json``'s ``startup_s``), and the CPU-seconds each kind of
-process used until then (Ray actors by class, the raylet, GCS, dashboard, the
-command itself), largest first.  On a machine whose cores are all busy while
+process used until then (``proc_cpu.process_kind``: Ray actors by class, the raylet, GCS,
+dashboard, the command itself), largest first.  On a machine whose cores are all busy while
 a run starts, the time to the first iteration is about this total over the
 cores, so what raydet's own processes take shows up here first.
 
@@ -27,18 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_cpu import cpu_by_process  # benchmarks/, this script's folder
+from proc_cpu import cpu_by_process, process_kind  # benchmarks/, this script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
-KNOWN = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "raydet.train")
-
-
-def process_kind(command: str) -> str:
-    """``ray::TrainController.run`` -> ``ray::TrainController``; Ray's daemons and the command by name."""
-    if command.startswith("ray::"):
-        return command.split()[0].split(".")[0]
-    return next((name for name in KNOWN if name in command), command[:40])
 
 
 def main() -> None:

@@ -5,10 +5,10 @@ Ray's daemons and the nodes ``ray start`` leaves running are not always the comm
 on an otherwise quiet machine).  Each process's CPU is counted from its first sample to its last (a process that
 lives less than one interval is missed; one that ends loses at most one interval) and charged to its kind:
 
-* a Ray worker process by the title Ray gives it (``ray::RayTrainWorker``, ``ray::TrainController``, a Ray Data
-  task's operator name ...); an idle pooled worker's time goes to the last task or actor it ran;
+* a Ray worker process by the actor class or task in the title Ray gives it (``ray::RayTrainWorker``, a Ray
+  Data task's operator name ...); an idle pooled worker's time goes to the last task or actor it ran;
 * a Python process by its module or script (``pytest``, ``raydet.train``, Ray's ``dashboard/agent.py`` ...);
-* anything else by its executable (``raylet``, ``gcs_server``, ``pip`` ...).
+* anything else by its executable (``raylet``, ``gcs_server``, ``pip`` ...): ``proc_cpu.process_kind``.
 
 Prints one JSON line: the command's wall time and exit code, the CPU-seconds of the machine over that time and
 their share of its cores, and the kinds in order of CPU-seconds.  This sampler's own CPU is left out.
@@ -23,28 +23,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-from proc_cpu import cpu_by_process
-
-
-def kind_of(command: str) -> str:
-    """The kind a process's command line (as ``/proc/PID/cmdline`` gives it, NULs as spaces) is charged to."""
-    words = command.split()
-    if not words:
-        return "kernel or exited"
-    if words[0].startswith("ray::"):
-        return words[0]
-    program = Path(words[0]).name
-    arguments = [word for word in words[1:] if not word.startswith("-") or word in ("-m", "-c")]  # not -u, -X…
-    if program.startswith("python") and arguments:
-        if arguments[0] == "-m" and len(arguments) > 1:
-            return arguments[1]
-        if arguments[0] == "-c":
-            return "python -c"
-        script = Path(arguments[0])
-        return "/".join(script.parts[-2:]) if script.name in {"agent.py", "main.py", "dashboard.py"} else script.name
-    return program
+from proc_cpu import cpu_by_process, process_kind
 
 
 def sample(interval_s: float, process: subprocess.Popen) -> tuple[dict[str, float], float]:
@@ -61,7 +41,7 @@ def sample(interval_s: float, process: subprocess.Popen) -> tuple[dict[str, floa
                 continue
             if pid in last and seen.cpu_s < last[pid]:  # the pid of a process that ended, given to a new one
                 del last[pid], charged_to[pid]
-            kind = kind_of(seen.command)
+            kind = process_kind(seen.command)
             if kind != "ray::IDLE" or pid not in charged_to:
                 charged_to[pid] = kind
             if already_running:
