@@ -194,11 +194,13 @@ class RunPlan:
 @dataclass(frozen=True)
 class RayParts:
     """What the Ray phase started: the data stream runners (on this node, or none), each split's records in
-    the object store and their summary (``raydet.data.shared_records``)."""
+    the object store and their summary (``raydet.data.shared_records``), and whether the Ray is a local one
+    this launch started (this machine only: no node of it can be preempted without the driver)."""
 
     runners: list
     records: dict
     summary: object
+    local_ray: bool
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: WorkerCount | None = None,
@@ -351,7 +353,7 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
     local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
     the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
-    connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
+    local_ray = connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
     here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
     runners = start_stream_runners(plan.workers.num_workers) if here else []
     stopwatch.mark("ray_ready")
@@ -361,7 +363,7 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     with open(plan.work_dir / "train.log", "a") as log:
         log.write("\n".join(summary.lines()) + "\n")
     stopwatch.mark("records_ready")
-    return RayParts(runners, records, summary)
+    return RayParts(runners, records, summary, local_ray)
 
 
 def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence[StepHook],
@@ -384,7 +386,7 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
 
     stopwatch.mark("fit_started")
     try:
-        with _controller_environment(plan.workers):
+        with _controller_environment(plan.workers, parts.local_ray):
             result, refits = fit_again_after_actor_deaths(new_trainer, plan.run_folder,
                                                           plan.parsed.scaling.max_failures)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
@@ -400,13 +402,17 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     return returned, best
 
 
-def _controller_environment(workers: WorkerGroup) -> contextlib.AbstractContextManager:
+def _controller_environment(workers: WorkerGroup, local_ray: bool) -> contextlib.AbstractContextManager:
     """Ray Train's controller settings that it reads from the driver's environment at ``fit`` (each only where
-    the environment does not set it already): how often it polls the workers, and for an elastic group how
-    long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``)."""
+    the environment does not set it already): how often it polls the workers, for an elastic group how
+    long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``), and on a local Ray no
+    preemption watcher: an actor per worker group that polls for nodes being drained, started with the
+    workers; a local Ray is this machine only, so a notice for it would end the driver with the workers."""
     settings = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(workers.health_check_interval_s)}
     if workers.elastic:
         settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(ELASTIC_GROUP_START_TIMEOUT_S)
+    if local_ray:
+        settings["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     return environment_defaults(settings)
 
 

@@ -25,19 +25,21 @@ import ray
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
-def connect_ray(cpus: float) -> None:
+def connect_ray(cpus: float) -> bool:
     """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
+    Returns whether it started one (a Ray of this machine only, which ends with this process).
 
     A local Ray gets at least two logical CPUs more than the ``cpus`` the training
     workers (or a sweep's trials) take, so Ray Data's decode tasks are never starved
     (on a 2-core laptop with 2 workers, Ray would otherwise hang waiting for a free CPU).
     """
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
-        return
+        return False
     start_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus - 1e-9) + 2))
+    return True
 
 
 def start_local_ray(num_cpus: int) -> str:
