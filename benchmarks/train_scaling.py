@@ -45,15 +45,24 @@ DEMO_CONFIG = REPO / "configs/demo/fcos_tiny_shapes.yaml"
 
 def run_training(config: str, overrides: list[str], num_workers: int, work_dir: Path) -> float:
     """Run the CLI; return the wall-clock time its command started at."""
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
     started = time.time()
     subprocess.run(
         [sys.executable, "-m", "raydet.train", config, "--work-dir", str(work_dir), "--num-workers", str(num_workers),
          "--set", *overrides, "log_config.interval=1", "scaling.resources_per_worker.CPU=1"],
-        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        check=True, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     return started
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the commands this benchmark times, runs and floors alike."""
+    return {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def floor_command(num_workers: int) -> list[str]:
+    """The command of ``ray_train_floor_child`` (run it with ``child_env()``); it prints one JSON line."""
+    return [sys.executable, str(Path(__file__).resolve()), "--ray-floor-child", str(num_workers)]
 
 
 def ray_train_floor_child(num_workers: int) -> None:
@@ -87,10 +96,7 @@ def ray_train_floor_child(num_workers: int) -> None:
 
 def ray_train_floor(num_workers: int) -> dict:
     """``ray_train_floor_child`` in a fresh process, as a run's command is."""
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, __file__, "--ray-floor-child", str(num_workers)], check=True, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(floor_command(num_workers), check=True, env=child_env(), capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
