@@ -83,6 +83,8 @@ class RunOptions:
         ends_run_on_error: close the MLflow run as FAILED / KILLED when the fit raises.  A sweep's
             trial leaves that to the sweep's driver: a trial that Tune stops or a Ctrl+C interrupts
             may see its fit raise while its process is torn down, and only the driver knows why.
+        on_local_ray: the Ray the run joins is a local one its caller started (a sweep's driver on a
+            laptop): the run is watched as on a local Ray it starts itself (``_controller_environment``).
     """
 
     name: str
@@ -91,6 +93,7 @@ class RunOptions:
     callbacks: tuple[ray.train.UserCallback, ...] = ()
     controller_failure_limit: int = -1
     ends_run_on_error: bool = True
+    on_local_ray: bool = False
 
 
 def _workers_fit_here(num_workers: int, resources: dict[str, float], use_gpu: bool) -> bool:
@@ -195,7 +198,7 @@ class RunPlan:
 class RayParts:
     """What the Ray phase started: the data stream runners (on this node, or none), each split's records in
     the object store and their summary (``raydet.data.shared_records``), and whether the Ray is a local one
-    this launch started (this machine only: no node of it can be preempted without the driver)."""
+    that this launch (or its caller: ``RunOptions.on_local_ray``) started: this machine only."""
 
     runners: list
     records: dict
@@ -353,7 +356,8 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
     local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
     the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
-    local_ray = connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
+    started_here = connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
+    local_ray = started_here or plan.options.on_local_ray
     here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
     runners = start_stream_runners(plan.workers.num_workers) if here else []
     stopwatch.mark("ray_ready")
