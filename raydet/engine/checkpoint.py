@@ -97,6 +97,16 @@ def latest_checkpoint(run_folder: str) -> str | None:
     return storage.join(run_folder, names[-1]) if names else None
 
 
+def newest_readable_checkpoint(run_folder: str) -> str | None:
+    """The newest checkpoint folder of a run folder that can be read (``load_newest_readable``), if any: what a
+    stopped run reports, as its newest may have been cut short by the stop."""
+    try:
+        found = load_newest_readable(run_folder)
+    except CheckpointError:
+        return None
+    return found[1] if found else None
+
+
 def load_newest_readable(run_folder: str, newest: str | None = None) -> tuple[dict[str, Any], str, list[str]] | None:
     """The newest checkpoint of ``run_folder`` that can be read, from ``newest`` (a folder name) back: a latest
     checkpoint cut short by a partial upload gives way to the one before it.

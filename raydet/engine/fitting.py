@@ -21,7 +21,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 from ray.util.placement_group import PlacementGroup
 
-from .checkpoint import latest_checkpoint
+from .checkpoint import newest_readable_checkpoint
 from .stop_signals import RunStopped, stop_signals_as_ctrl_c
 
 
@@ -158,7 +158,7 @@ def fit_unless_stopped(trainer: TorchTrainer, run_folder: str) -> ray.train.Resu
     remover.stop()
     try:
         if stops and (error is not None or result.return_value is None):
-            raise RunStopped(stops[0], run_folder, latest_checkpoint(run_folder)) from error
+            raise RunStopped(stops[0], run_folder, newest_readable_checkpoint(run_folder)) from error
         if error is not None:
             raise error
         return result

@@ -27,7 +27,7 @@ class RunStopped(KeyboardInterrupt):
     Attributes:
         signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
         run_folder: the stopped run's folder (its checkpoints), if known.
-        latest_checkpoint: its newest checkpoint folder, if any.
+        latest_checkpoint: its newest readable checkpoint folder, if any (one the stop cut short is passed over).
     """
 
     def __init__(self, signal_name: str, run_folder: str | None = None, latest_checkpoint: str | None = None):

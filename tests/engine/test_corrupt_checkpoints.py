@@ -14,6 +14,7 @@ from raydet.engine.checkpoint import (
     load_checkpoint,
     load_newest_readable,
     model_summary,
+    newest_readable_checkpoint,
     save_checkpoint,
 )
 from raydet.engine.launcher import launch
@@ -45,6 +46,7 @@ def test_the_newest_readable_checkpoint_is_the_one_before_a_partial_upload(tmp_p
     cut_short(f"{run}/checkpoint_2026-12-06_10-10-00.000001/checkpoint.pt")
     saved, folder, warnings = load_newest_readable(run)
     assert saved["epoch"] == 2 and folder.endswith("10-05-00.000001")
+    assert newest_readable_checkpoint(run) == folder  # what a stopped run prints: a stop may cut its newest short
     assert len(warnings) == 1 and "10-10-00.000001/checkpoint.pt is not a readable checkpoint" in warnings[0]
     assert "continuing from the checkpoint before it" in warnings[0]
     saved, _, warnings = load_newest_readable(run, newest="checkpoint_2026-12-06_10-00-00.000001")
@@ -53,7 +55,9 @@ def test_the_newest_readable_checkpoint_is_the_one_before_a_partial_upload(tmp_p
         open(f"{run}/checkpoint_2026-12-06_{name}.000001/checkpoint.pt", "wb").write(b"garbage")
     with pytest.raises(CheckpointError, match="no checkpoint of .* can be read"):
         load_newest_readable(run)
+    assert newest_readable_checkpoint(run) is None
     assert load_newest_readable(str(tmp_path / "empty")) is None
+    assert newest_readable_checkpoint(str(tmp_path / "empty")) is None
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a raydet checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
