@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -35,7 +36,7 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointError, latest_checkpoint, loa
 from .environment import environment_defaults
 from .fitting import ControllerKeepingTrainer, fit_again_after_actor_deaths
 from .ray_connection import connect_ray
-from .recorder import MlflowRunError, RunOpening, open_mlflow_run, start_recorder
+from .recorder import start_recorder
 from .spec import TrainingSpec
 from .stopwatch import STARTUP_PHASES, Stopwatch, startup_phases
 from .tracking import MlflowRun, flatten
@@ -224,7 +225,6 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
 
     Raises:
         ConfigError, DataError: a config or dataset that cannot be used (before any worker starts).
-        MlflowRunError: the run's MLflow store cannot be used (before any training step).
         NonFiniteLossError: training stopped at a NaN or inf loss (every worker stopped at that iteration).
     """
     stopwatch = Stopwatch("launched")  # when each start-up phase ended (rank 0 adds its marks)
@@ -232,10 +232,11 @@ def launch(config: Config, work_dir: Path, resume: str | None = None, num_worker
     checked, workers = check_run(parsed, resume, num_workers, use_gpu)
     plan = plan_run(parsed, checked, workers, work_dir.resolve(), resume, options)
     stopwatch.mark("checked")
-    parts = start_ray(plan, stopwatch)
-    with mlflow_run(plan, parts) as opening:
-        returned, best = fit(plan, parts, opening, step_hooks, stopwatch)
-        tracker = opening.tracker()
+    with mlflow_run(plan) as opening:
+        parts = start_ray(plan, stopwatch)
+        tracker = opening.result()
+        stopwatch.mark("mlflow_ready")
+        returned, best = fit(plan, parts, tracker, step_hooks, stopwatch)
     final = final_metrics(plan, returned, best, tracker.run_id, stopwatch)
     final["mlflow_model"] = publish_model(plan, final, tracker)
     write_final_metrics(plan, final, tracker)
@@ -319,52 +320,42 @@ def plan_run(parsed: ParsedConfig, checked: CheckedConfig, workers: WorkerGroup,
                    resume_from)
 
 
-@dataclass(frozen=True)
-class MlflowOpening:
-    """A run's MLflow run, opening (``raydet.engine.recorder.open_mlflow_run``): its store and a reference
-    to its id."""
-
-    tracking_uri: str
-    run_id: ray.ObjectRef
-
-    def tracker(self) -> MlflowRun:
-        """The opened run, once it is open; raises ``MlflowRunError`` if it could not be opened."""
-        try:
-            return MlflowRun(self.tracking_uri, ray.get(self.run_id))
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, MlflowRunError):
-                raise error.cause from None
-            raise
-
-
 @contextlib.contextmanager
-def mlflow_run(plan: RunPlan, parts: RayParts) -> Iterator[MlflowOpening]:
-    """Phase 4a: open the run's MLflow run with its tags, params, ``config.yaml`` and the records' summary, in a
-    Ray task on this node (MLflow's import and a new store take seconds: the run opens while the worker group
-    starts); yields the ``MlflowOpening``.  When the launch fails, the run ends FAILED (KILLED on Ctrl+C,
-    SIGTERM or an exit) — unless a sweep's driver ends it (``options.ends_run_on_error``); a NaN loss always
-    ends it FAILED."""
-    parsed, options = plan.parsed, plan.options
-    tracking_uri, artifact_location = parsed.mlflow.resolved_uri(plan.work_dir)
-    opening = MlflowOpening(tracking_uri, open_mlflow_run(RunOpening(
-        tracking_uri, artifact_location, parsed.mlflow.experiment_name, options.name,
-        tags={"raydet.config": parsed.config.filename, "raydet.work_dir": str(plan.work_dir), **options.mlflow_tags},
-        params={**flatten(dict(parsed.config)), **options.mlflow_params}, config_yaml=parsed.yaml,
-        metrics={k.replace("/", "."): v for k, v in parts.summary.metrics().items()})))
+def mlflow_run(plan: RunPlan) -> Iterator[Future[MlflowRun]]:
+    """Phase 3a: open the run's MLflow run on a thread (a new store takes seconds to set up, and mlflow to
+    import: it opens while Ray starts); yields its future.  When the launch fails, the run ends FAILED
+    (KILLED on Ctrl+C, SIGTERM or an exit) — unless a sweep's driver ends it (``options.ends_run_on_error``); a NaN loss
+    always ends it FAILED."""
+    plan.work_dir.mkdir(parents=True, exist_ok=True)  # it holds the default store
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
+    opening = pool.submit(_open_mlflow_run, plan)
+    pool.shutdown(wait=False)  # the thread ends with its one task
     try:
         yield opening
     except BaseException as error:
         if plan.options.ends_run_on_error or isinstance(error, NonFiniteLossError):
             with contextlib.suppress(Exception):
-                opening.tracker().end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
+                opening.result().end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
 
 
+def _open_mlflow_run(plan: RunPlan) -> MlflowRun:
+    """Create the run's MLflow run with its tags, params and ``config.yaml``."""
+    parsed, options = plan.parsed, plan.options
+    tracking_uri, artifact_location = parsed.mlflow.resolved_uri(plan.work_dir)
+    tracker = MlflowRun.create(tracking_uri, parsed.mlflow.experiment_name, options.name,
+                               tags={"raydet.config": parsed.config.filename, "raydet.work_dir": str(plan.work_dir),
+                                     **options.mlflow_tags},
+                               artifact_location=artifact_location)
+    tracker.log_params({**flatten(dict(parsed.config)), **options.mlflow_params})
+    tracker.log_text(parsed.yaml, "config.yaml")
+    return tracker
+
+
 def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
-    """Phase 3: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
+    """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
     local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
     the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
-    plan.work_dir.mkdir(parents=True, exist_ok=True)  # its config.yaml and train.log, and the default store
     started_here = connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
     local_ray = started_here or plan.options.on_local_ray
     here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
@@ -379,14 +370,14 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     return RayParts(runners, records, summary, local_ray)
 
 
-def fit(plan: RunPlan, parts: RayParts, opening: MlflowOpening, step_hooks: Sequence[StepHook],
+def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence[StepHook],
         stopwatch: Stopwatch) -> tuple[dict, ray.train.Checkpoint | None]:
-    """Phase 4b: the run recorder and the ``TorchTrainer``; fit.  Returns rank 0's return value and the best
-    checkpoint (by ``evaluation.save_best`` with ``data.val``, else the latest).  Raises what the MLflow run's
-    opening raised, if it failed (the workers stop before training, at their first collective call)."""
-    recorder = start_recorder(plan.work_dir, opening.tracking_uri)
-    loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, mlflow_run_id=opening.run_id,
-                      resume_from=plan.resume_from, run_folder=plan.run_folder,
+    """Phase 4: the run recorder and the ``TorchTrainer``; fit.  Returns rank 0's return value and the best
+    checkpoint (by ``evaluation.save_best`` with ``data.val``, else the latest)."""
+    tracker.log_metrics({k.replace("/", "."): v for k, v in parts.summary.metrics().items()}, step=0)
+    recorder = start_recorder(plan.work_dir, tracker.tracking_uri, tracker.run_id)
+    loop = LoopConfig(spec=plan.spec, work_dir=str(plan.work_dir), recorder=recorder, resume_from=plan.resume_from,
+                      run_folder=plan.run_folder,
                       checkpoint_dir=plan.run_folder if plan.workers.num_workers == 0 else None,
                       step_hooks=tuple(step_hooks), stream_runners=tuple(parts.runners), records=parts.records)
     # In the object store: Ray Train's controller passes a reference on without unpickling the loop config
@@ -402,7 +393,6 @@ def fit(plan: RunPlan, parts: RayParts, opening: MlflowOpening, step_hooks: Sequ
         with _controller_environment(plan.workers, parts.local_ray):
             result, refits = fit_again_after_actor_deaths(new_trainer, plan.run_folder,
                                                           plan.parsed.scaling.max_failures)
-        opening.tracker()  # raises what a failed opening raised: the workers stopped at their start
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
             stopwatch.mark(name, at=at)
     finally:  # the run's helper actors end with it, after the calls rank 0 sent them

@@ -9,6 +9,7 @@ STARTUP_PHASES = (
     ("checks", "checked"),              # config, model and optimizer built once, annotations read and checked
     ("ray_start", "ray_ready"),         # a local Ray started (or the cluster joined)
     ("records", "records_ready"),       # the records tables handed to Ray Data, the work dir written
+    ("mlflow_wait", "mlflow_ready"),    # what is left of opening the MLflow run (it opens while Ray starts)
     ("to_fit", "fit_started"),          # the run recorder and the TorchTrainer
     ("worker_group", "worker_started"),  # Ray Train's controller, placement, the worker processes and imports
     ("model", "model_ready"),           # model, DDP, optimizer built; checkpoint restored (decoding has begun)

@@ -1,8 +1,7 @@
 """MLflow tracking: the driver opens one run per training run; rank 0 logs into it.
 
-The run opens while the workers start (``raydet.engine.recorder.open_mlflow_run``)
-and its id travels to them, so a worker group restarted after a failure keeps
-logging into the same run.  The
+The run is created before the workers start and its id travels to them, so a
+worker group restarted after a failure keeps logging into the same run.  The
 tracking URI comes from ``mlflow.tracking_uri`` in the config, else
 ``MLFLOW_TRACKING_URI``, else an absolute ``sqlite:///WORK_DIR/mlflow.db``.
 On a multi-node cluster, point it at a tracking server every node can reach.

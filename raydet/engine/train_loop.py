@@ -97,8 +97,6 @@ class LoopConfig:
         spec: the run's ``TrainingSpec``.
         work_dir: the run's work directory (absolute).
         recorder: the run's ``RunRecorder`` actor (rank 0's lines, metrics, pictures).
-        mlflow_run_id: a reference to the run's MLflow run id, ready once the run has opened
-            (``raydet.engine.recorder.open_mlflow_run``).
         resume_from: ``--resume PATH``'s checkpoint, or None.
         run_folder: the run's folder in Ray Train's storage (a path or a URI), where its checkpoints are.
         checkpoint_dir: where to keep checkpoints when the loop runs in the driver (``num_workers: 0``).
@@ -110,7 +108,6 @@ class LoopConfig:
     spec: TrainingSpec
     work_dir: str
     recorder: ray.actor.ActorHandle
-    mlflow_run_id: ray.ObjectRef
     resume_from: str | None = None
     run_folder: str | None = None
     checkpoint_dir: str | None = None
@@ -198,10 +195,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     restart the workers from the last checkpoint, only to meet the same loss again).
     """
     stopwatch = Stopwatch("worker_started")  # rank 0's start-up, for final_metrics.json's startup_s
-    try:
-        worker = start_worker(ray.get(config[LOOP_CONFIG]), stopwatch)
-    except MlflowRunNotOpened:  # on every rank, before DDP: the driver raises why; nothing to restart for
-        return None
+    worker = start_worker(ray.get(config[LOOP_CONFIG]), stopwatch)
     hooks = worker_hooks(worker, stopwatch)
     state, max_epochs = worker.state, worker.spec.runner.max_epochs
     for epoch in range(state.epoch, max_epochs):
@@ -221,19 +215,6 @@ def train_loop_per_worker(config: dict) -> dict | None:
     return finish_worker(worker)
 
 
-class MlflowRunNotOpened(Exception):
-    """The run's MLflow run failed to open; the driver raises why."""
-
-
-def wait_for_mlflow_run(run_id: ray.ObjectRef) -> str:
-    """The run's MLflow run id, once the run is open (it opens while the worker group starts, so this seldom
-    waits); raise ``MlflowRunNotOpened`` if its opening failed."""
-    try:
-        return ray.get(run_id)
-    except ray.exceptions.RayError:  # its task's error, or the death of the process that ran it
-        raise MlflowRunNotOpened() from None
-
-
 def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     """Start the data stream, build model (same seed: same weights on every worker), DDP, optimizer, schedule;
     restore the checkpoint this worker continues from."""
@@ -250,7 +231,6 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     model = spec.build_model()
     if hasattr(model, "init_weights"):
         model.init_weights()
-    mlflow_run_id = wait_for_mlflow_run(loop.mlflow_run_id)  # before DDP's first collective: every rank alike
     model = ray.train.torch.prepare_model(apply_accel(model, spec.accel))
     optimizer = spec.build_optimizer(unwrap(model))
     plan = data.plan(0)  # every epoch has as many steps and iterations
@@ -258,7 +238,7 @@ def start_worker(loop: LoopConfig, stopwatch: Stopwatch) -> Worker:
     trainer = Trainer(model, optimizer, scheduler, spec.optimizer_config, ray.train.torch.get_device())
     state = _restore(saved, trainer, first_step) if saved else TrainState()
     stopwatch.mark("model_ready")
-    sink = RecorderSink(loop.recorder, mlflow_run_id) if rank == 0 else None
+    sink = RecorderSink(loop.recorder) if rank == 0 else None
     iterations_per_epoch = len(plan.batches) // spec.global_batch.reference_workers
     progress = ProgressLog(sink, world_size, iterations_per_epoch * spec.runner.max_epochs, spec.runner.max_epochs,
                            start_iteration=state.iteration)

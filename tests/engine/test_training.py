@@ -13,7 +13,6 @@ from raydet import evaluate as test_cli
 from raydet.config import load_config
 from raydet.engine.checkpoint import load_checkpoint
 from raydet.engine.launcher import STARTUP_PHASES, RunOptions, launch
-from raydet.engine.recorder import MlflowRunError
 from tests.demo_helpers import DEMO_CONFIG, printed_metrics, quick_overrides
 from tests.engine.failure_injection import MARKER, ControllerLosesAnActorOnce, KillWorkerOnce
 
@@ -85,23 +84,6 @@ def test_resume_auto_finishes_an_interrupted_run(ray_session, small_shapes, tmp_
     for metric, values in before_failure.items():
         again = history(resumed, metric)
         assert {step: again[step] for step in values} == values, metric
-
-
-@pytest.mark.timeout(300)
-def test_an_mlflow_run_that_cannot_open_stops_every_worker_before_training(ray_session, small_shapes, tmp_path,
-                                                                           capfd):
-    """The run opens while the worker group starts; a store MLflow cannot use is the launch's error, and the
-    workers (2: DDP would hang if only one stopped) stop before their first step, without being restarted."""
-    config = load_config(DEMO_CONFIG, [*quick_overrides(small_shapes), "scaling.num_workers=2",
-                                       "scaling.max_failures=3", "mlflow.tracking_uri=nope://store"])
-    with pytest.raises(MlflowRunError, match=r"^MLflow could not open the run in nope://store: "
-                                             r"UnsupportedModelRegistryStoreURIException: .*unsupported URI"):
-        launch(config, tmp_path / "wd")
-    log = (tmp_path / "wd" / "train.log").read_text()
-    assert "Epoch [" not in log and "resumed" not in log, log  # no iteration ran, and no group was restarted
-    assert not (tmp_path / "wd" / "final_metrics.json").exists()
-    assert_the_runs_actors_ended()
-    assert "RETRY" not in capfd.readouterr().err  # Ray Train's controller logs its failure policy's decisions
 
 
 @pytest.mark.slow
