@@ -83,8 +83,6 @@ class RunOptions:
         ends_run_on_error: close the MLflow run as FAILED / KILLED when the fit raises.  A sweep's
             trial leaves that to the sweep's driver: a trial that Tune stops or a Ctrl+C interrupts
             may see its fit raise while its process is torn down, and only the driver knows why.
-        on_local_ray: the Ray the run joins is a local one its caller started (a sweep's driver on a
-            laptop): the run is watched as on a local Ray it starts itself (``_controller_environment``).
     """
 
     name: str
@@ -93,7 +91,6 @@ class RunOptions:
     callbacks: tuple[ray.train.UserCallback, ...] = ()
     controller_failure_limit: int = -1
     ends_run_on_error: bool = True
-    on_local_ray: bool = False
 
 
 def _workers_fit_here(num_workers: int, resources: dict[str, float], use_gpu: bool) -> bool:
@@ -197,13 +194,11 @@ class RunPlan:
 @dataclass(frozen=True)
 class RayParts:
     """What the Ray phase started: the data stream runners (on this node, or none), each split's records in
-    the object store and their summary (``raydet.data.shared_records``), and whether the Ray is a local one
-    that this launch (or its caller: ``RunOptions.on_local_ray``) started: this machine only."""
+    the object store and their summary (``raydet.data.shared_records``)."""
 
     runners: list
     records: dict
     summary: object
-    local_ray: bool
 
 
 def launch(config: Config, work_dir: Path, resume: str | None = None, num_workers: WorkerCount | None = None,
@@ -356,8 +351,7 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     """Phase 3b: join or start Ray; start the data stream runners when the workers run on this node (a laptop's
     local Ray: they warm up while the worker group starts; on a cluster each worker starts its own); hand
     the records to Ray Data; write the work dir's and the run folder's ``config.yaml``."""
-    started_here = connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
-    local_ray = started_here or plan.options.on_local_ray
+    connect_ray(plan.workers.num_workers * plan.workers.resources.get("CPU", 1))
     here = _workers_fit_here(plan.workers.num_workers, plan.workers.resources, plan.workers.use_gpu)
     runners = start_stream_runners(plan.workers.num_workers) if here else []
     stopwatch.mark("ray_ready")
@@ -367,7 +361,7 @@ def start_ray(plan: RunPlan, stopwatch: Stopwatch) -> RayParts:
     with open(plan.work_dir / "train.log", "a") as log:
         log.write("\n".join(summary.lines()) + "\n")
     stopwatch.mark("records_ready")
-    return RayParts(runners, records, summary, local_ray)
+    return RayParts(runners, records, summary)
 
 
 def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence[StepHook],
@@ -390,7 +384,7 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
 
     stopwatch.mark("fit_started")
     try:
-        with _controller_environment(plan.workers, parts.local_ray):
+        with _controller_environment(plan.workers):
             result, refits = fit_again_after_actor_deaths(new_trainer, plan.run_folder,
                                                           plan.parsed.scaling.max_failures)
         for name, at in ray.get(recorder.startup_marks.remote()).items():  # the first worker group's rank 0's
@@ -406,17 +400,13 @@ def fit(plan: RunPlan, parts: RayParts, tracker: MlflowRun, step_hooks: Sequence
     return returned, best
 
 
-def _controller_environment(workers: WorkerGroup, local_ray: bool) -> contextlib.AbstractContextManager:
+def _controller_environment(workers: WorkerGroup) -> contextlib.AbstractContextManager:
     """Ray Train's controller settings that it reads from the driver's environment at ``fit`` (each only where
-    the environment does not set it already): how often it polls the workers, for an elastic group how
-    long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``), and on a local Ray no
-    preemption watcher: an actor per worker group that polls for nodes being drained, started with the
-    workers; a local Ray is this machine only, so a notice for it would end the driver with the workers."""
+    the environment does not set it already): how often it polls the workers, and for an elastic group how
+    long it waits for a group's resources (``ELASTIC_GROUP_START_TIMEOUT_S``)."""
     settings = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(workers.health_check_interval_s)}
     if workers.elastic:
         settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(ELASTIC_GROUP_START_TIMEOUT_S)
-    if local_ray:
-        settings["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     return environment_defaults(settings)
 
 

@@ -23,23 +23,27 @@ import ray
 #: process is behind), so their processes were ended and restarted, each importing torch again, about
 #: once an epoch in a long test session.  Idle for up to a minute, they are reused instead.
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+#: A local Ray's environment, for this process and every process of that Ray (each only where the environment
+#: does not set it already).  Ray Train starts a preemption watcher with every worker group, an actor that polls
+#: for nodes being drained; a local Ray is this machine only, so a notice for it would end the driver with the
+#: workers.  Ray Train's controller reads the setting from its driver's environment at ``fit``: a run's, or a
+#: sweep trial's, whose process inherits it.
+LOCAL_RAY_ENVIRONMENT = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
-def connect_ray(cpus: float) -> bool:
+def connect_ray(cpus: float) -> None:
     """Join the cluster this process runs in (``RAY_ADDRESS``, set inside a Ray job), else start a local Ray.
-    Returns whether it started one (a Ray of this machine only, which ends with this process).
 
     A local Ray gets at least two logical CPUs more than the ``cpus`` the training
     workers (or a sweep's trials) take, so Ray Data's decode tasks are never starved
     (on a 2-core laptop with 2 workers, Ray would otherwise hang waiting for a free CPU).
     """
     if ray.is_initialized():
-        return False
+        return
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
-        return False
+        return
     start_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus - 1e-9) + 2))
-    return True
 
 
 def start_local_ray(num_cpus: int) -> str:
@@ -48,8 +52,10 @@ def start_local_ray(num_cpus: int) -> str:
 
     The GCS port is chosen first (``RAY_GCS_SERVER_PORT``, which Ray's head node reads), so ``RAY_ADDRESS``
     can name it before the raylet and GCS start and copy this process's environment; both are restored in
-    this process once Ray is up.
+    this process once Ray is up.  ``LOCAL_RAY_ENVIRONMENT`` stays: the Ray lives as long as this process.
     """
+    for key, value in LOCAL_RAY_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     port = _free_port()
     address = f"{ray.util.get_node_ip_address()}:{port}"
     saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}

@@ -157,7 +157,7 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
 
     demand = trial_demand(sweep)
     wanted = sweep.settings.max_concurrent_trials or 1
-    local_ray = connect_ray(demand.get("CPU", 1) * wanted)
+    connect_ray(demand.get("CPU", 1) * wanted)
     concurrency = sweep.settings.max_concurrent_trials or trials_that_fit(ray.cluster_resources(), demand)
     parent = _parent_run(sweep, work_dir, resume, concurrency)
     print(f"sweep {sweep.name}: up to {concurrency} trial(s) at once, each holding "
@@ -165,7 +165,7 @@ def run_sweep(sweep: Sweep, work_dir: Path, resume: bool = False) -> SweepOutcom
 
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(run_trial, sweep=sweep, work_dir=str(work_dir), tracking_uri=parent.tracking_uri,
-                                 parent_run_id=parent.run_id, local_ray=local_ray),
+                                 parent_run_id=parent.run_id),
         {"CPU": TRIAL_FUNCTION_CPUS, f"node:{ray.util.get_node_ip_address()}": 0.001},
     )
     tuner = (ray.tune.Tuner.restore(str(experiment), trainable, resume_errored=True) if resume

@@ -49,8 +49,7 @@ def trial_work_dir(work_dir: str | Path, trial_id: str) -> Path:
     return Path(work_dir) / "trials" / trial_id
 
 
-def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_uri: str, parent_run_id: str,
-              local_ray: bool = False) -> None:
+def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_uri: str, parent_run_id: str) -> None:
     """Tune's function trainable: train ``sweep``'s config with the ``sampled`` values.
 
     Args:
@@ -58,7 +57,6 @@ def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_
         sweep: the parsed sweep file.
         work_dir: the sweep's absolute work directory.
         tracking_uri, parent_run_id: the sweep's MLflow store and run; the trial's run is its child.
-        local_ray: the sweep's driver started the Ray the trials run on (``RunOptions.on_local_ray``).
     """
     trial_id = ray.tune.get_context().get_trial_id()
     for name, value in TRIAL_ENVIRONMENT.items():
@@ -71,7 +69,6 @@ def run_trial(sampled: dict[str, Any], *, sweep: Sweep, work_dir: str, tracking_
         callbacks=(ReportMetricToTune(sweep.settings.metric),),
         controller_failure_limit=CONTROLLER_FAILURE_LIMIT,
         ends_run_on_error=False,  # the driver ends it: it knows whether the trial failed or was stopped
-        on_local_ray=local_ray,
     )
     config = sweep.trial_config(sampled)
     # the sweep's store; the best trial's model is logged (and registered) by the sweep's driver, on its run

@@ -25,17 +25,34 @@ def laptop_env() -> dict[str, str]:
     return with_repo_on_pythonpath({key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"})
 
 
+WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 @pytest.mark.timeout(120)
-def test_a_local_rays_processes_resolve_that_ray():
+@pytest.mark.parametrize("asked", [None, "1"])
+def test_a_local_rays_processes_resolve_that_ray_and_run_no_preemption_watcher(asked):
+    """Ray Train's controller reads ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` from its driver's environment: the
+    command's, or a sweep trial's (a task here); a value the user set is kept."""
     probe = ("import os, ray\n"
              "from raydet.engine.ray_connection import connect_ray\n"
              "connect_ray(1)\n"
              "seen = ray.get(ray.remote(lambda: os.environ.get('RAY_ADDRESS')).remote())\n"
-             "print(seen == ray.get_runtime_context().gcs_address, seen)\n")
-    out = subprocess.run([sys.executable, "-c", probe], env=laptop_env(), cwd=REPO, capture_output=True, text=True,
+             "print(seen == ray.get_runtime_context().gcs_address, seen)\n"
+             f"print(os.environ.get('{WATCHER}'), ray.get(ray.remote(lambda: os.environ.get('{WATCHER}')).remote()))\n")
+    env = {key: value for key, value in laptop_env().items() if key != WATCHER} | ({WATCHER: asked} if asked else {})
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=100)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split()[0] == "True", out.stdout  # a task's RAY_ADDRESS is its own cluster's GCS
+    addresses, watcher = out.stdout.splitlines()[-2:]
+    assert addresses.split()[0] == "True", out.stdout  # a task's RAY_ADDRESS is its own cluster's GCS
+    assert watcher.split() == [asked or "0"] * 2, out.stdout  # the command's and its Ray's processes'
+
+
+@pytest.mark.timeout(60)
+def test_a_clusters_processes_keep_ray_trains_preemption_watcher(ray_session):
+    """A cluster's nodes can be drained (spot capacity): Ray's default, the watcher, stays."""
+    assert ray_session.get(ray_session.remote(lambda: os.environ.get(WATCHER)).remote()) is None
+    assert os.environ.get(WATCHER) is None
 
 
 @pytest.mark.slow
